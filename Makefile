@@ -1,0 +1,48 @@
+# FaaSTrainGym — the two commands are `make train` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PIP_QUIET ?= -q
+
+.PHONY: setup train test test-fast lint ui render golden bench clean services
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_QUIET) --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install $(PIP_QUIET) -e '.[dev,bench]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import torch, gymnasium, hera, mlflow, redis, boto3" && touch $(STAMP)
+
+setup: $(STAMP)
+
+services:
+	@scripts/ensure-services.sh
+
+## Run the default A/B sweep (2 PPO configs x 3 seeds on CartPole-v1) on the embedded engine.
+train: setup
+	$(PY) workflows/ppo_sweep.py submit --config sweeps/cartpole_ab.yaml
+
+## The test suite (unit, integration against real Redis and an S3-protocol server, end-to-end learning).
+test: setup services
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-fast: setup services
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns --host 127.0.0.1 --port 5000
+
+render: setup
+	$(PY) workflows/ppo_sweep.py render --output iteration-template.yaml
+
+golden: setup
+	$(PY) -m workflows.iteration --write-golden
+
+bench: setup
+	$(PY) benchmarks/bench_ppo_cartpole.py
+
+clean:
+	rm -rf .ftg mlruns mlflow.db .pytest_cache

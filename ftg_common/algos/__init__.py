@@ -1,0 +1,1 @@
+"""Pure RL math: advantage estimation, PPO losses and summary statistics."""

@@ -1,0 +1,39 @@
+"""Deterministic evaluation episodes, all envs stepped together with batched numpy inference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from ftg_common.envs.factory import make_env
+
+
+def run_episodes(
+    env_id: str, env_kwargs: dict[str, Any], policy, seeds: list[int], envs: list[gym.Env] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One episode per seed with the policy's deterministic action. Returns (returns [E], lengths [E])."""
+    envs = envs if envs is not None else [make_env(env_id, env_kwargs) for _ in seeds]
+    e = len(seeds)
+    box = isinstance(envs[0].action_space, gym.spaces.Box)
+    low = np.asarray(envs[0].action_space.low) if box else None
+    high = np.asarray(envs[0].action_space.high) if box else None
+    obs = np.stack([np.asarray(env.reset(seed=s)[0], dtype=np.float32).reshape(-1) for env, s in zip(envs, seeds, strict=True)])
+    returns = np.zeros(e, dtype=np.float64)
+    lengths = np.zeros(e, dtype=np.int64)
+    live = np.arange(e)
+    while live.size:
+        actions = policy.act_deterministic(obs[live])
+        if box:
+            actions = np.clip(actions, low, high)
+        still = []
+        for k, j in enumerate(live):
+            o, r, term, trunc, _ = envs[j].step(actions[k] if box else int(actions[k]))
+            returns[j] += r
+            lengths[j] += 1
+            if not (term or trunc):
+                obs[j] = np.asarray(o, dtype=np.float32).reshape(-1)
+                still.append(j)
+        live = np.asarray(still, dtype=np.int64)
+    return returns, lengths

@@ -1,0 +1,66 @@
+"""Object-store key layout (DESIGN.md section 4). Every key is a pure function of ids and counters."""
+
+from __future__ import annotations
+
+from ftg_common.ids import validate_index, validate_run_id
+
+MAX_VERSION = 1_000_000
+MAX_ITER = 1_000_000
+MAX_SHARD = 10_000
+
+
+def run_prefix(run_id: str) -> str:
+    return f"runs/{validate_run_id(run_id)}"
+
+
+def config_key(run_id: str) -> str:
+    return f"{run_prefix(run_id)}/config.json"
+
+
+def policy_key(run_id: str, version: int) -> str:
+    return f"{run_prefix(run_id)}/policy/{validate_index(version, 'version', MAX_VERSION):06d}.safetensors"
+
+
+def ckpt_prefix(run_id: str, version: int) -> str:
+    return f"{run_prefix(run_id)}/ckpt/{validate_index(version, 'version', MAX_VERSION):06d}"
+
+
+def ckpt_weights_key(run_id: str, version: int) -> str:
+    return f"{ckpt_prefix(run_id, version)}/weights.safetensors"
+
+
+def ckpt_optim_key(run_id: str, version: int) -> str:
+    return f"{ckpt_prefix(run_id, version)}/optimizer.safetensors"
+
+
+def ckpt_state_key(run_id: str, version: int) -> str:
+    return f"{ckpt_prefix(run_id, version)}/state.json"
+
+
+def iter_prefix(run_id: str, iteration: int) -> str:
+    return f"{run_prefix(run_id)}/iter/{validate_index(iteration, 'iteration', MAX_ITER):06d}"
+
+
+def traj_key(run_id: str, iteration: int, shard: int) -> str:
+    return f"{iter_prefix(run_id, iteration)}/traj/{validate_index(shard, 'shard', MAX_SHARD):04d}.safetensors"
+
+
+def carry_key(run_id: str, iteration: int, shard: int) -> str:
+    """Environment state at the end of a shard's rollout; the next iteration's shard starts from it."""
+    return f"{iter_prefix(run_id, iteration)}/carry/{validate_index(shard, 'shard', MAX_SHARD):04d}.safetensors"
+
+
+def batch_key(run_id: str, iteration: int) -> str:
+    return f"{iter_prefix(run_id, iteration)}/batch.safetensors"
+
+
+def update_key(run_id: str, iteration: int) -> str:
+    return f"{iter_prefix(run_id, iteration)}/update.json"
+
+
+def eval_key(run_id: str, iteration: int) -> str:
+    return f"{iter_prefix(run_id, iteration)}/eval.json"
+
+
+def replay_key(run_id: str, chunk: int) -> str:
+    return f"{run_prefix(run_id)}/replay/{validate_index(chunk, 'chunk', 10**8):08d}.safetensors"

@@ -1,0 +1,139 @@
+"""Numpy inference of the actor-critic for the rollout and evaluation paths.
+
+Must never import torch: the rollout-collector's cold start depends on it. The maths mirrors
+`torch_policy.ActorCritic` exactly so that log-probs recorded at collection time match what the
+updater recomputes (to float32 rounding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ftg_common.policy.spec import PolicySpec, check_tensors
+
+__all__ = ["NumpyPolicy"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+_Layer = tuple[np.ndarray, np.ndarray]  # (weight [in, out], bias [out])
+
+
+class NumpyPolicy:
+    """Actor-critic MLP evaluated with numpy, built from the flat tensor dict of a checkpoint.
+
+    Observations are [B, obs_dim] (any trailing shape is flattened); outputs are float32, discrete
+    actions int64 [B], box actions float32 [B, action_dim].
+    """
+
+    def __init__(self, spec: PolicySpec, tensors: dict[str, np.ndarray]) -> None:
+        check_tensors(spec, tensors)
+        self.spec = spec
+        self._discrete = spec.action_kind == "discrete"
+        self._relu = spec.activation == "relu"
+
+        def layers(net: str) -> tuple[list[_Layer], _Layer]:
+            # Transposed once here so each forward pass is x @ W + b with no per-call copies.
+            hidden = [
+                (self._f32(tensors[f"{net}.{i}.weight"]).T.copy(), self._f32(tensors[f"{net}.{i}.bias"]))
+                for i in range(len(spec.net_arch))
+            ]
+            out = (self._f32(tensors[f"{net}.out.weight"]).T.copy(), self._f32(tensors[f"{net}.out.bias"]))
+            return hidden, out
+
+        self._pi_hidden, self._pi_out = layers("pi")
+        self._vf_hidden, self._vf_out = layers("vf")
+        if not self._discrete:
+            self._log_std = self._f32(tensors["log_std"])
+            self._std = np.exp(self._log_std)
+            # Multiplying by exp(-log_std), like the torch policy, keeps both paths bit-close.
+            self._inv_std = np.exp(-self._log_std)
+            # Gaussian log-density constant, summed over action dims.
+            self._log_norm = np.float32(self._log_std.sum(dtype=np.float64) + spec.out_dim * _HALF_LOG_2PI)
+
+    @staticmethod
+    def _f32(a: np.ndarray) -> np.ndarray:
+        return np.array(a, dtype=np.float32, copy=True)
+
+    def _obs(self, obs: np.ndarray) -> np.ndarray:
+        x = np.asarray(obs, dtype=np.float32)
+        x = x.reshape(x.shape[0], -1) if x.ndim != 2 else x
+        if x.shape[1] != self.spec.obs_dim:
+            raise ValueError(f"observations must be [B, {self.spec.obs_dim}], got shape {np.shape(obs)}")
+        return x
+
+    def _mlp(self, x: np.ndarray, hidden: list[_Layer], out: _Layer) -> np.ndarray:
+        for w, b in hidden:
+            x = x @ w
+            x += b
+            # In place: x is a fresh matmul result, never the caller's array.
+            if self._relu:
+                np.maximum(x, 0.0, out=x)
+            else:
+                np.tanh(x, out=x)
+        y = x @ out[0]
+        y += out[1]
+        return y
+
+    @staticmethod
+    def _log_softmax(logits: np.ndarray) -> np.ndarray:
+        z = logits - logits.max(axis=1, keepdims=True)
+        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return z
+
+    # --- public API ----------------------------------------------------------------------------
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        """V(obs): [B] float32."""
+        return self._mlp(self._obs(obs), self._vf_hidden, self._vf_out)[:, 0]
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample actions from pi(.|obs).
+
+        Draws B uniforms (discrete, inverse CDF) or B x action_dim standard normals (box) from
+        `rng`, so a seeded generator reproduces the rollout. Box actions are NOT clipped to the
+        action bounds: the log-prob belongs to the sampled action, clipping is the env wrapper's job.
+
+        Args:
+            obs: [B, obs_dim].
+            rng: source of randomness.
+
+        Returns:
+            (actions int64 [B] or float32 [B, action_dim], values [B] float32, log_prob [B] float32).
+        """
+        x = self._obs(obs)
+        values = self._mlp(x, self._vf_hidden, self._vf_out)[:, 0]
+        head = self._mlp(x, self._pi_hidden, self._pi_out)
+        if self._discrete:
+            logp = self._log_softmax(head)
+            # float64 CDF so that rounding cannot leave a gap below u ~ 1.
+            cdf = np.cumsum(np.exp(logp, dtype=np.float64), axis=1)
+            u = rng.random(x.shape[0])
+            actions = (cdf <= u[:, None]).sum(axis=1)
+            np.minimum(actions, head.shape[1] - 1, out=actions)
+            actions = actions.astype(np.int64, copy=False)
+            log_prob = logp[np.arange(x.shape[0]), actions]
+            return actions, values, log_prob
+        noise = rng.standard_normal(head.shape, dtype=np.float32)
+        actions = head + self._std * noise
+        # (a - mean) / std is exactly the drawn noise, so no division is needed.
+        log_prob = -0.5 * np.einsum("ij,ij->i", noise, noise) - self._log_norm
+        return actions, values, log_prob.astype(np.float32, copy=False)
+
+    def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
+        """Greedy action: argmax of the logits (int64 [B]) or the Gaussian mean (float32 [B, d])."""
+        head = self._mlp(self._obs(obs), self._pi_hidden, self._pi_out)
+        if self._discrete:
+            return head.argmax(axis=1).astype(np.int64, copy=False)
+        return head
+
+    def log_prob(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """log pi(actions|obs): [B] float32. actions are int [B] (discrete) or [B, action_dim] (box)."""
+        x = self._obs(obs)
+        head = self._mlp(x, self._pi_hidden, self._pi_out)
+        if self._discrete:
+            a = np.asarray(actions).reshape(-1).astype(np.int64, copy=False)
+            return self._log_softmax(head)[np.arange(x.shape[0]), a]
+        a = np.asarray(actions, dtype=np.float32).reshape(head.shape)
+        z = (a - head) * self._inv_std
+        return (-0.5 * np.einsum("ij,ij->i", z, z) - self._log_norm).astype(np.float32, copy=False)

@@ -1,0 +1,134 @@
+"""The A/B table of a sweep: per configuration, final-return IQM with bootstrap CI over seeds,
+steps and time to threshold, wall time and cost. Pure functions over run summaries."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ftg_common.algos.stats import bootstrap_ci, iqm
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    run_id: str
+    config: str
+    seed: int
+    status: str
+    final_return: float | None
+    threshold_step: int | None
+    threshold_time_s: float | None
+    threshold_time_incl_eval_s: float | None
+    wall_s: float
+    steps: int
+    gb_s: float
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    config: str
+    seeds: int
+    finished: int
+    final_iqm: float | None
+    ci_low: float | None
+    ci_high: float | None
+    final_mean: float | None
+    reached: int
+    median_steps_to_threshold: float | None
+    median_time_to_threshold_s: float | None
+    median_wall_s: float | None
+    total_gb_s: float
+    faas_usd: float
+    dedicated_usd: float
+
+
+def _median(xs: list[float]) -> float | None:
+    return float(statistics.median(xs)) if xs else None
+
+
+def compare(
+    trials: list[TrialRow], usd_per_gb_s: float, dedicated_usd_per_hour: float, seed: int = 0
+) -> list[ConfigRow]:
+    """One row per configuration, in first-seen order. The CI is a percentile bootstrap of the IQM
+    over seeds (95 %); with one seed it collapses to the point value."""
+    rows: list[ConfigRow] = []
+    for name in dict.fromkeys(t.config for t in trials):
+        group = [t for t in trials if t.config == name]
+        finals = [t.final_return for t in group if t.final_return is not None]
+        lo = hi = point = None
+        if finals:
+            point = float(iqm(finals))
+            lo, hi = bootstrap_ci(finals, seed=seed) if len(finals) > 1 else (point, point)
+        reached = [t for t in group if t.threshold_step is not None]
+        wall = sum(t.wall_s for t in group)
+        gb_s = sum(t.gb_s for t in group)
+        rows.append(
+            ConfigRow(
+                config=name,
+                seeds=len(group),
+                finished=sum(t.status == "finished" for t in group),
+                final_iqm=point,
+                ci_low=None if lo is None else float(lo),
+                ci_high=None if hi is None else float(hi),
+                final_mean=float(statistics.fmean(finals)) if finals else None,
+                reached=len(reached),
+                median_steps_to_threshold=_median([float(t.threshold_step) for t in reached]),
+                median_time_to_threshold_s=_median([t.threshold_time_s for t in reached if t.threshold_time_s is not None]),
+                median_wall_s=_median([t.wall_s for t in group]),
+                total_gb_s=gb_s,
+                faas_usd=gb_s * usd_per_gb_s,
+                dedicated_usd=wall / 3600.0 * dedicated_usd_per_hour,
+            )
+        )
+    return rows
+
+
+def best_trial(trials: list[TrialRow]) -> TrialRow | None:
+    """Highest final return; ties go to the one that reached the threshold in fewer steps."""
+    done = [t for t in trials if t.final_return is not None]
+    if not done:
+        return None
+    return max(done, key=lambda t: (t.final_return, -(t.threshold_step or 10**12)))
+
+
+def rows_as_dicts(rows: list[ConfigRow]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]
+
+
+def _fmt(x: float | None, nd: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{nd}f}"
+
+
+def to_markdown(rows: list[ConfigRow], threshold: float | None) -> str:
+    head = (
+        "| config | seeds | final return IQM [95% CI] | mean | reached "
+        f"{_fmt(threshold, 0)} | median steps to thr. | median time to thr. (s) | median wall (s) | GB-s | "
+        "FaaS $ | dedicated $ |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r.config} | {r.seeds} | {_fmt(r.final_iqm)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] | "
+            f"{_fmt(r.final_mean)} | {r.reached}/{r.seeds} | {_fmt(r.median_steps_to_threshold, 0)} | "
+            f"{_fmt(r.median_time_to_threshold_s, 2)} | {_fmt(r.median_wall_s, 1)} | {_fmt(r.total_gb_s, 1)} | "
+            f"{r.faas_usd:.5f} | {r.dedicated_usd:.5f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def to_rich_table(rows: list[ConfigRow], threshold: float | None, title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("config", "seeds", "final IQM [95% CI]", "mean", f"≥{_fmt(threshold, 0)}", "steps→thr",
+                "time→thr s", "wall s", "GB-s", "FaaS $", "dedicated $"):
+        table.add_column(col, justify="left" if col == "config" else "right")
+    for r in rows:
+        table.add_row(
+            r.config, str(r.seeds), f"{_fmt(r.final_iqm)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]",
+            _fmt(r.final_mean), f"{r.reached}/{r.seeds}", _fmt(r.median_steps_to_threshold, 0),
+            _fmt(r.median_time_to_threshold_s, 2), _fmt(r.median_wall_s, 1), _fmt(r.total_gb_s, 1),
+            f"{r.faas_usd:.5f}", f"{r.dedicated_usd:.5f}",
+        )
+    return table

@@ -1,0 +1,604 @@
+"""The embedded engine: runs a compiled Argo DAG of HTTP steps without Kubernetes.
+
+It follows Argo Workflows v4.1.2 for the subset defined in :mod:`workflows.engines.compiler`:
+
+- ``depends``: a task waits until every dependency is fulfilled, then runs if each term holds; plain ``X``
+  means ``X.Succeeded || X.Skipped || X.Daemoned`` (``dependencies: [X]`` likewise). A task whose condition
+  fails is **Omitted** and never runs; its own dependents are then omitted too.
+- ``when`` is evaluated after substitution with govaluate rules (bare words are strings); false -> the node
+  is **Skipped**, which satisfies a plain ``depends`` downstream.
+- ``withParam``/``withItems`` expand into children named ``task(i:item)``; an empty list skips the task
+  ("Skipped, empty params"). The task (TaskGroup) fails if any child failed or errored, once all children
+  are done. ``{{tasks.T.outputs.result}}`` of a fanned-out T is a JSON array of the *succeeded* children's
+  results (each parsed as JSON) in loop order, so with a failed child the array is short, but a plain
+  ``depends`` on T does not run anyway because T Failed.
+- HTTP steps: the response body is ``outputs.result``; success is ``successCondition`` (over
+  ``response.statusCode``/``response.body``) or a 2xx status; a transport error or a timeout fails the
+  attempt (phase Failed, as Argo's agent does).
+- ``retryStrategy``: ``limit`` retries after the first attempt; Always retries Failed and Error,
+  OnFailure (the default) Failed, OnError Error; the wait before retry n is
+  ``duration * factor**(n-1)`` capped by ``cap``; ``maxDuration`` (counted from the first attempt's start)
+  stops retrying.
+- failFast (default true): after a task fails no new task starts; running ones finish. The DAG's phase is
+  the first failed/errored branch among the leaf tasks (sorted by name), an omitted task inheriting the
+  phase of the failed dependency that caused it.
+
+Substitution is one pass over pre-split strings; a name with no value (e.g. the result of a skipped task)
+makes that node **Error**. Calls are submitted through an invoker (see :mod:`workflows.engines.invokers`);
+ready tasks and all fan-out children are submitted at once and awaited together. ``timeoutSeconds`` bounds
+each attempt's wait; the abandoned call may still finish in its worker.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import heapq
+import itertools
+import json
+import logging
+import queue
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftg_common.faas import Response
+from workflows.engines.compiler import (
+    CompiledWorkflow,
+    HttpTemplate,
+    InvalidWorkflowError,
+    Task,
+    UnsupportedWorkflowError,
+    WorkflowSpecError,
+    compile_workflow,
+)
+from workflows.engines.expr import ExpressionError, compile_expression
+from workflows.engines.invokers import Invoker
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CompiledWorkflow",
+    "InvalidWorkflowError",
+    "LocalEngine",
+    "NodeStatus",
+    "UnsupportedWorkflowError",
+    "WorkflowParameterError",
+    "WorkflowRun",
+    "WorkflowSpecError",
+    "compile_workflow",
+]
+
+SUCCEEDED, FAILED, ERROR, SKIPPED, OMITTED, RUNNING = "Succeeded", "Failed", "Error", "Skipped", "Omitted", "Running"
+_FAILED_OR_ERROR = (FAILED, ERROR)
+
+
+class WorkflowParameterError(ValueError):
+    """The run's parameters do not match the workflow's declared parameters."""
+
+
+@dataclass(slots=True)
+class NodeStatus:
+    name: str  # task name, or "task(i:item)" for a fan-out child, as Argo displays it
+    task: str
+    template: str
+    type: str  # "HTTP", "TaskGroup" or "Skipped"
+    phase: str = RUNNING
+    result: str | None = None
+    status_code: int | None = None
+    attempts: int = 0
+    started: float | None = None  # epoch seconds
+    finished: float | None = None
+    duration_s: float | None = None  # node wall time, retries and backoff included (as Argo shows it)
+    call_s: float = 0.0  # time spent waiting on calls only, summed over attempts (what a function bills)
+    message: str = ""
+    children: list[str] = field(default_factory=list)
+
+    @property
+    def fulfilled(self) -> bool:
+        return self.phase != RUNNING
+
+
+@dataclass
+class WorkflowRun:
+    name: str
+    phase: str
+    nodes: list[NodeStatus]  # creation order: tasks as they start, each group followed by its children
+    message: str
+    parameters: dict[str, str]
+    started: float
+    finished: float
+    duration_s: float
+    _index: dict[str, NodeStatus] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = {n.name: n for n in self.nodes}
+
+    @property
+    def succeeded(self) -> bool:
+        return self.phase == SUCCEEDED
+
+    def node(self, name: str) -> NodeStatus:
+        """The node called ``name`` (a task name, or ``task(i:item)`` for a fan-out child)."""
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(f"no node {name!r} (nodes: {', '.join(self._index)})") from None
+
+    def outputs(self, task: str) -> str | None:
+        """``{{tasks.<task>.outputs.result}}`` as a downstream task would see it (the fan-in array for loops)."""
+        node = self.node(task)
+        if node.type == "TaskGroup":
+            return _fan_in(node, self._index)
+        return node.result
+
+    def output_json(self, task: str) -> Any:
+        text = self.outputs(task)
+        if text is None:
+            raise ValueError(f"task {task!r} has no result (phase {self.node(task).phase})")
+        return json.loads(text)
+
+    def failed_nodes(self) -> list[NodeStatus]:
+        return [n for n in self.nodes if n.phase in _FAILED_OR_ERROR]
+
+    def http_nodes(self) -> list[NodeStatus]:
+        """Nodes that called a function (at least one attempt): what invocation counts and costs are made of.
+        TaskGroup nodes only span their children, and skipped/omitted nodes never ran."""
+        return [n for n in self.nodes if n.type == "HTTP" and n.attempts]
+
+
+class _NodeError(ValueError):
+    """Turns the node being prepared into an Error node with this message."""
+
+
+def _fan_in(group: NodeStatus, nodes: Mapping[str, NodeStatus]) -> str:
+    parts: list[str] = []
+    for child_name in group.children:  # children are recorded in loop order
+        child = nodes[child_name]
+        if child.phase != SUCCEEDED or child.result is None:
+            continue
+        try:
+            value = json.loads(child.result)
+        except ValueError:
+            raise _NodeError(
+                f"cannot aggregate results of {group.task!r}: {child_name!r} returned invalid JSON "
+                f"{child.result[:80]!r}"
+            ) from None
+        parts.append(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    return "[" + ",".join(parts) + "]"
+
+
+def _item_text(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    if type(item) is int:  # the common case (shard numbers), without a trip through the JSON encoder
+        return str(item)
+    if isinstance(item, dict):
+        return json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+
+
+def _item_scope(item: Any) -> dict[str, str]:
+    scope = {"item": _item_text(item)}
+    if isinstance(item, dict):
+        for key, value in item.items():
+            scope[f"item.{key}"] = _item_text(value)
+    return scope
+
+
+def _child_name(task: str, index: int, item: Any) -> str:
+    if isinstance(item, dict):
+        desc = ",".join(sorted(f"{k}:{_item_text(v)}" for k, v in item.items()))
+    else:
+        desc = _item_text(item)
+    return f"{task}({index}:{desc.replace('(', '').replace(')', '')})"
+
+
+def _unresolved(key: KeyError, what: str) -> _NodeError:
+    return _NodeError(f"unresolved placeholder '{{{{{key.args[0]}}}}}' in {what}")
+
+
+class _Call:
+    """One HTTP node and its attempts."""
+
+    __slots__ = ("node", "template", "request", "attempt", "open", "future", "first_start", "t0", "group")
+
+    def __init__(self, node: NodeStatus, template: HttpTemplate, request: tuple[str, str, dict[str, str], bytes],
+                 group: _TaskState | None) -> None:
+        self.node = node
+        self.template = template
+        self.request = request
+        self.attempt = 0
+        self.open = False
+        self.future: cf.Future[Response] | None = None
+        self.first_start = 0.0
+        self.t0 = 0.0
+        self.group = group
+
+
+class _TaskState:
+    __slots__ = ("task", "node", "pending")
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.node: NodeStatus | None = None
+        self.pending = 0  # unfinished children of a TaskGroup
+
+    @property
+    def phase(self) -> str | None:
+        return None if self.node is None else self.node.phase
+
+
+class _Execution:
+    """The state of one run; every mutation happens on the thread that called ``run``."""
+
+    def __init__(self, invoker: Invoker, compiled: CompiledWorkflow, params: dict[str, str],
+                 on_node: Callable[[NodeStatus], None] | None) -> None:
+        self.invoker = invoker
+        self.wf = compiled
+        self.params = params
+        self.on_node = on_node
+        self.globals = {f"workflow.parameters.{k}": v for k, v in params.items()}
+        self.nodes: dict[str, NodeStatus] = {}
+        self.states = {t.name: _TaskState(t) for t in compiled.tasks}
+        self.waiting: list[_TaskState] = [self.states[t.name] for t in compiled.tasks]
+        self.events: queue.SimpleQueue[tuple[_Call, int, cf.Future[Response]]] = queue.SimpleQueue()
+        self.timers: list[tuple[float, int, str, _Call, int]] = []
+        self.seq = itertools.count()
+        self.inflight = 0
+        self.failed = False
+
+    # --- main loop --------------------------------------------------------------------------------
+    def run(self) -> WorkflowRun:
+        started_wall, t0 = time.time(), time.perf_counter()
+        self.schedule()
+        while self.inflight:
+            self.wait_for_events()
+            self.schedule()
+        phase, message = self.assess()
+        return WorkflowRun(self.wf.name, phase, list(self.nodes.values()), message, dict(self.params),
+                           started_wall, time.time(), time.perf_counter() - t0)
+
+    def wait_for_events(self) -> None:
+        timeout = None
+        if self.timers:
+            timeout = max(0.0, self.timers[0][0] - time.monotonic())
+        try:
+            event = self.events.get(timeout=timeout)
+        except queue.Empty:
+            event = None
+        while event is not None:
+            self.on_done(*event)
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                event = None
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, _, kind, call, attempt = heapq.heappop(self.timers)
+            if kind == "retry":
+                self.launch(call)
+            elif call.attempt == attempt and call.open:  # a timeout for the attempt still in flight
+                call.open = False
+                if call.future is not None:
+                    call.future.cancel()
+                self.attempt_done(call, FAILED, f"timeout: no response within {call.template.timeout:g}s", None)
+
+    def schedule(self) -> None:
+        """Start (or omit) every waiting task whose dependencies are fulfilled; topological order makes one pass
+        enough, because a task decided here is visible to its dependents later in the same pass."""
+        still: list[_TaskState] = []
+        for st in self.waiting:
+            task = st.task
+            ready = True
+            satisfied = True
+            for dep, accepted in task.deps:
+                phase = self.states[dep].phase
+                if phase is None or phase == RUNNING:
+                    ready = False
+                    break
+                if phase not in accepted:
+                    satisfied = False
+            if not ready:
+                still.append(st)
+            elif not satisfied:
+                self.finish_task(st, self.new_node(task.name, task, "Skipped", OMITTED,
+                                                   "omitted: depends condition not met"))
+            elif self.failed and self.wf.fail_fast:
+                still.append(st)  # failFast: nothing new starts after a failure
+            else:
+                self.start(st)
+        self.waiting = still
+
+    # --- nodes ------------------------------------------------------------------------------------
+    def new_node(self, name: str, task: Task, type_: str, phase: str = RUNNING, message: str = "") -> NodeStatus:
+        node = NodeStatus(name, task.name, task.template.name, type_, phase, message=message)
+        node.started = time.time()
+        self.nodes[name] = node
+        if phase != RUNNING:
+            self.close_node(node, phase, message)
+        return node
+
+    def close_node(self, node: NodeStatus, phase: str, message: str) -> None:
+        node.phase = phase
+        node.message = message
+        if phase in (SKIPPED, OMITTED) or node.attempts == 0 and node.type != "TaskGroup":
+            node.finished, node.duration_s = node.started, 0.0  # never ran: no time, no cost
+        else:
+            node.finished = time.time()
+            node.duration_s = node.finished - (node.started or node.finished)
+        if self.on_node is not None:
+            try:
+                self.on_node(node)
+            except Exception:  # an observer's bug must not wedge the run
+                log.exception("on_node callback failed for %s", node.name)
+
+    def finish_task(self, st: _TaskState, node: NodeStatus) -> None:
+        st.node = node
+        if node.phase in _FAILED_OR_ERROR:
+            self.failed = True
+
+    # --- starting tasks ---------------------------------------------------------------------------
+    def task_scope(self, task: Task) -> dict[str, str]:
+        scope: dict[str, str] = {}
+        for ref in task.result_refs:
+            node = self.states[ref].node
+            if node is None:
+                continue
+            value = _fan_in(node, self.nodes) if node.type == "TaskGroup" else node.result
+            if value is not None:
+                scope[f"tasks.{ref}.outputs.result"] = value
+        return scope
+
+    def start(self, st: _TaskState) -> None:
+        task = st.task
+        try:
+            scope = self.task_scope(task)
+            items: list[Any] | None = None
+            if task.with_param is not None:
+                try:
+                    raw = task.with_param.render((scope, self.globals))
+                except KeyError as key:
+                    raise _unresolved(key, "withParam") from None
+                try:
+                    items = json.loads(raw)
+                except ValueError:
+                    items = None
+                if not isinstance(items, list):
+                    raise _NodeError(f"withParam value could not be parsed as a JSON list: {raw.strip()[:200]}")
+            elif task.with_items is not None:
+                items = list(task.with_items)
+        except _NodeError as exc:
+            self.finish_task(st, self.new_node(task.name, task, "Skipped", ERROR, str(exc)))
+            return
+
+        if items is None:
+            node = self.new_node(task.name, task, "HTTP")
+            st.node = node
+            self.start_node(node, task, (scope, self.globals), None)
+            return
+        if not items:
+            self.finish_task(st, self.new_node(task.name, task, "Skipped", SKIPPED, "Skipped, empty params"))
+            return
+        group = self.new_node(task.name, task, "TaskGroup")
+        st.node = group
+        st.pending = len(items)
+        for i, item in enumerate(items):
+            child = self.new_node(_child_name(task.name, i, item), task, "HTTP")
+            group.children.append(child.name)
+            self.start_node(child, task, (_item_scope(item), scope, self.globals), st)
+
+    def start_node(self, node: NodeStatus, task: Task, scopes: tuple[Mapping[str, str], ...],
+                   group: _TaskState | None) -> None:
+        tmpl = task.template
+        try:
+            if task.when is not None:
+                try:
+                    cond = task.when.render(scopes)
+                except KeyError as key:
+                    raise _unresolved(key, "when") from None
+                try:
+                    run_it = compile_expression(cond, bare_words=True).evaluate_bool()
+                except ExpressionError as exc:
+                    raise _NodeError(f"invalid 'when' expression: {exc}") from None
+                if not run_it:
+                    node.type = "Skipped"
+                    self.node_done(node, group, SKIPPED, f"when '{cond}' evaluated false")
+                    return
+            inputs: dict[str, str] = {}
+            for name, text in task.args:
+                try:
+                    inputs[f"inputs.parameters.{name}"] = text.render(scopes)
+                except KeyError as key:
+                    raise _unresolved(key, f"argument {name!r}") from None
+            for name, default in tmpl.inputs:
+                key = f"inputs.parameters.{name}"
+                if key not in inputs and default is not None:
+                    inputs[key] = default
+            tscopes = (inputs, self.globals)
+            try:
+                url = tmpl.url.render(tscopes)
+                method = tmpl.method.render(tscopes)
+                headers = {k.render(tscopes): v.render(tscopes) for k, v in tmpl.headers}
+                body = tmpl.body.render(tscopes).encode()
+            except KeyError as key:
+                raise _unresolved(key, f"template {tmpl.name!r}") from None
+        except _NodeError as exc:
+            self.node_done(node, group, ERROR, str(exc))
+            return
+        call = _Call(node, tmpl, (url, method, headers, body), group)
+        self.inflight += 1
+        self.launch(call)
+
+    # --- attempts ---------------------------------------------------------------------------------
+    def launch(self, call: _Call) -> None:
+        call.attempt += 1
+        call.node.attempts = call.attempt
+        call.open = True
+        now = time.monotonic()
+        if call.attempt == 1:
+            call.first_start = now
+        call.t0 = now
+        url, method, headers, body = call.request
+        timeout = call.template.timeout
+        try:
+            future = self.invoker.submit(url, method, headers, body, timeout)
+        except Exception as exc:  # e.g. a URL no invoker handles: the step errors, like an agent error
+            call.open = False
+            self.attempt_done(call, ERROR, f"cannot submit {method} {url}: {exc}", None)
+            return
+        call.future = future
+        if timeout is not None:
+            heapq.heappush(self.timers, (now + timeout, next(self.seq), "timeout", call, call.attempt))
+        attempt = call.attempt
+        future.add_done_callback(lambda f: self.events.put((call, attempt, f)))
+
+    def on_done(self, call: _Call, attempt: int, future: cf.Future[Response]) -> None:
+        if attempt != call.attempt or not call.open:
+            return  # the attempt already timed out
+        call.open = False
+        try:
+            resp = future.result()
+        except cf.CancelledError:
+            self.attempt_done(call, FAILED, "call cancelled", None)
+            return
+        except Exception as exc:
+            self.attempt_done(call, FAILED, f"{type(exc).__name__}: {exc}", None)
+            return
+        tmpl = call.template
+        cond = tmpl.success
+        try:
+            if cond is None and tmpl.success_text is not None:
+                cond = compile_expression(tmpl.success_text.render((self.globals,)))
+            if cond is None:
+                ok = 200 <= resp.status < 300
+                message = "" if ok else f"received non-2xx response code: {resp.status}"
+            else:
+                ok = cond.evaluate_bool({"response.statusCode": resp.status, "response.body": resp.body})
+                message = "" if ok else f"successCondition '{cond.text}' evaluated false (status {resp.status})"
+        except (ExpressionError, KeyError) as exc:
+            ok, message = False, f"successCondition: {exc}"
+        self.attempt_done(call, SUCCEEDED if ok else FAILED, message, resp)
+
+    def attempt_done(self, call: _Call, phase: str, message: str, resp: Response | None) -> None:
+        node = call.node
+        node.call_s += time.monotonic() - call.t0
+        node.status_code = None if resp is None else resp.status
+        node.result = None if resp is None else resp.body
+        if phase == SUCCEEDED:
+            self.node_done(node, call.group, SUCCEEDED, "", inflight=True)
+            return
+        verdict = self.retry_verdict(call, phase)
+        if isinstance(verdict, str):
+            self.node_done(node, call.group, phase, f"{message}{verdict}", inflight=True)
+            return
+        node.message = f"{message} (attempt {call.attempt}; retrying in {verdict:g}s)"
+        heapq.heappush(self.timers, (time.monotonic() + verdict, next(self.seq), "retry", call, call.attempt))
+
+    def retry_verdict(self, call: _Call, phase: str) -> float | str:
+        """Seconds to wait before the next attempt, or the reason (suffix) why there is none."""
+        spec = call.template.retry
+        if spec is None:
+            return ""
+        now = time.monotonic()
+        wait = 0.0
+        if spec.duration is not None:
+            deadline = None if spec.max_duration is None else call.first_start + spec.max_duration
+            if deadline is not None and now > deadline:
+                return "; max duration limit exceeded"
+            wait = spec.duration
+            if spec.factor is not None and spec.factor > 0:
+                wait = spec.duration * float(spec.factor) ** (call.attempt - 1)
+            if spec.cap is not None:
+                wait = min(wait, spec.cap)
+            if deadline is not None and now + wait > deadline:
+                return "; backoff would exceed max duration limit"
+        retry_on = {"Always": _FAILED_OR_ERROR, "OnFailure": (FAILED,), "OnError": (ERROR,)}[spec.policy]
+        if phase not in retry_on:
+            return ""
+        if call.attempt > spec.limit:
+            return f"; no more retries left ({call.attempt} attempts)"
+        return wait
+
+    def node_done(self, node: NodeStatus, group: _TaskState | None, phase: str, message: str,
+                  inflight: bool = False) -> None:
+        if inflight:
+            self.inflight -= 1
+        self.close_node(node, phase, message)
+        if group is None:
+            self.finish_task(self.states[node.task], node)
+            return
+        group.pending -= 1
+        if group.pending:
+            return
+        gnode = group.node
+        assert gnode is not None
+        group_phase, why = SUCCEEDED, ""
+        for name in gnode.children:  # Argo keeps the last failed child's phase
+            child = self.nodes[name]
+            if child.phase in _FAILED_OR_ERROR:
+                group_phase, why = child.phase, f"child '{name}' {child.phase.lower()}: {child.message}"
+        self.close_node(gnode, group_phase, why)
+        self.finish_task(group, gnode)
+
+    # --- the verdict ------------------------------------------------------------------------------
+    def assess(self) -> tuple[str, str]:
+        branch: dict[str, str] = {}
+        for task in self.wf.tasks:  # topological: dependencies first
+            phase = self.states[task.name].phase
+            if phase == OMITTED:
+                inherited = [branch[d] for d, _ in task.deps if branch.get(d) in _FAILED_OR_ERROR]
+                phase = inherited[0] if inherited else SUCCEEDED
+            branch[task.name] = phase or ""
+        result = SUCCEEDED
+        for leaf in self.wf.leaves:
+            if branch[leaf] in _FAILED_OR_ERROR:
+                result = branch[leaf]
+                if self.wf.fail_fast:
+                    break
+        failures = [n for n in self.nodes.values() if n.phase in _FAILED_OR_ERROR and n.type != "TaskGroup"]
+        failures = failures or [n for n in self.nodes.values() if n.phase in _FAILED_OR_ERROR]
+        if result == SUCCEEDED and failures:
+            result = failures[0].phase  # a failure whose branch never reached a leaf (failFast stopped it)
+        if result == SUCCEEDED:
+            return result, ""
+        first = failures[0] if failures else None
+        return result, f"{first.name}: {first.message}" if first else "DAG did not complete"
+
+
+class LocalEngine:
+    """Runs compiled workflows, calling functions through ``invoker``."""
+
+    def __init__(self, invoker: Invoker) -> None:
+        self.invoker = invoker
+
+    @staticmethod
+    def resolve_parameters(compiled: CompiledWorkflow, parameters: Mapping[str, str]) -> dict[str, str]:
+        declared = {p.name: p for p in compiled.parameters}
+        unknown = sorted(set(parameters) - set(declared))
+        if unknown:
+            raise WorkflowParameterError(
+                f"unknown parameter(s) for {compiled.name}: {', '.join(unknown)} (declared: {', '.join(declared)})"
+            )
+        bad = sorted(k for k, v in parameters.items() if not isinstance(v, str))
+        if bad:
+            raise WorkflowParameterError(f"parameter values must be strings: {', '.join(bad)}")
+        values: dict[str, str] = {}
+        missing: list[str] = []
+        for name, spec in declared.items():
+            value = parameters.get(name, spec.value)
+            if value is None:
+                missing.append(name)
+                continue
+            if spec.enum is not None and value not in spec.enum:
+                raise WorkflowParameterError(f"parameter {name}={value!r} is not one of {list(spec.enum)}")
+            values[name] = value
+        if missing:
+            raise WorkflowParameterError(f"missing required parameter(s) for {compiled.name}: {', '.join(missing)}")
+        return values
+
+    def run(self, compiled: CompiledWorkflow, parameters: Mapping[str, str],
+            on_node: Callable[[NodeStatus], None] | None = None) -> WorkflowRun:
+        """Execute once. ``on_node`` is called (on this thread) as each node reaches its final phase."""
+        params = self.resolve_parameters(compiled, parameters)
+        return _Execution(self.invoker, compiled, params, on_node).run()

@@ -1,0 +1,176 @@
+"""One training iteration as an Argo DAG of HTTP steps, built with Hera.
+
+    collect ×K (withParam over the shard list) -> aggregate (fan-in) -> update -> evaluate (when due)
+
+Every step POSTs a small JSON body (keys, not payloads) to ``{gateway}/function/<name>``. The same compiled
+dict is submitted to Argo (as a WorkflowTemplate plus one Workflow per iteration, see
+:func:`iteration_workflow`) and executed by the embedded engine with ``gateway=local://gateway``.
+
+``python -m workflows.iteration`` prints the YAML; ``--write-golden`` refreshes the golden test file
+(never done by the tests themselves, so a change to the template is always a reviewed diff).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from hera.workflows import DAG, HTTP, Parameter, RetryStrategy, Task, Workflow, WorkflowTemplate
+from hera.workflows.models import Backoff, WorkflowTemplateRef
+from hera.workflows.models import V1alpha1HTTPHeader as HTTPHeader
+
+TEMPLATE_NAME = "ftg-iteration"
+ENTRYPOINT = "iteration"
+GOLDEN_PATH = Path(__file__).resolve().parent.parent / "tests" / "golden" / "iteration-template.yaml"
+
+# Workflow parameters (all strings, as Argo passes them). Defaults only where a manual `argo submit`
+# can sensibly omit the value; the driver always passes every one.
+PARAMETERS: dict[str, str | None] = {
+    "run-id": None,
+    "iteration": None,
+    "iterations": None,
+    "eval-every": None,
+    "gateway": "http://gateway.openfaas:8080",
+    "shards": None,
+    "config-digest": None,
+    "traceparent": "",
+}
+
+# (template name, function, timeoutSeconds, extra body field and the input parameter that fills it)
+_STEPS: tuple[tuple[str, str, int, str | None], ...] = (
+    ("collect", "rollout-collector", 120, "shard"),
+    ("aggregate", "reward-aggregator", 120, "shards"),
+    ("update", "policy-updater", 300, "batch"),
+    ("evaluate", "policy-evaluator", 300, None),
+)
+
+# Evaluate after the iteration that completes every eval-every'th one, and always after the last.
+EVAL_WHEN = (
+    "({{workflow.parameters.iteration}} + 1) % {{workflow.parameters.eval-every}} == 0"
+    " || {{workflow.parameters.iteration}} + 1 == {{workflow.parameters.iterations}}"
+)
+
+
+def _body(field: str | None) -> str:
+    # Built by hand, not json.dumps: the numeric fields are bare placeholders that only become JSON
+    # after substitution (iteration and shard are numbers; shards and batch are JSON documents).
+    fields = [
+        '"run_id": "{{workflow.parameters.run-id}}"',
+        '"iteration": {{workflow.parameters.iteration}}',
+        '"config_digest": "{{workflow.parameters.config-digest}}"',
+    ]
+    if field is not None:
+        fields.append(f'"{field}": {{{{inputs.parameters.{field}}}}}')
+    return "{" + ", ".join(fields) + "}"
+
+
+def _http_step(name: str, function: str, timeout: int, field: str | None) -> HTTP:
+    return HTTP(
+        name=name,
+        url=f"{{{{workflow.parameters.gateway}}}}/function/{function}",
+        method="POST",
+        headers=[
+            HTTPHeader(name="Content-Type", value="application/json"),
+            HTTPHeader(name="traceparent", value="{{workflow.parameters.traceparent}}"),
+        ],
+        body=_body(field),
+        timeout_seconds=timeout,
+        success_condition="response.statusCode == 200",
+        inputs=[Parameter(name=field)] if field is not None else None,
+        # limit is a string: the Argo JSON schema types int-or-string fields as strings
+        retry_strategy=RetryStrategy(
+            limit="2", retry_policy="Always", backoff=Backoff(duration="1s", factor="2")
+        ),
+    )
+
+
+def build_iteration_template(name: str = TEMPLATE_NAME, namespace: str | None = None) -> WorkflowTemplate:
+    arguments = [
+        Parameter(name=p) if default is None else Parameter(name=p, value=default) for p, default in PARAMETERS.items()
+    ]
+    with WorkflowTemplate(name=name, namespace=namespace, entrypoint=ENTRYPOINT, arguments=arguments) as wt:
+        steps = {step[0]: _http_step(*step) for step in _STEPS}
+        with DAG(name=ENTRYPOINT):
+            Task(
+                name="collect",
+                template=steps["collect"],
+                with_param="{{workflow.parameters.shards}}",
+                arguments={"shard": "{{item}}"},
+            )
+            Task(
+                name="aggregate",
+                template=steps["aggregate"],
+                depends="collect",
+                arguments={"shards": "{{tasks.collect.outputs.result}}"},
+            )
+            Task(
+                name="update",
+                template=steps["update"],
+                depends="aggregate",
+                arguments={"batch": "{{tasks.aggregate.outputs.result}}"},
+            )
+            Task(name="evaluate", template=steps["evaluate"], depends="update", when=EVAL_WHEN)
+    return wt
+
+
+def iteration_manifest(name: str = TEMPLATE_NAME, namespace: str | None = None) -> dict[str, Any]:
+    return build_iteration_template(name, namespace).to_dict()
+
+
+def render_yaml(name: str = TEMPLATE_NAME, namespace: str | None = None) -> str:
+    return build_iteration_template(name, namespace).to_yaml()
+
+
+def _check_params(params: dict[str, str]) -> None:
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown iteration parameter(s): {', '.join(unknown)}")
+    missing = sorted(p for p, default in PARAMETERS.items() if default is None and p not in params)
+    if missing:
+        raise ValueError(f"missing iteration parameter(s): {', '.join(missing)}")
+    bad = sorted(k for k, v in params.items() if not isinstance(v, str))
+    if bad:
+        raise ValueError(f"iteration parameters must be strings: {', '.join(bad)}")
+
+
+def iteration_workflow(params: dict[str, str], template_name: str = TEMPLATE_NAME,
+                       namespace: str | None = None) -> dict[str, Any]:
+    """The Workflow the cluster driver submits for one iteration: a reference to the template plus arguments.
+
+    One Workflow per iteration keeps each object small and clear of Argo's recursion cap. The name is
+    generated (``ftg-<run-id>-<iteration>-xxxxx``) so a retried iteration is a new Workflow; labels let
+    the driver find an iteration's Workflows.
+    """
+    _check_params(params)
+    run_id, iteration = params["run-id"], params["iteration"]
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", run_id) or not iteration.isdigit():
+        raise ValueError(f"bad run-id {run_id!r} or iteration {iteration!r}")
+    wf = Workflow(
+        generate_name=f"ftg-{run_id}-{iteration}-",
+        namespace=namespace,
+        labels={"faastraingym.io/run-id": run_id, "faastraingym.io/iteration": iteration},
+        workflow_template_ref=WorkflowTemplateRef(name=template_name),
+        arguments=[Parameter(name=k, value=v) for k, v in params.items()],
+    )
+    return wf.to_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Render the iteration WorkflowTemplate as YAML.")
+    parser.add_argument("--write-golden", action="store_true", help="rewrite tests/golden/iteration-template.yaml")
+    args = parser.parse_args(argv)
+    text = render_yaml()
+    if args.write_golden:
+        GOLDEN_PATH.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN_PATH.write_text(text)
+        print(f"wrote {GOLDEN_PATH}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

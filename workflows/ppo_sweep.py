@@ -1,0 +1,245 @@
+"""FaaSTrainGym command line: submit | render | status | compare | resume.
+
+    python workflows/ppo_sweep.py submit [--config sweeps/cartpole_ab.yaml]
+    python workflows/ppo_sweep.py render [--output iteration.yaml] [--workflow RUN_ID]
+    python workflows/ppo_sweep.py status [SWEEP_OR_RUN_ID]
+    python workflows/ppo_sweep.py compare SWEEP_ID [--json]
+    python workflows/ppo_sweep.py resume SWEEP_OR_RUN_ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+DEFAULT_SWEEP = "sweeps/cartpole_ab.yaml"
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _read_sweep(path: str, overrides: argparse.Namespace):
+    from ftg_common.config import SweepError, load_sweep
+    from ftg_common.envs.factory import UnknownEnvError, validate_env
+
+    p = Path(path)
+    if not p.exists() and not p.is_absolute() and (ROOT / p).exists():
+        p = ROOT / p
+    if not p.exists():
+        raise SweepError(f"--config: no such file {path}")
+    text = p.read_text()
+    sweep = load_sweep(text)
+    data = sweep.model_dump(mode="json")
+    if overrides.seeds:
+        data["seeds"] = [int(s) for s in overrides.seeds.split(",")]
+    if overrides.max_parallel:
+        data["max_parallel"] = overrides.max_parallel
+    if overrides.total_steps:
+        data["defaults"] = {**data["defaults"], "total_steps": overrides.total_steps}
+        data["configs"] = {k: {kk: vv for kk, vv in v.items() if kk != "total_steps"} for k, v in data["configs"].items()}
+    if overrides.only:
+        keep = overrides.only.split(",")
+        unknown = [k for k in keep if k not in data["configs"]]
+        if unknown:
+            raise SweepError(f"--only: unknown config(s) {', '.join(unknown)}")
+        data["configs"] = {k: v for k, v in data["configs"].items() if k in keep}
+    sweep = load_sweep(json.dumps(data))
+    for name, ppo in sweep.trial_configs().items():
+        try:
+            validate_env(ppo.env_id, ppo.env_kwargs).close()
+        except UnknownEnvError as exc:
+            raise SweepError(f"configs.{name}.env_id: {exc}") from exc
+    return sweep
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ftg_common.config import SweepError
+    from ftg_common.settings import get_settings
+    from workflows.sweep import open_services, submit
+
+    try:
+        sweep = _read_sweep(args.config, args)
+    except SweepError as exc:
+        return _fail(str(exc))
+    console = Console()
+    services = open_services(get_settings(), tracking=not args.no_tracking)
+    try:
+        sweep_id = submit(sweep, services, console)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        services.close()
+    console.print(f"sweep [bold]{sweep_id}[/bold] finished; `make ui` to compare runs in MLflow")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    import yaml
+
+    from workflows.iteration import iteration_workflow, render_yaml
+
+    if args.workflow:
+        from ftg_common.ids import InvalidIdError, validate_run_id
+
+        try:
+            validate_run_id(args.workflow, "--workflow")
+        except InvalidIdError as exc:
+            return _fail(str(exc))
+        params = {"run-id": args.workflow, "iteration": "0", "iterations": "1", "eval-every": "1",
+                  "gateway": args.gateway, "shards": "[0, 1]", "config-digest": "0" * 16, "traceparent": ""}
+        text = yaml.safe_dump(iteration_workflow(params), sort_keys=False)
+    else:
+        text = render_yaml()
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _open_meta():
+    from ftg_common.meta import open_meta
+    from ftg_common.settings import get_settings
+
+    return open_meta(get_settings().meta_url, get_settings())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ftg_common.meta.base import RunNotFoundError
+    from workflows.driver import RunSummary
+
+    meta = _open_meta()
+    console = Console()
+    sweeps = {s["sweep_id"]: s for s in meta.list_sweeps()}
+    if args.id and args.id not in sweeps:
+        try:
+            run = meta.get_run(args.id)
+        except RunNotFoundError:
+            return _fail(f"no sweep or run named {args.id!r}")
+        console.print_json(json.dumps(run, default=str))
+        return 0
+    chosen = [args.id] if args.id else list(sweeps)
+    if not chosen:
+        console.print("no sweeps yet: `python workflows/ppo_sweep.py submit`")
+        return 0
+    for sid in chosen:
+        t = Table(title=f"sweep {sid}")
+        for col in ("run", "config", "seed", "status", "iteration", "env steps", "last eval", "wall s"):
+            t.add_column(col)
+        for r in meta.list_runs(sid):
+            extra = r.get("extra") or {}
+            s = RunSummary.from_dict(extra.get("summary"))
+            t.add_row(r["run_id"], str(extra.get("config_name", "")), str(extra.get("seed", "")), r["status"],
+                      str(r["last_iteration"] + 1), f"{s.steps:,}",
+                      "-" if s.final_return is None else f"{s.final_return:.1f}", f"{s.wall_s:.1f}")
+        console.print(t)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ftg_common.meta.base import RunNotFoundError
+    from ftg_common.settings import get_settings
+    from workflows.compare import rows_as_dicts, to_rich_table
+    from workflows.sweep import comparison, open_services
+
+    services = open_services(get_settings(), tracking=False, warm=False)
+    try:
+        try:
+            sweep = services.meta.get_sweep(args.sweep)
+        except (KeyError, RunNotFoundError):
+            return _fail(f"no sweep named {args.sweep!r} (see `status`)")
+        _trials, table = comparison(services, args.sweep)
+        if args.json:
+            print(json.dumps(rows_as_dicts(table), indent=2))
+        else:
+            Console().print(to_rich_table(table, sweep.get("threshold"), f"A/B comparison — sweep {args.sweep}"))
+    finally:
+        services.close()
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ftg_common.meta.base import RunNotFoundError
+    from ftg_common.settings import get_settings
+    from workflows.sweep import finalize, open_services, run_trials
+
+    console = Console()
+    meta = _open_meta()
+    sweeps = {s["sweep_id"]: s for s in meta.list_sweeps()}
+    if args.id in sweeps:
+        sweep_id, run_ids = args.id, list(sweeps[args.id].get("runs", []))
+    else:
+        try:
+            run = meta.get_run(args.id)
+        except RunNotFoundError:
+            return _fail(f"no sweep or run named {args.id!r}")
+        sweep_id, run_ids = run["sweep_id"], [args.id]
+    meta.close()
+    services = open_services(get_settings(), tracking=not args.no_tracking)
+    try:
+        max_parallel = int(sweeps.get(sweep_id, {}).get("max_parallel", 2))
+        run_trials(sweep_id, run_ids, max_parallel, services, console)
+        if all(r["status"] == "finished" for r in services.meta.list_runs(sweep_id)):
+            finalize(sweep_id, services, console)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        services.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ppo_sweep.py", description="FaaSTrainGym: serverless PPO sweeps")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("submit", help="run a sweep (configurations x seeds) and print the A/B table")
+    s.add_argument("--config", default=DEFAULT_SWEEP, help=f"sweep YAML (default {DEFAULT_SWEEP})")
+    s.add_argument("--seeds", help="override seeds, e.g. 0,1")
+    s.add_argument("--only", help="run only these configs, e.g. zoo")
+    s.add_argument("--total-steps", type=int, help="override total_steps of every config")
+    s.add_argument("--max-parallel", type=int, help="override max_parallel")
+    s.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    s.set_defaults(func=cmd_submit)
+    r = sub.add_parser("render", help="write the Argo WorkflowTemplate YAML (or one iteration's Workflow)")
+    r.add_argument("--output", "-o")
+    r.add_argument("--workflow", metavar="RUN_ID", help="render the per-iteration Workflow for this run id")
+    r.add_argument("--gateway", default="http://gateway.openfaas:8080")
+    r.set_defaults(func=cmd_render)
+    st = sub.add_parser("status", help="sweeps and runs, where each stands")
+    st.add_argument("id", nargs="?")
+    st.set_defaults(func=cmd_status)
+    c = sub.add_parser("compare", help="the A/B table of a sweep")
+    c.add_argument("sweep")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_compare)
+    rs = sub.add_parser("resume", help="continue an interrupted sweep or run from its last committed iteration")
+    rs.add_argument("id")
+    rs.add_argument("--no-tracking", action="store_true")
+    rs.set_defaults(func=cmd_resume)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

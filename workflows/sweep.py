@@ -1,0 +1,232 @@
+"""A sweep: configurations x seeds, each trial its own run, trials in parallel up to a bound.
+
+MLflow holds one parent run per sweep and a child run per trial; the metadata store holds the sweep
+record and each run's progress, so ``resume`` can pick up any interrupted trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+from ftg_common.config import PPOConfig, RunConfig, SweepConfig
+from ftg_common.ids import validate_run_id
+from ftg_common.meta.base import MetaStore
+from ftg_common.settings import Settings
+from ftg_common.store.base import ObjectStore
+from workflows.compare import TrialRow, best_trial, compare, rows_as_dicts, to_markdown, to_rich_table
+from workflows.driver import RunDriver, RunSummary, TrialProgress
+from workflows.progress import SweepProgress
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: ObjectStore
+    meta: MetaStore
+    engine: Any
+    compiled: Any
+    gateway: str
+    tracker: Any | None
+
+    def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
+        close = getattr(self.engine.invoker, "close", None)
+        if close:
+            close()
+        self.meta.close()
+
+
+def open_services(settings: Settings, tracking: bool = True, warm: bool = True) -> Services:
+    from ftg_common.meta import open_meta
+    from ftg_common.store import open_store
+    from workflows.engines.invokers import HttpInvoker, InProcessInvoker, PoolInvoker, RoutingInvoker
+    from workflows.engines.local import LocalEngine, compile_workflow
+    from workflows.iteration import iteration_manifest
+
+    if settings.engine != "local":
+        raise SystemExit(
+            "FTG_ENGINE=argo: submit iterations to Argo with the rendered template "
+            "(`python workflows/ppo_sweep.py render | kubectl apply -f -`); this driver runs the embedded engine"
+        )
+    store = open_store(settings.store_url, settings)
+    meta = open_meta(settings.meta_url, settings)
+    local = PoolInvoker(settings.local_workers) if settings.local_workers > 0 else InProcessInvoker()
+    if warm and hasattr(local, "warmup"):
+        local.warmup()
+    invoker = RoutingInvoker(local=local, http=HttpInvoker())
+    engine = LocalEngine(invoker)
+    gateway = "local://gateway" if settings.gateway_url == "local" else settings.gateway_url.rstrip("/")
+    tracker = None
+    if tracking:
+        from workflows.tracking import Tracker
+
+        tracker = Tracker(settings)
+    return Services(settings, store, meta, engine, compile_workflow(iteration_manifest()), gateway, tracker)
+
+
+def make_sweep_id(name: str, now: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now or time.time()))
+    return validate_run_id(f"{name[:40].rstrip('-')}-{stamp}", "sweep_id")
+
+
+def trial_run_id(sweep_id: str, config: str, seed: int) -> str:
+    rid = f"{sweep_id}-{config}-s{seed}"
+    if len(rid) > 63:
+        digest = hashlib.sha256(rid.encode()).hexdigest()[:8]
+        rid = f"{sweep_id[:40]}-{digest}-s{seed}"[:63]
+    return validate_run_id(rid)
+
+
+def _params(name: str, seed: int, ppo: PPOConfig) -> dict[str, Any]:
+    params = {f"ppo.{k}": v for k, v in ppo.model_dump(mode="json").items()}
+    params.update({"config": name, "seed": seed, "rollout_size": ppo.rollout_size, "iterations": ppo.n_iterations})
+    return params
+
+
+def submit(sweep: SweepConfig, services: Services, console: Console, sweep_id: str | None = None) -> str:
+    """Create the sweep and its trials, run them, and print the comparison. Returns the sweep id."""
+    sweep_id = sweep_id or make_sweep_id(sweep.name)
+    trials = sweep.trial_configs()
+    tracker = services.tracker
+    parent = tracker.start_parent(sweep_id, {"ftg.sweep_id": sweep_id, "ftg.kind": "sweep"}) if tracker else None
+    if tracker and parent:
+        tracker.log_params(parent, {"sweep.name": sweep.name, "sweep.seeds": sweep.seeds,
+                                    "sweep.configs": ",".join(trials), "sweep.max_parallel": sweep.max_parallel})
+        tracker.log_text(parent, sweep.model_dump_json(indent=2), "sweep.json")
+    run_ids = []
+    for name, ppo in trials.items():
+        for seed in sweep.seeds:
+            cfg = RunConfig(run_id=trial_run_id(sweep_id, name, seed), seed=seed, ppo=ppo, sweep_id=sweep_id,
+                            config_name=name)
+            child = None
+            if tracker and parent:
+                child = tracker.start_child(parent, cfg.run_id, {"ftg.sweep_id": sweep_id, "ftg.config": name,
+                                                                  "ftg.seed": str(seed), "ftg.run_id": cfg.run_id})
+                tracker.log_params(child, _params(name, seed, ppo))
+            services.meta.create_run(cfg.run_id, sweep_id=sweep_id,
+                                     extra={"config_name": name, "seed": seed, "mlflow_run_id": child})
+            services.store.put_json(f"sweeps/{sweep_id}/trials/{cfg.run_id}.json", cfg.model_dump(mode="json"))
+            run_ids.append(cfg.run_id)
+    services.meta.create_sweep(sweep_id, {"name": sweep.name, "created": time.time(), "mlflow_parent_run_id": parent,
+                                          "threshold": next(iter(trials.values())).threshold, "runs": run_ids,
+                                          "max_parallel": sweep.max_parallel})
+    run_trials(sweep_id, run_ids, sweep.max_parallel, services, console)
+    finalize(sweep_id, services, console)
+    return sweep_id
+
+
+def load_trial_config(services: Services, sweep_id: str, run_id: str) -> RunConfig:
+    return RunConfig.model_validate(services.store.get_json(f"sweeps/{sweep_id}/trials/{run_id}.json"))
+
+
+def run_trials(sweep_id: str, run_ids: list[str], max_parallel: int, services: Services, console: Console) -> None:
+    stop = threading.Event()
+    progress = SweepProgress(f"sweep {sweep_id}", console)
+    drivers = []
+    for rid in run_ids:
+        record = services.meta.get_run(rid)
+        if record["status"] == "finished":
+            continue
+        cfg = load_trial_config(services, sweep_id, rid)
+        extra = record.get("extra") or {}
+        mlflow_id = extra.get("mlflow_run_id")
+        if services.tracker and mlflow_id:
+            services.tracker.reopen(mlflow_id)
+        summary = RunSummary.from_dict(extra.get("summary"))
+        progress.add(TrialProgress(rid, cfg.config_name or "", cfg.seed, int(record["last_iteration"]) + 1,
+                                   cfg.ppo.n_iterations, summary.steps, cfg.ppo.n_iterations * cfg.ppo.rollout_size,
+                                   status="queued", eval_return=summary.final_return))
+        drivers.append(RunDriver(cfg, engine=services.engine, compiled=services.compiled, store=services.store,
+                                 meta=services.meta, gateway=services.gateway, config_name=cfg.config_name or "",
+                                 tracker=services.tracker, mlflow_run_id=mlflow_id, on_progress=progress, stop=stop))
+    if not drivers:
+        return
+    with progress, ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="trial") as pool:
+        futures = {pool.submit(d.drive): d for d in drivers}
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            errors = [f.exception() for f in done if f.exception() is not None]
+            if errors:
+                stop.set()
+                wait(futures)
+                raise errors[0]  # type: ignore[misc]
+        except KeyboardInterrupt:
+            stop.set()
+            console.print("[yellow]interrupted: finishing the current iterations; resume with "
+                          f"`python workflows/ppo_sweep.py resume {sweep_id}`[/yellow]")
+            wait(futures)
+            raise
+        for f, d in futures.items():
+            if services.tracker and d.mlflow_run_id:
+                services.tracker.flush()
+            f.result()
+
+
+def trial_rows(services: Services, sweep_id: str) -> list[TrialRow]:
+    rows = []
+    for rec in services.meta.list_runs(sweep_id):
+        extra = rec.get("extra") or {}
+        s = RunSummary.from_dict(extra.get("summary"))
+        rows.append(TrialRow(rec["run_id"], extra.get("config_name", "?"), int(extra.get("seed", -1)), rec["status"],
+                             s.final_return, s.threshold_step, s.threshold_time_s, s.threshold_time_incl_eval_s,
+                             s.wall_s, s.steps, s.gb_s))
+    order = {rid: i for i, rid in enumerate(services.meta.get_sweep(sweep_id).get("runs", []))}
+    return sorted(rows, key=lambda r: order.get(r.run_id, 1 << 30))
+
+
+def comparison(services: Services, sweep_id: str):
+    rows = trial_rows(services, sweep_id)
+    st = services.settings
+    return rows, compare(rows, st.faas_usd_per_gb_second, st.dedicated_server_usd_per_hour)
+
+
+def finalize(sweep_id: str, services: Services, console: Console) -> None:
+    """Log final policies as registered models, name the champion, log and print the A/B table."""
+    sweep = services.meta.get_sweep(sweep_id)
+    trials, table = comparison(services, sweep_id)
+    tracker, parent = services.tracker, sweep.get("mlflow_parent_run_id")
+    threshold = sweep.get("threshold")
+    if tracker and parent:
+        from workflows.models import log_policy_model, set_champion
+
+        registered = f"ftg-{sweep['name']}"
+        versions: dict[str, str] = {}
+        for t in trials:
+            rec = services.meta.get_run(t.run_id)
+            child = (rec.get("extra") or {}).get("mlflow_run_id")
+            if t.status != "finished" or not child:
+                continue
+            s = RunSummary.from_dict((rec.get("extra") or {}).get("summary"))
+            tracker.log_metrics_now(child, {
+                "final_return": s.final_return, "final_iqm": s.final_iqm, "steps_to_threshold": s.threshold_step,
+                "time_to_threshold_s": s.threshold_time_s, "time_to_threshold_incl_eval_s": s.threshold_time_incl_eval_s,
+                "wall_s": s.wall_s, "cost_gb_s": s.gb_s, "invocations": s.invocations,
+            })
+            info = log_policy_model(child, services.store, t.run_id, int(rec["version"]), registered)
+            if info.registered_model_version is not None:
+                versions[t.run_id] = str(info.registered_model_version)
+            tracker.end_run(child)
+        best = best_trial([t for t in trials if t.status == "finished"])
+        if best is not None and best.run_id in versions:
+            set_champion(registered, versions[best.run_id])
+            tracker.set_tags(parent, {"ftg.champion_run": best.run_id, "ftg.champion_model":
+                                      f"models:/{registered}@champion"})
+        md = to_markdown(table, threshold)
+        tracker.log_text(parent, md, "compare.md")
+        import json
+
+        tracker.log_text(parent, json.dumps(rows_as_dicts(table), indent=2), "compare.json")
+        for r in table:
+            tracker.log_metrics_now(parent, {f"{r.config}.final_iqm": r.final_iqm, f"{r.config}.reached": r.reached,
+                                             f"{r.config}.median_time_to_threshold_s": r.median_time_to_threshold_s})
+        all_done = all(t.status == "finished" for t in trials)
+        tracker.end_run(parent, "FINISHED" if all_done else "KILLED")
+    console.print(to_rich_table(table, threshold, f"A/B comparison — sweep {sweep_id}"))
