@@ -94,6 +94,19 @@ class RunConfig(_Strict):
     def digest(self) -> str:
         return config_digest(self)
 
+    def to_stored(self) -> dict[str, Any]:
+        """What ``runs/<run_id>/config.json`` holds: the config plus its digest."""
+        return {**self.model_dump(mode="json"), "digest": self.digest()}
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> RunConfig:
+        data = dict(data)
+        digest = data.pop("digest", None)
+        cfg = cls.model_validate(data)
+        if digest is not None and digest != cfg.digest():
+            raise ValueError(f"stored config of run {cfg.run_id} does not match its digest {digest}")
+        return cfg
+
 
 def config_digest(cfg: RunConfig) -> str:
     canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

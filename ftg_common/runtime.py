@@ -104,7 +104,7 @@ def meta() -> MetaStore:
 
 @lru_cache(maxsize=64)
 def _cached_config(store_url: str, run_id: str, digest: str) -> RunConfig:
-    cfg = RunConfig.model_validate(store().get_json(config_key(run_id)))
+    cfg = RunConfig.from_stored(store().get_json(config_key(run_id)))
     if cfg.digest() != digest:
         raise Conflict(
             f"config_digest {digest} does not match the stored config of run {run_id} ({cfg.digest()})",

@@ -18,7 +18,7 @@ def post(function: str, body: Any) -> Response:
 def new_run(run_id: str = "test-run", seed: int = 0, **ppo: Any) -> RunConfig:
     """Freeze a config in the store, create the run record and policy version 0."""
     cfg = RunConfig(run_id=run_id, seed=seed, ppo=PPOConfig(**ppo))
-    runtime.store().put_json(layout.config_key(run_id), cfg.model_dump(mode="json"))
+    runtime.store().put_json(layout.config_key(run_id), cfg.to_stored())
     runtime.meta().create_run(run_id)
     r = post("policy-updater", {"run_id": run_id, "iteration": 0, "config_digest": cfg.digest(), "mode": "init"})
     assert r.status == 200, r.body

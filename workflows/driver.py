@@ -140,11 +140,11 @@ class RunDriver:
         """Freeze the config in the store and create the run record and policy version 0 (idempotent)."""
         cfg, key = self.cfg, layout.config_key(self.cfg.run_id)
         if self.store.exists(key):
-            stored = RunConfig.model_validate(self.store.get_json(key))
+            stored = RunConfig.from_stored(self.store.get_json(key))
             if stored.digest() != cfg.digest():
                 raise RunFailed(f"run {cfg.run_id} already exists with a different config ({stored.digest()})")
         else:
-            self.store.put_json(key, {**cfg.model_dump(mode="json"), "digest": cfg.digest()})
+            self.store.put_json(key, cfg.to_stored())
         self.meta.create_run(cfg.run_id, sweep_id=cfg.sweep_id, extra={"config_name": self.config_name, "seed": cfg.seed})
         if not self.store.exists(layout.ckpt_state_key(cfg.run_id, 0)):
             body = {"run_id": cfg.run_id, "iteration": 0, "config_digest": cfg.digest(), "mode": "init"}

@@ -21,6 +21,13 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 DEFAULT_SWEEP = "sweeps/cartpole_ab.yaml"
 
 
+def _console():
+    from rich.console import Console
+
+    # Wide enough for the A/B table when the output is a log file or a pipe.
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -61,7 +68,6 @@ def _read_sweep(path: str, overrides: argparse.Namespace):
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from ftg_common.config import SweepError
     from ftg_common.settings import get_settings
@@ -71,7 +77,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         sweep = _read_sweep(args.config, args)
     except SweepError as exc:
         return _fail(str(exc))
-    console = Console()
+    console = _console()
     services = open_services(get_settings(), tracking=not args.no_tracking)
     try:
         sweep_id = submit(sweep, services, console)
@@ -116,14 +122,13 @@ def _open_meta():
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from ftg_common.meta.base import RunNotFoundError
     from workflows.driver import RunSummary
 
     meta = _open_meta()
-    console = Console()
+    console = _console()
     sweeps = {s["sweep_id"]: s for s in meta.list_sweeps()}
     if args.id and args.id not in sweeps:
         try:
@@ -151,7 +156,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from ftg_common.meta.base import RunNotFoundError
     from ftg_common.settings import get_settings
@@ -168,20 +172,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows_as_dicts(table), indent=2))
         else:
-            Console().print(to_rich_table(table, sweep.get("threshold"), f"A/B comparison — sweep {args.sweep}"))
+            _console().print(to_rich_table(table, sweep.get("threshold"), f"A/B comparison — sweep {args.sweep}"))
     finally:
         services.close()
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from ftg_common.meta.base import RunNotFoundError
     from ftg_common.settings import get_settings
     from workflows.sweep import finalize, open_services, run_trials
 
-    console = Console()
+    console = _console()
     meta = _open_meta()
     sweeps = {s["sweep_id"]: s for s in meta.list_sweeps()}
     if args.id in sweeps:

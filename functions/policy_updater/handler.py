@@ -57,4 +57,7 @@ def handle(event, context):
 
 def warmup() -> None:
     """Called once when a warm worker starts: pay torch's import before the first request, not during it."""
-    from ftg_common import trainer  # noqa: F401
+    from ftg_common import trainer
+
+    trainer.set_threads(get_settings().torch_threads)
+    trainer.warm_up()

@@ -1,0 +1,68 @@
+"""End to end: the CLI runs a real sweep through the DAG, the warm pool and the four functions,
+CartPole-v1 is actually learned, and MLflow holds the parent/child runs and the champion model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_sweep_learns_cartpole_and_is_tracked(tmp_path: Path) -> None:
+    sweep = tmp_path / "e2e.yaml"
+    sweep.write_text(json.dumps({
+        "name": "e2e", "seeds": [0, 1], "max_parallel": 2,
+        "defaults": {"env_id": "CartPole-v1", "total_steps": 256 * 160, "eval_every_steps": 2048,
+                     "eval_episodes": 10, "threshold": 475},
+        "configs": {"zoo": {"n_envs": 8, "n_steps": 32, "batch_size": 256, "n_epochs": 20, "gamma": 0.98,
+                            "gae_lambda": 0.8, "learning_rate": 0.001, "ent_coef": 0.0}},
+    }))
+    env = {**os.environ, "FTG_STORE_URL": f"file://{tmp_path}/store", "FTG_META_URL": f"sqlite:///{tmp_path}/meta.db",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "FTG_LOCAL_WORKERS": "2"}
+    cli = [sys.executable, str(ROOT / "workflows" / "ppo_sweep.py")]
+    out = subprocess.run([*cli, "submit", "--config", str(sweep)], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "A/B comparison" in out.stdout
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("faastraingym")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("ftg.kind") == "sweep"]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2 and {c.data.params["seed"] for c in children} == {"0", "1"}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        # Learning, measured: every seed's evaluation reached the CartPole-v1 threshold.
+        assert child.data.metrics["final_return"] >= 475, child.data.metrics
+        assert "steps_to_threshold" in child.data.metrics and child.data.params["ppo.gamma"] == "0.98"
+        history = client.get_metric_history(child.info.run_id, "eval/mean_return")
+        assert len(history) == 20 and history[-1].step == 256 * 160
+    assert parent.info.status == "FINISHED"
+    champion = client.get_model_version_by_alias("ftg-e2e", "champion")
+    assert champion.run_id in {c.info.run_id for c in children}
+    assert parent.data.tags["ftg.champion_model"] == "models:/ftg-e2e@champion"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"compare.md", "compare.json"} <= artifacts
+
+    sweep_id = parent.data.tags["ftg.sweep_id"]
+    cmp = subprocess.run([*cli, "compare", sweep_id, "--json"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert cmp.returncode == 0, cmp.stderr
+    (row,) = json.loads(cmp.stdout)
+    assert row["config"] == "zoo" and row["reached"] == 2 and row["final_iqm"] >= 475
+    st = subprocess.run([*cli, "status", sweep_id], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert st.returncode == 0 and st.stdout.count("finished") == 2
