@@ -8,9 +8,9 @@ import urllib.request
 import pytest
 
 from ftg_common import runtime
+from tests.funcs import new_run
 from workflows.gateway.server import serve
 from workflows.iteration import iteration_manifest
-from tests.funcs import new_run
 
 
 @pytest.fixture

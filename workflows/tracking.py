@@ -27,7 +27,13 @@ class Tracker:
         self.mlflow = mlflow
         self.client = MlflowClient()
         exp = self.client.get_experiment_by_name(settings.mlflow_experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(settings.mlflow_experiment)
+        if exp is None:
+            # The experiment kind makes the MLflow UI open on the training-runs view.
+            self.experiment_id = self.client.create_experiment(
+                settings.mlflow_experiment, tags={"mlflow.experimentKind": "custom_model_development"}
+            )
+        else:
+            self.experiment_id = exp.experiment_id
         self._queue: queue.Queue[Any] = queue.Queue()
         self._flush_seconds = flush_seconds
         self._thread = threading.Thread(target=self._drain, name="mlflow-writer", daemon=True)

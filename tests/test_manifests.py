@@ -1,0 +1,43 @@
+"""Cluster artefacts stay consistent with the code: the Argo template, the Function CRs, stack.yml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from workflows.iteration import render_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_argo_manifest_is_the_rendered_template() -> None:
+    assert (ROOT / "manifests" / "argo" / "iteration-template.yaml").read_text() == render_yaml()
+
+
+def test_function_crs_match_stack_file() -> None:
+    stack = yaml.safe_load((ROOT / "functions" / "stack.yml").read_text())["functions"]
+    crs = list(yaml.safe_load_all((ROOT / "manifests" / "openfaas" / "functions.yaml").read_text()))
+    assert {cr["metadata"]["name"] for cr in crs} == set(stack) == {
+        "rollout-collector", "reward-aggregator", "policy-updater", "policy-evaluator"}
+    for cr in crs:
+        assert cr["apiVersion"] == "openfaas.com/v1" and cr["kind"] == "Function"
+        spec, fn = cr["spec"], stack[cr["metadata"]["name"]]
+        assert spec["name"] == cr["metadata"]["name"] and spec["image"] == fn["image"]
+        # The CRD types labels/environment as maps of strings and limits as {cpu, memory} strings.
+        for field in ("labels", "environment", "limits", "requests"):
+            assert all(isinstance(v, str) for v in spec[field].values()), field
+            assert spec[field] == {k: str(v) for k, v in fn[field].items()}
+        assert set(spec["limits"]) <= {"cpu", "memory"}
+
+
+def test_stack_timeouts_are_consistent() -> None:
+    stack = yaml.safe_load((ROOT / "functions" / "stack.yml").read_text())
+    assert stack["provider"]["name"] == "openfaas"
+    for name, fn in stack["functions"].items():
+        env = fn["environment"]
+        assert fn["lang"] == "python3-http" and (ROOT / "functions" / fn["handler"] / "handler.py").exists()
+        secs = {k: int(str(env[k]).rstrip("s")) for k in ("exec_timeout", "read_timeout", "write_timeout",
+                                                          "upstream_timeout")}
+        assert secs["exec_timeout"] <= secs["upstream_timeout"], name
+        assert fn["labels"]["com.openfaas.scale.min"] == "0"
