@@ -9,7 +9,6 @@ PIP_QUIET ?= -q
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_QUIET) --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -m pip install $(PIP_QUIET) -e '.[dev,bench]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import torch, gymnasium, hera, mlflow, redis, boto3" && touch $(STAMP)
 

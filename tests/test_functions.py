@@ -153,3 +153,21 @@ def test_rollout_path_imports_neither_torch_nor_mlflow() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_box_action_env_runs_through_all_functions(ftg_env) -> None:
+    """Pendulum-v1: Gaussian policy, clipped env actions, time-limit truncation bootstrapped."""
+    cfg = new_run(env_id="Pendulum-v1", n_envs=2, n_steps=128, shards=2, batch_size=64, n_epochs=2,
+                  total_steps=256 * 3, gamma=0.9)
+    lengths, truncated = [], 0
+    for i in range(2):
+        out = iterate(cfg, i, evaluate=(i == 1))
+        lengths += [n for s in out["shards"] for n in s["episode_lengths"]]
+        traj = runtime.store().get_tensors(layout.traj_key(cfg.run_id, i, 0))
+        assert traj["actions"].shape == (128, 1, 1) and traj["actions"].dtype == np.float32
+        truncated += int(traj["truncated"].sum())
+        # Where an episode hit its time limit the value of its true final state was recorded.
+        assert np.all(traj["trunc_values"][traj["truncated"] == 0] == 0)
+        assert np.all(traj["trunc_values"][traj["truncated"] == 1] != 0)
+    assert lengths == [200, 200] and truncated == 1  # one 200-step episode per env, one env per shard
+    assert out["evaluate"]["mean_length"] == 200.0 and out["update"]["version"] == 2

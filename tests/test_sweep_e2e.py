@@ -49,6 +49,10 @@ def test_sweep_learns_cartpole_and_is_tracked(tmp_path: Path) -> None:
         # Learning, measured: every seed's evaluation reached the CartPole-v1 threshold.
         assert child.data.metrics["final_return"] >= 475, child.data.metrics
         assert "steps_to_threshold" in child.data.metrics and child.data.params["ppo.gamma"] == "0.98"
+        assert child.data.tags["ftg.checkpoint_uri"].startswith(f"file://{tmp_path}/store/runs/")
+        local = client.download_artifacts(child.info.run_id, "checkpoints.json", str(tmp_path))
+        ckpts = json.loads(Path(local).read_text())
+        assert len(ckpts) == 20 and ckpts[-1]["version"] == 160
         history = client.get_metric_history(child.info.run_id, "eval/mean_return")
         assert len(history) == 20 and history[-1].step == 256 * 160
     assert parent.info.status == "FINISHED"

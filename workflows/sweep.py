@@ -7,6 +7,7 @@ record and each run's progress, so ``resume`` can pick up any interrupted trial.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -15,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
+from ftg_common import layout
 from ftg_common.config import PPOConfig, RunConfig, SweepConfig
 from ftg_common.ids import validate_run_id
 from ftg_common.meta.base import MetaStore
@@ -210,7 +212,17 @@ def finalize(sweep_id: str, services: Services, console: Console) -> None:
                 "time_to_threshold_s": s.threshold_time_s, "time_to_threshold_incl_eval_s": s.threshold_time_incl_eval_s,
                 "wall_s": s.wall_s, "cost_gb_s": s.gb_s, "invocations": s.invocations,
             })
-            info = log_policy_model(child, services.store, t.run_id, int(rec["version"]), registered)
+            version = int(rec["version"])
+            cfg = load_trial_config(services, sweep_id, t.run_id)
+            base = services.store.url.rstrip("/")
+            tracker.set_tags(child, {"ftg.checkpoint_uri": f"{base}/{layout.ckpt_prefix(t.run_id, version)}",
+                                     "ftg.policy_uri": f"{base}/{layout.policy_key(t.run_id, version)}"})
+            # Every evaluated checkpoint, so any point of the learning curve can be reloaded.
+            evaluated = [{"env_steps": steps, "version": steps // cfg.ppo.rollout_size, "eval_mean_return": ret,
+                          "checkpoint_uri": f"{base}/{layout.ckpt_prefix(t.run_id, steps // cfg.ppo.rollout_size)}"}
+                         for steps, ret in s.evals]
+            tracker.log_text(child, json.dumps(evaluated, indent=2), "checkpoints.json")
+            info = log_policy_model(child, services.store, t.run_id, version, registered)
             if info.registered_model_version is not None:
                 versions[t.run_id] = str(info.registered_model_version)
             tracker.end_run(child)
@@ -221,8 +233,6 @@ def finalize(sweep_id: str, services: Services, console: Console) -> None:
                                       f"models:/{registered}@champion"})
         md = to_markdown(table, threshold)
         tracker.log_text(parent, md, "compare.md")
-        import json
-
         tracker.log_text(parent, json.dumps(rows_as_dicts(table), indent=2), "compare.json")
         for r in table:
             tracker.log_metrics_now(parent, {f"{r.config}.final_iqm": r.final_iqm, f"{r.config}.reached": r.reached,
