@@ -1,14 +1,9 @@
-"""Checkpoints: weights + Adam state (safetensors) + state.json (counters). Everything to resume."""
+"""Torch optimizer state <-> flat arrays for checkpoints."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
-
-from ftg_common import layout
-from ftg_common.store.base import ObjectStore
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, np.ndarray]:
@@ -27,27 +22,3 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, np.nda
         state.setdefault(int(idx), {})[name] = torch.from_numpy(arr.copy())
     sd = opt.state_dict()
     opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
-
-
-def save_checkpoint(
-    store: ObjectStore,
-    run_id: str,
-    version: int,
-    weights: dict[str, np.ndarray],
-    optim: dict[str, np.ndarray],
-    state: dict[str, Any],
-) -> str:
-    store.put_tensors(layout.ckpt_weights_key(run_id, version), weights)
-    store.put_tensors(layout.ckpt_optim_key(run_id, version), optim)
-    # state.json last: its presence marks a complete checkpoint.
-    store.put_json(layout.ckpt_state_key(run_id, version), state)
-    return layout.ckpt_prefix(run_id, version)
-
-
-def load_checkpoint(
-    store: ObjectStore, run_id: str, version: int
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
-    state = store.get_json(layout.ckpt_state_key(run_id, version))
-    weights = store.get_tensors(layout.ckpt_weights_key(run_id, version))
-    optim = store.get_tensors(layout.ckpt_optim_key(run_id, version))
-    return weights, optim, state

@@ -39,6 +39,9 @@ class PPOConfig(_Strict):
     normalize_advantage: bool = True
     target_kl: float | None = Field(default=None, gt=0)
     adam_eps: float = Field(default=1e-5, gt=0)
+    update_backend: Literal["numpy", "torch"] = Field(
+        default="numpy", description="numpy: hand-written gradients (fast on CPU); torch: autograd reference"
+    )
     net_arch: list[int] = Field(default_factory=lambda: [64, 64], min_length=1, max_length=8)
     activation: Literal["tanh", "relu"] = "tanh"
     ortho_init: bool = True

@@ -1,15 +1,14 @@
-"""PPO training step of the policy-updater (torch). Math lives in ftg_common.algos; this module wires
-batch, model, optimizer and checkpoints together."""
+"""Torch pieces of the policy-updater: initial weights, warm-up, and the reference PPO update
+(``update_backend: torch``). The default update runs in numpy (``ftg_common.trainer_numpy``)."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ftg_common import layout
-from ftg_common.algos.ppo import linear_schedule, normalize, ppo_loss
-from ftg_common.algos.stats import explained_variance
-from ftg_common.checkpoint import load_checkpoint, load_optimizer_tensors, optimizer_tensors, save_checkpoint
+from ftg_common.algos.ppo import normalize, ppo_loss
+from ftg_common.checkpoint import load_optimizer_tensors, optimizer_tensors
+from ftg_common.checkpoint_io import load_checkpoint, save_checkpoint
 from ftg_common.config import PPOConfig, RunConfig
 from ftg_common.envs.factory import make_env
 from ftg_common.envs.seeding import INIT, MINIBATCH, derive_rng, derive_seed
@@ -18,6 +17,7 @@ from ftg_common.policy.torch_policy import ActorCritic
 from ftg_common.policy_io import save_policy
 from ftg_common.schemas import UpdateResult
 from ftg_common.store.base import ObjectStore
+from ftg_common.update_plan import StatSums, commit_update, plan_update
 
 
 def set_threads(n: int) -> None:
@@ -53,7 +53,7 @@ def _optimizer(model: ActorCritic, ppo: PPOConfig) -> torch.optim.Adam:
 
 
 def initialise(store: ObjectStore, cfg: RunConfig, clock) -> UpdateResult:
-    """Version 0: freshly initialised weights (seeded), empty optimizer state. Idempotent."""
+    """Version 0: freshly initialised weights (seeded orthogonal init), empty optimizer state."""
     spec = policy_spec(cfg.ppo)
     model = ActorCritic(spec)
     model.init_weights(derive_seed(cfg.seed, INIT))
@@ -64,12 +64,8 @@ def initialise(store: ObjectStore, cfg: RunConfig, clock) -> UpdateResult:
     return UpdateResult(key=key, ckpt_key=prefix, version=0, iteration=0, total_steps=0, seconds=clock.seconds())
 
 
-def _schedule(kind: str, initial: float, progress_remaining: float) -> float:
-    return linear_schedule(initial, progress_remaining) if kind == "linear" else initial
-
-
 def ppo_update(store: ObjectStore, cfg: RunConfig, iteration: int, clock) -> UpdateResult:
-    """Train version ``iteration`` on batch ``iteration``; write checkpoint and policy ``iteration + 1``."""
+    """Train version ``iteration`` on batch ``iteration`` with torch autograd; write version + 1."""
     ppo, run_id = cfg.ppo, cfg.run_id
     weights, optim_state, state = load_checkpoint(store, run_id, iteration)
     spec = PolicySpec.from_json(state["spec"])
@@ -80,36 +76,26 @@ def ppo_update(store: ObjectStore, cfg: RunConfig, iteration: int, clock) -> Upd
         load_optimizer_tensors(opt, optim_state)
     batch = store.get_tensors(layout.batch_key(run_id, iteration))
     n = batch["advantages"].shape[0]
-    total_steps = int(state["total_steps"]) + n
-    # SB3 convention: progress is measured after the rollout that is being trained on.
-    progress_remaining = max(0.0, 1.0 - total_steps / ppo.total_steps)
-    lr = _schedule(ppo.lr_schedule, ppo.learning_rate, progress_remaining)
-    clip = _schedule(ppo.clip_schedule, ppo.clip_range, progress_remaining)
+    plan = plan_update(ppo, state, iteration, n)
     for group in opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = plan.learning_rate
 
-    obs = torch.from_numpy(batch["obs"])
-    actions = torch.from_numpy(batch["actions"])
-    old_logp = torch.from_numpy(batch["log_probs"])
-    old_values = torch.from_numpy(batch["values"])
-    advantages = torch.from_numpy(batch["advantages"])
-    returns = torch.from_numpy(batch["returns"])
+    t = {k: torch.from_numpy(v) for k, v in batch.items()}
     rng = derive_rng(cfg.seed, MINIBATCH, iteration)
-    sums = {"pg_loss": 0.0, "value_loss": 0.0, "entropy_loss": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
-    n_updates = 0
-    stop = False
+    sums = StatSums()
     params = list(model.parameters())
     for _epoch in range(ppo.n_epochs):
         perm = torch.from_numpy(rng.permutation(n))
+        stop = False
         for start in range(0, n, ppo.batch_size):
             idx = perm[start : start + ppo.batch_size]
-            adv = advantages[idx]
-            if ppo.normalize_advantage and len(idx) > 1:
+            adv = t["advantages"][idx]
+            if ppo.normalize_advantage:
                 adv = normalize(adv)
-            logp, entropy, values = model.evaluate_actions(obs[idx], actions[idx])
+            logp, entropy, values = model.evaluate_actions(t["obs"][idx], t["actions"][idx])
             loss, stats = ppo_loss(
-                logp, old_logp[idx], adv, values, old_values[idx], returns[idx], entropy,
-                clip, ppo.vf_coef, ppo.ent_coef, ppo.clip_range_vf,
+                logp, t["log_probs"][idx], adv, values, t["values"][idx], t["returns"][idx], entropy,
+                plan.clip_range, ppo.vf_coef, ppo.ent_coef, ppo.clip_range_vf,
             )
             if ppo.target_kl is not None and float(stats["approx_kl"]) > 1.5 * ppo.target_kl:
                 stop = True
@@ -118,42 +104,8 @@ def ppo_update(store: ObjectStore, cfg: RunConfig, iteration: int, clock) -> Upd
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, ppo.max_grad_norm)
             opt.step()
-            for k in sums:
-                sums[k] += float(stats[k])
-            n_updates += 1
+            sums.add({k: float(v) for k, v in stats.items()})
         if stop:
             break
-
-    version = iteration + 1
-    new_weights = model.flat_tensors()
-    new_state = {
-        "version": version,
-        "iteration": iteration,
-        "total_steps": total_steps,
-        "n_updates": int(state["n_updates"]) + n_updates,
-        "spec": state["spec"],
-    }
-    prefix = save_checkpoint(store, run_id, version, new_weights, optimizer_tensors(opt), new_state)
-    key = save_policy(store, run_id, version, spec, new_weights)
-    denom = max(n_updates, 1)
-    ev = explained_variance(batch["values"], batch["returns"])
-    result = UpdateResult(
-        key=key,
-        ckpt_key=prefix,
-        version=version,
-        iteration=iteration,
-        total_steps=total_steps,
-        pg_loss=sums["pg_loss"] / denom,
-        value_loss=sums["value_loss"] / denom,
-        entropy=-sums["entropy_loss"] / denom,
-        approx_kl=sums["approx_kl"] / denom,
-        clip_fraction=sums["clip_fraction"] / denom,
-        explained_variance=None if np.isnan(ev) else float(ev),
-        learning_rate=lr,
-        clip_range=clip,
-        n_updates=n_updates,
-        seconds=clock.seconds(),
-    )
-    # Kept so a retried call after the commit can answer with the same result.
-    store.put_json(layout.update_key(run_id, iteration), result.model_dump(mode="json"))
-    return result
+    return commit_update(store, cfg, plan, spec, state, model.flat_tensors(), optimizer_tensors(opt), batch, sums,
+                         {}, clock.seconds())

@@ -10,7 +10,7 @@ from ftg_common.store.base import ObjectStore
 def _actor_module(store: ObjectStore, run_id: str, version: int):
     import torch
 
-    from ftg_common.checkpoint import load_checkpoint
+    from ftg_common.checkpoint_io import load_checkpoint
     from ftg_common.policy.spec import PolicySpec
     from ftg_common.policy.torch_policy import ActorCritic
 

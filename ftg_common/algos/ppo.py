@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ftg_common.algos.schedules import linear_schedule
+
 __all__ = ["linear_schedule", "normalize", "ppo_loss"]
 
 
@@ -86,13 +88,3 @@ def normalize(x: Tensor, eps: float = 1e-8) -> Tensor:
     if x.numel() < 2:
         return x
     return (x - x.mean()) / (x.std() + eps)
-
-
-def linear_schedule(initial: float, progress_remaining: float) -> float:
-    """Linearly decayed hyperparameter, SB3 convention.
-
-    Args:
-        initial: value at the start of training.
-        progress_remaining: 1 - steps_done / total_steps, going from 1 down to 0.
-    """
-    return progress_remaining * initial

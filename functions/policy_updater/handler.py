@@ -17,17 +17,21 @@ def _already_committed(req: UpdateRequest) -> UpdateResult:
     return UpdateResult.model_validate(prior)
 
 
-def update(req: UpdateRequest) -> UpdateResult:
+def _torch_trainer():
     from ftg_common import trainer  # torch lives behind this import
 
+    trainer.set_threads(get_settings().torch_threads)
+    return trainer
+
+
+def update(req: UpdateRequest) -> UpdateResult:
     clock = runtime.Stopwatch()
     cfg = runtime.run_config(req.run_id, req.config_digest)
     store, meta = runtime.store(), runtime.meta()
-    trainer.set_threads(get_settings().torch_threads)
     if req.mode == "init":
         if req.iteration != 0:
             raise runtime.BadRequest("mode 'init' creates version 0 and needs iteration 0", "iteration")
-        return trainer.initialise(store, cfg, clock)
+        return _torch_trainer().initialise(store, cfg, clock)
     if req.batch is None:
         raise runtime.BadRequest("mode 'update' needs the aggregator's result in 'batch'", "batch")
     expected = layout.batch_key(req.run_id, req.iteration)
@@ -42,7 +46,12 @@ def update(req: UpdateRequest) -> UpdateResult:
             f"{req.iteration}",
             "iteration",
         )
-    result = trainer.ppo_update(store, cfg, req.iteration, clock)
+    if cfg.ppo.update_backend == "torch":
+        result = _torch_trainer().ppo_update(store, cfg, req.iteration, clock)
+    else:
+        from ftg_common import trainer_numpy
+
+        result = trainer_numpy.ppo_update(store, cfg, req.iteration, clock)
     if not meta.commit_version(req.run_id, req.iteration, req.iteration):
         # Another updater committed first (a retry raced us); its checkpoint has identical bytes.
         if meta.get_run(req.run_id)["last_iteration"] >= req.iteration:
@@ -57,7 +66,4 @@ def handle(event, context):
 
 def warmup() -> None:
     """Called once when a warm worker starts: pay torch's import before the first request, not during it."""
-    from ftg_common import trainer
-
-    trainer.set_threads(get_settings().torch_threads)
-    trainer.warm_up()
+    _torch_trainer().warm_up()

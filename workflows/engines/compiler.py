@@ -232,22 +232,17 @@ class _Vars:
     def check(self, name: str, path: str) -> None:
         if name.startswith("="):
             raise _unsupported(path, f"expression template '{{{{{name}}}}}' is")
-        if name.startswith("workflow.parameters."):
-            param = name[len("workflow.parameters.") :]
-            if param not in self.workflow_params:
-                raise InvalidWorkflowError(
-                    f"{path}: '{{{{{name}}}}}' names an undeclared workflow parameter "
-                    f"(declared: {', '.join(sorted(self.workflow_params)) or 'none'})"
-                )
-            return
-        if name.startswith("inputs.parameters."):
-            param = name[len("inputs.parameters.") :]
-            if param not in self.inputs:
-                raise InvalidWorkflowError(
-                    f"{path}: '{{{{{name}}}}}' names an undeclared input parameter "
-                    f"(declared: {', '.join(sorted(self.inputs)) or 'none'})"
-                )
-            return
+        for prefix, declared, kind in (
+            ("workflow.parameters.", self.workflow_params, "workflow"),
+            ("inputs.parameters.", self.inputs, "input"),
+        ):
+            if name.startswith(prefix):
+                if name[len(prefix) :] not in declared:
+                    raise InvalidWorkflowError(
+                        f"{path}: '{{{{{name}}}}}' names an undeclared {kind} parameter "
+                        f"(declared: {', '.join(sorted(declared)) or 'none'})"
+                    )
+                return
         if name == "item" or name.startswith("item."):
             if not self.item:
                 raise InvalidWorkflowError(f"{path}: '{{{{{name}}}}}' is used outside a withParam/withItems task")

@@ -94,6 +94,13 @@ def _completed(value: Response | None = None, error: BaseException | None = None
     return fut
 
 
+def _resolve(url: str, modules: Mapping[str, str]) -> tuple[str | None, Response | None]:
+    """The handler module for a ``local://`` URL, or the gateway's 404 answer for an unknown function."""
+    function = function_from_url(url)
+    module = modules.get(function)
+    return (module, None) if module is not None else (None, _not_found(function, modules))
+
+
 class InProcessInvoker:
     """Runs the handler synchronously in the calling thread; the Future is already done.
 
@@ -107,10 +114,9 @@ class InProcessInvoker:
     def submit(
         self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None
     ) -> cf.Future[Response]:
-        function = function_from_url(url)
-        module = self.modules.get(function)
+        module, missing = _resolve(url, self.modules)
         if module is None:
-            return _completed(_not_found(function, self.modules))
+            return _completed(missing)
         return _completed(_invoke_module(module, body, headers))
 
 
@@ -152,6 +158,11 @@ class PoolInvoker:
             raise ValueError(f"PoolInvoker needs at least one worker, got {workers}")
         self.workers = workers
         self.modules = dict(default_modules() if modules is None else modules)
+        # Spawned children inherit the environment, and one may import numpy (re-importing the
+        # parent's __main__) before the initializer runs; multi-threaded BLAS in N workers on N cores
+        # busy-waits and starves the other workers. This process's own pools are already sized.
+        for var in _THREAD_ENV:
+            os.environ[var] = "1"
         self._lock = threading.Lock()
         self._executor = self._new_executor()
 
@@ -178,10 +189,9 @@ class PoolInvoker:
     def submit(
         self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None
     ) -> cf.Future[Response]:
-        function = function_from_url(url)
-        module = self.modules.get(function)
+        module, missing = _resolve(url, self.modules)
         if module is None:
-            return _completed(_not_found(function, self.modules))
+            return _completed(missing)
         with self._lock:
             try:
                 return self._executor.submit(_invoke_module, module, body, dict(headers))
