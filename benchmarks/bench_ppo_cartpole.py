@@ -117,6 +117,39 @@ def summarise(runs: list[dict]) -> dict:
     }
 
 
+def to_markdown(record: dict) -> str:
+    rows = [
+        ("time to first eval >= 475, evaluation excluded (s)", "time_to_475_s"),
+        ("time to first eval >= 475, evaluation included (s)", "time_to_475_incl_eval_s"),
+        ("env steps to first eval >= 475", "steps_to_475"),
+        ("1e5 steps, evaluation excluded (s)", "wall_1e5_s"),
+        ("1e5 steps, evaluation included (s)", "wall_1e5_incl_eval_s"),
+    ]
+
+    def fmt(x) -> str:
+        return "-" if x is None else f"{x:,.2f}"
+
+    m = record["machine"]
+    lines = [
+        f"# PPO CartPole-v1: Stable-Baselines3 vs FaaSTrainGym ({record['date']})",
+        "",
+        f"Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, torch {m['torch']}, "
+        f"numpy {m['numpy']}, SB3 {m['sb3']}. Seeds {record['seeds']}, {record['steps']:,} steps, "
+        "RL-Zoo hyperparameters, 10 deterministic eval episodes every 2048 steps. Medians over seeds.",
+        "",
+        "| measure | SB3 | FaaSTrainGym | FTG / SB3 |",
+        "|---|---|---|---|",
+    ]
+    for label, key in rows:
+        ratio = record["ratio_ftg_over_sb3"].get(key)
+        lines.append(f"| {label} | {fmt(record['sb3'][key])} | {fmt(record['ftg'][key])} | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}x'} |")
+    lines.append(f"| seeds reaching 475 | {record['sb3']['reached']} | {record['ftg']['reached']} | |")
+    lines.append(f"| final mean eval return | {fmt(record['sb3']['final_return'])} | "
+                 f"{fmt(record['ftg']['final_return'])} | |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="0,1,2")
@@ -157,6 +190,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = time.strftime("%Y-%m-%d", time.gmtime()) + "-ppo-cartpole"
     (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    (out / f"{stem}.md").write_text(to_markdown(record))
     print(json.dumps({"sb3": sb3, "ftg": ftg, "ratio_ftg_over_sb3": ratios}, indent=2))
     return 0
 
