@@ -120,8 +120,9 @@ def test_killed_sweep_resumes_from_its_last_committed_iteration(tmp_path: Path) 
     assert status == "running" and 10 <= last < 59
 
     with sqlite3.connect(db) as conn:
-        sweep_id = conn.execute("SELECT sweep_id FROM sweeps").fetchone()[0]
-    out = subprocess.run([*cli, "resume", sweep_id], env=env, cwd=tmp_path / "killed", capture_output=True,
+        (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
+    # `resume RUN_ID`; the run is its sweep's only trial, so the sweep is finalised too.
+    out = subprocess.run([*cli, "resume", run_id], env=env, cwd=tmp_path / "killed", capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert _meta_row(db) == ("finished", 59)

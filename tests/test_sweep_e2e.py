@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +62,12 @@ def test_sweep_learns_cartpole_and_is_tracked(tmp_path: Path) -> None:
     assert parent.data.tags["ftg.champion_model"] == "models:/ftg-e2e@champion"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"compare.md", "compare.json"} <= artifacts
+
+    # The registered champion serves batches of observations; a pole falling right is pushed right.
+    model = mlflow.pyfunc.load_model("models:/ftg-e2e@champion")
+    obs = np.array([[0.0, 0.0, 0.1, 0.5], [0.0, 0.0, -0.1, -0.5], [0.0, 0.0, 0.12, 0.6]], dtype=np.float32)
+    logits = np.asarray(model.predict(obs))
+    assert logits.shape == (3, 2) and list(logits.argmax(axis=1)) == [1, 0, 1]
 
     sweep_id = parent.data.tags["ftg.sweep_id"]
     cmp = subprocess.run([*cli, "compare", sweep_id, "--json"], env=env, cwd=tmp_path, capture_output=True, text=True,

@@ -41,7 +41,8 @@ def log_policy_model(
     import numpy as np
 
     actor, spec = _actor_module(store, run_id, version)
-    example = np.zeros((1, spec.obs_dim), dtype=np.float32)
+    # Two rows: torch.export specialises a batch dimension of size 1 to a constant.
+    example = np.zeros((2, spec.obs_dim), dtype=np.float32)
     with mlflow.start_run(run_id=mlflow_run_id):
         return mlflow.pytorch.log_model(
             actor, name="policy", input_example=example, registered_model_name=registered_name,
