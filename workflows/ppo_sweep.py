@@ -71,7 +71,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     from ftg_common.config import SweepError
     from ftg_common.settings import get_settings
-    from workflows.sweep import open_services, submit
+    from workflows.sweep import SweepFailed, open_services, submit
 
     try:
         sweep = _read_sweep(args.config, args)
@@ -83,6 +83,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         sweep_id = submit(sweep, services, console)
     except KeyboardInterrupt:
         return 130
+    except SweepFailed as exc:
+        return _fail(f"some trials failed (the others completed): {exc}")
     finally:
         services.close()
     console.print(f"sweep [bold]{sweep_id}[/bold] finished; `make ui` to compare runs in MLflow")
@@ -182,7 +184,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     from ftg_common.meta.base import RunNotFoundError
     from ftg_common.settings import get_settings
-    from workflows.sweep import finalize, open_services, run_trials
+    from workflows.sweep import SweepFailed, finalize, open_services, run_trials
 
     console = _console()
     meta = _open_meta()
@@ -204,6 +206,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
             finalize(sweep_id, services, console)
     except KeyboardInterrupt:
         return 130
+    except SweepFailed as exc:
+        return _fail(f"some trials failed: {exc}")
     finally:
         services.close()
     return 0

@@ -10,7 +10,7 @@ import hashlib
 import json
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,7 +120,11 @@ def submit(sweep: SweepConfig, services: Services, console: Console, sweep_id: s
     services.meta.create_sweep(sweep_id, {"name": sweep.name, "created": time.time(), "mlflow_parent_run_id": parent,
                                           "threshold": next(iter(trials.values())).threshold, "runs": run_ids,
                                           "max_parallel": sweep.max_parallel})
-    run_trials(sweep_id, run_ids, sweep.max_parallel, services, console)
+    try:
+        run_trials(sweep_id, run_ids, sweep.max_parallel, services, console)
+    except SweepFailed:
+        finalize(sweep_id, services, console)  # the trials that did finish still get their table
+        raise
     finalize(sweep_id, services, console)
     return sweep_id
 
@@ -129,7 +133,29 @@ def load_trial_config(services: Services, sweep_id: str, run_id: str) -> RunConf
     return RunConfig.model_validate(services.store.get_json(f"sweeps/{sweep_id}/trials/{run_id}.json"))
 
 
+class SweepFailed(RuntimeError):
+    pass
+
+
+def _drive_and_close(driver: RunDriver, tracker: Any | None) -> RunSummary:
+    """Drive one trial; its MLflow child run ends with the trial, so the UI shows its real duration."""
+    status = "FAILED"
+    try:
+        summary = driver.drive()
+        status = "FINISHED"
+        return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if tracker is not None and driver.mlflow_run_id:
+            tracker.end_run(driver.mlflow_run_id, status)
+
+
 def run_trials(sweep_id: str, run_ids: list[str], max_parallel: int, services: Services, console: Console) -> None:
+    """Drive every unfinished trial, ``max_parallel`` at a time. A failing trial does not stop the
+    others; failures are reported together at the end (SweepFailed). Ctrl-C stops all trials at their
+    next iteration boundary, with everything committed so far kept for ``resume``."""
     stop = threading.Event()
     progress = SweepProgress(f"sweep {sweep_id}", console)
     drivers = []
@@ -152,24 +178,18 @@ def run_trials(sweep_id: str, run_ids: list[str], max_parallel: int, services: S
     if not drivers:
         return
     with progress, ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="trial") as pool:
-        futures = {pool.submit(d.drive): d for d in drivers}
+        futures = {pool.submit(_drive_and_close, d, services.tracker): d for d in drivers}
         try:
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            errors = [f.exception() for f in done if f.exception() is not None]
-            if errors:
-                stop.set()
-                wait(futures)
-                raise errors[0]  # type: ignore[misc]
+            wait(futures)
         except KeyboardInterrupt:
             stop.set()
             console.print("[yellow]interrupted: finishing the current iterations; resume with "
                           f"`python workflows/ppo_sweep.py resume {sweep_id}`[/yellow]")
             wait(futures)
             raise
-        for f, d in futures.items():
-            if services.tracker and d.mlflow_run_id:
-                services.tracker.flush()
-            f.result()
+    failures = [(d.cfg.run_id, f.exception()) for f, d in futures.items() if f.exception() is not None]
+    if failures:
+        raise SweepFailed("; ".join(f"{rid}: {exc}" for rid, exc in failures))
 
 
 def trial_rows(services: Services, sweep_id: str) -> list[TrialRow]:
@@ -225,7 +245,6 @@ def finalize(sweep_id: str, services: Services, console: Console) -> None:
             info = log_policy_model(child, services.store, t.run_id, version, registered)
             if info.registered_model_version is not None:
                 versions[t.run_id] = str(info.registered_model_version)
-            tracker.end_run(child)
         best = best_trial([t for t in trials if t.status == "finished"])
         if best is not None and best.run_id in versions:
             set_champion(registered, versions[best.run_id])
