@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     argo_token: str | None = None
     argo_namespace: str = "argo"
     argo_verify_ssl: bool = True
-    # Memory assumed per function when computing GB-s cost (matches functions/stack.yml limits)
+    argo_poll_seconds: float = Field(default=1.0, gt=0)
+    # Prices for the cost comparison: FaaS per GB-s, a dedicated server per hour
     dedicated_server_usd_per_hour: float = 0.0416
     faas_usd_per_gb_second: float = 0.0000166667
 

@@ -53,25 +53,36 @@ def open_services(settings: Settings, tracking: bool = True, warm: bool = True) 
     from workflows.engines.local import LocalEngine, compile_workflow
     from workflows.iteration import iteration_manifest
 
-    if settings.engine != "local":
-        raise SystemExit(
-            "FTG_ENGINE=argo: submit iterations to Argo with the rendered template "
-            "(`python workflows/ppo_sweep.py render | kubectl apply -f -`); this driver runs the embedded engine"
-        )
     store = open_store(settings.store_url, settings)
     meta = open_meta(settings.meta_url, settings)
+    tracker = None
+    if tracking:
+        from workflows.tracking import Tracker
+
+        tracker = Tracker(settings)
+    if settings.engine == "argo":
+        return Services(settings, store, meta, *_argo_engine(settings), tracker)
     local = PoolInvoker(settings.local_workers) if settings.local_workers > 0 else InProcessInvoker()
     if warm and hasattr(local, "warmup"):
         local.warmup()
     invoker = RoutingInvoker(local=local, http=HttpInvoker())
     engine = LocalEngine(invoker)
     gateway = "local://gateway" if settings.gateway_url == "local" else settings.gateway_url.rstrip("/")
-    tracker = None
-    if tracking:
-        from workflows.tracking import Tracker
-
-        tracker = Tracker(settings)
     return Services(settings, store, meta, engine, compile_workflow(iteration_manifest()), gateway, tracker)
+
+
+def _argo_engine(settings: Settings) -> tuple[Any, None, str]:
+    """(engine, compiled, gateway) for FTG_ENGINE=argo: the server holds the compiled template."""
+    from workflows.engines.argo import ArgoEngine
+
+    if not settings.argo_host:
+        raise SystemExit("FTG_ENGINE=argo needs FTG_ARGO_HOST (the Argo server URL)")
+    if not settings.gateway_url.startswith(("http://", "https://")):
+        raise SystemExit("FTG_ENGINE=argo needs FTG_GATEWAY_URL: the OpenFaaS gateway as the cluster reaches it")
+    engine = ArgoEngine(settings.argo_host, settings.argo_token, settings.argo_namespace, settings.argo_verify_ssl,
+                        poll_seconds=settings.argo_poll_seconds)
+    engine.ensure_template()
+    return engine, None, settings.gateway_url.rstrip("/")
 
 
 def make_sweep_id(name: str, now: float | None = None) -> str:

@@ -1,0 +1,146 @@
+"""The cluster engine: each iteration is a Workflow submitted to an Argo Workflows server (through
+Hera's ``WorkflowsService``) that references the ``ftg-iteration`` WorkflowTemplate; the engine polls
+it to completion and maps Argo's node status onto the same ``WorkflowRun`` the embedded engine returns,
+so the driver is engine-agnostic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from workflows.engines.invokers import HttpInvoker
+from workflows.engines.local import NodeStatus, WorkflowRun
+from workflows.iteration import iteration_manifest, iteration_workflow
+
+DONE_PHASES = {"Succeeded", "Failed", "Error"}
+# Argo node types that are plumbing, not tasks: the DAG itself and the per-attempt children of a
+# Retry node (their attempts are folded into the Retry node that stands for the task).
+_SKIP_TYPES = {"DAG", "Steps", "StepGroup"}
+
+
+class ArgoError(RuntimeError):
+    pass
+
+
+def _epoch(ts: str | None) -> float | None:
+    if not ts:
+        return None
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def _span(node: Mapping[str, Any]) -> float | None:
+    start, end = _epoch(node.get("startedAt")), _epoch(node.get("finishedAt"))
+    return None if start is None or end is None else max(0.0, end - start)
+
+
+def nodes_from_status(status: Mapping[str, Any]) -> list[NodeStatus]:
+    """Argo ``status.nodes`` (id -> node) as NodeStatus records, tasks in start order.
+
+    A task with a retryStrategy is a ``Retry`` node whose children are its HTTP attempts; a
+    ``withParam`` task is a ``TaskGroup`` whose children are the per-item tasks.
+    """
+    raw: dict[str, Mapping[str, Any]] = dict(status.get("nodes") or {})
+    attempt_ids = {c for n in raw.values() if n.get("type") == "Retry" for c in n.get("children") or []}
+    out: list[NodeStatus] = []
+    for node_id, n in sorted(raw.items(), key=lambda kv: (kv[1].get("startedAt") or "", kv[0])):
+        kind = n.get("type", "")
+        if kind in _SKIP_TYPES or node_id in attempt_ids:
+            continue
+        display = n.get("displayName") or n.get("name", node_id)
+        attempts = [raw[c] for c in n.get("children") or [] if c in raw] if kind == "Retry" else [n]
+        result = (n.get("outputs") or {}).get("result")
+        if result is None and attempts and kind == "Retry":
+            result = (attempts[-1].get("outputs") or {}).get("result")
+        task = display.split("(", 1)[0]
+        is_call = kind in ("Retry", "HTTP")
+        out.append(
+            NodeStatus(
+                name=display,
+                task=task,
+                template=n.get("templateName") or "",
+                type="HTTP" if is_call else ("Skipped" if kind == "Skipped" else kind),
+                phase=n.get("phase", "Pending"),
+                result=result,
+                attempts=len(attempts) if is_call else 0,
+                started=_epoch(n.get("startedAt")),
+                finished=_epoch(n.get("finishedAt")),
+                duration_s=_span(n),
+                call_s=sum(_span(a) or 0.0 for a in attempts) if is_call else 0.0,
+                message=n.get("message", ""),
+                children=[raw[c].get("displayName", c) for c in n.get("children") or [] if c in raw]
+                if kind == "TaskGroup" else [],
+            )
+        )
+    return out
+
+
+class ArgoEngine:
+    """Submit-and-wait per iteration. ``invoker`` (plain HTTP) serves the driver's own calls to the
+    gateway, e.g. creating policy version 0."""
+
+    def __init__(self, host: str, token: str | None, namespace: str, verify_ssl: bool = True,
+                 template_name: str = "ftg-iteration", poll_seconds: float = 1.0, timeout_seconds: float = 3600.0,
+                 session: Any | None = None) -> None:
+        from hera.workflows import WorkflowsService
+
+        self.service = WorkflowsService(host=host, token=token, namespace=namespace, verify_ssl=verify_ssl,
+                                        session=session)
+        self.namespace = namespace
+        self.template_name = template_name
+        self.poll_seconds = poll_seconds
+        self.timeout_seconds = timeout_seconds
+        self.invoker = HttpInvoker()
+
+    def ensure_template(self) -> None:
+        """Create the iteration WorkflowTemplate, or replace it with the current one if it exists."""
+        from hera.exceptions import AlreadyExists
+        from hera.workflows.models import (
+            WorkflowTemplate,
+            WorkflowTemplateCreateRequest,
+            WorkflowTemplateUpdateRequest,
+        )
+
+        manifest = iteration_manifest(name=self.template_name, namespace=self.namespace)
+        try:
+            self.service.create_workflow_template(
+                WorkflowTemplateCreateRequest(template=WorkflowTemplate.model_validate(manifest)), self.namespace
+            )
+        except AlreadyExists:
+            current = self.service.get_workflow_template(self.template_name, self.namespace)
+            manifest["metadata"]["resourceVersion"] = current.metadata.resource_version
+            self.service.update_workflow_template(
+                self.template_name,
+                WorkflowTemplateUpdateRequest(template=WorkflowTemplate.model_validate(manifest)),
+                self.namespace,
+            )
+
+    def submit(self, parameters: Mapping[str, str]) -> str:
+        from hera.workflows.models import Workflow, WorkflowCreateRequest
+
+        manifest = iteration_workflow(dict(parameters), template_name=self.template_name, namespace=self.namespace)
+        created = self.service.create_workflow(WorkflowCreateRequest(workflow=Workflow.model_validate(manifest)),
+                                               self.namespace)
+        return created.metadata.name
+
+    def wait(self, name: str, parameters: Mapping[str, str]) -> WorkflowRun:
+        deadline = time.monotonic() + self.timeout_seconds
+        while True:
+            wf = self.service.get_workflow(name, self.namespace).model_dump(by_alias=True, exclude_none=True,
+                                                                           mode="json")
+            status = wf.get("status") or {}
+            if status.get("phase") in DONE_PHASES:
+                break
+            if time.monotonic() > deadline:
+                raise ArgoError(f"workflow {name} still {status.get('phase')} after {self.timeout_seconds}s")
+            time.sleep(self.poll_seconds)
+        started, finished = _epoch(status.get("startedAt")) or 0.0, _epoch(status.get("finishedAt")) or 0.0
+        return WorkflowRun(name=name, phase=status["phase"], nodes=nodes_from_status(status),
+                           message=status.get("message", ""), parameters=dict(parameters), started=started,
+                           finished=finished, duration_s=max(0.0, finished - started))
+
+    def run(self, compiled: Any, parameters: Mapping[str, str], on_node: Any = None) -> WorkflowRun:
+        """Same signature as LocalEngine.run; ``compiled`` is unused (the server holds the template)."""
+        return self.wait(self.submit(parameters), parameters)
