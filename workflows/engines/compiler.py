@@ -257,6 +257,21 @@ class _Vars:
         raise _unsupported(path, f"variable '{{{{{name}}}}}' is")
 
 
+def _name_value_items(
+    items: Any, path: str, keys: frozenset[str], what: str, value_from: str
+) -> list[tuple[Mapping[str, Any], str]]:
+    """(item, its path) for a list of name/value mappings (headers, arguments); valueFrom is refused."""
+    out = []
+    for i, item in enumerate(_list(items or [], path)):
+        ipath = f"{path}[{i}]"
+        item = _mapping(item, ipath)
+        if "valueFrom" in item:
+            raise _unsupported(f"{ipath}.valueFrom", value_from)
+        _check_keys(item, keys, ipath, what)
+        out.append((item, ipath))
+    return out
+
+
 def _text(value: Any, path: str, allowed: _Vars) -> Text:
     source = _string(value, path)
     if "{{" not in source:
@@ -378,14 +393,11 @@ def _http_template(tmpl: Mapping[str, Any], path: str, wf_params: frozenset[str]
     _check_keys(http, _HTTP_KEYS, hpath, "http")
     if "url" not in http:
         raise InvalidWorkflowError(f"{hpath}: url is required")
-    headers: list[tuple[Text, Text]] = []
-    for i, h in enumerate(_list(http.get("headers") or [], f"{hpath}.headers")):
-        hp = f"{hpath}.headers[{i}]"
-        h = _mapping(h, hp)
-        if "valueFrom" in h:
-            raise _unsupported(f"{hp}.valueFrom", "header valueFrom (secrets) is")
-        _check_keys(h, frozenset({"name", "value"}), hp, "header")
-        headers.append((_text(h.get("name"), f"{hp}.name", allowed), _text(h.get("value", ""), f"{hp}.value", allowed)))
+    headers = [
+        (_text(h.get("name"), f"{hp}.name", allowed), _text(h.get("value", ""), f"{hp}.value", allowed))
+        for h, hp in _name_value_items(http.get("headers"), f"{hpath}.headers", frozenset({"name", "value"}),
+                                       "header", "header valueFrom (secrets) is")
+    ]
     timeout = http.get("timeoutSeconds")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0):
         raise InvalidWorkflowError(f"{hpath}.timeoutSeconds: expected a positive integer, got {timeout!r}")
@@ -548,15 +560,11 @@ def _dag(tmpl: Mapping[str, Any], path: str, http: dict[str, HttpTemplate], temp
         if args_raw.get("artifacts"):
             raise _unsupported(f"{tpath}.arguments.artifacts", "artifacts are")
         _check_keys(args_raw, frozenset({"parameters", "artifacts"}), f"{tpath}.arguments", "arguments")
-        args: list[tuple[str, Text]] = []
-        for j, p in enumerate(_list(args_raw.get("parameters") or [], f"{tpath}.arguments.parameters")):
-            ppath = f"{tpath}.arguments.parameters[{j}]"
-            p = _mapping(p, ppath)
-            if "valueFrom" in p:
-                raise _unsupported(f"{ppath}.valueFrom", "valueFrom is")
-            _check_keys(p, frozenset({"name", "value", "description"}), ppath, "argument")
-            args.append((_string(p.get("name"), f"{ppath}.name"), _text(str(p.get("value", "")), f"{ppath}.value",
-                                                                          allowed)))
+        args = [
+            (_string(p.get("name"), f"{ppath}.name"), _text(str(p.get("value", "")), f"{ppath}.value", allowed))
+            for p, ppath in _name_value_items(args_raw.get("parameters"), f"{tpath}.arguments.parameters",
+                                              frozenset({"name", "value", "description"}), "argument", "valueFrom is")
+        ]
         given = {n for n, _ in args}
         declared = {n for n, _ in target.inputs}
         if given - declared:

@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
@@ -94,14 +95,25 @@ def _completed(value: Response | None = None, error: BaseException | None = None
     return fut
 
 
-def _resolve(url: str, modules: Mapping[str, str]) -> tuple[str | None, Response | None]:
-    """The handler module for a ``local://`` URL, or the gateway's 404 answer for an unknown function."""
-    function = function_from_url(url)
-    module = modules.get(function)
-    return (module, None) if module is not None else (None, _not_found(function, modules))
+class _ModuleInvoker(ABC):
+    """Routes ``local://…/function/<name>`` to a handler module; subclasses decide where it runs."""
+
+    modules: dict[str, str]
+
+    def submit(
+        self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None
+    ) -> cf.Future[Response]:
+        function = function_from_url(url)
+        module = self.modules.get(function)
+        if module is None:
+            return _completed(_not_found(function, self.modules))
+        return self._run(module, body, dict(headers))
+
+    @abstractmethod
+    def _run(self, module: str, body: bytes, headers: dict[str, str]) -> cf.Future[Response]: ...
 
 
-class InProcessInvoker:
+class InProcessInvoker(_ModuleInvoker):
     """Runs the handler synchronously in the calling thread; the Future is already done.
 
     No timeout can be enforced (the call has returned before the engine could wait on it); use
@@ -111,12 +123,7 @@ class InProcessInvoker:
     def __init__(self, modules: Mapping[str, str] | None = None) -> None:
         self.modules = dict(default_modules() if modules is None else modules)
 
-    def submit(
-        self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None
-    ) -> cf.Future[Response]:
-        module, missing = _resolve(url, self.modules)
-        if module is None:
-            return _completed(missing)
+    def _run(self, module: str, body: bytes, headers: dict[str, str]) -> cf.Future[Response]:
         return _completed(_invoke_module(module, body, headers))
 
 
@@ -142,7 +149,7 @@ def _worker_pid(hold_s: float) -> int:
     return os.getpid()
 
 
-class PoolInvoker:
+class PoolInvoker(_ModuleInvoker):
     """A warm pool of spawned worker processes, each with the handler modules already imported (and their
     optional module-level ``warmup()`` called).
 
@@ -186,21 +193,16 @@ class PoolInvoker:
             pids.update(f.result(timeout=remaining) for f in futures)
         return sorted(pids)
 
-    def submit(
-        self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None
-    ) -> cf.Future[Response]:
-        module, missing = _resolve(url, self.modules)
-        if module is None:
-            return _completed(missing)
+    def _run(self, module: str, body: bytes, headers: dict[str, str]) -> cf.Future[Response]:
         with self._lock:
             try:
-                return self._executor.submit(_invoke_module, module, body, dict(headers))
+                return self._executor.submit(_invoke_module, module, body, headers)
             except cf.BrokenExecutor:
                 # A worker died (OOM, segfault): start a fresh pool rather than failing every later call.
                 log.warning("process pool broken; starting a new one")
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = self._new_executor()
-                return self._executor.submit(_invoke_module, module, body, dict(headers))
+                return self._executor.submit(_invoke_module, module, body, headers)
 
     def close(self) -> None:
         with self._lock:
