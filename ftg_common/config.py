@@ -77,7 +77,9 @@ class PPOConfig(_Strict):
 
     @property
     def n_iterations(self) -> int:
-        return self.total_steps // self.rollout_size
+        # Like SB3, keep collecting while fewer than total_steps have been taken (so 1e5 steps with
+        # 256-step rollouts is 391 iterations, 100,096 steps).
+        return -(-self.total_steps // self.rollout_size)
 
     @property
     def eval_every_iterations(self) -> int:

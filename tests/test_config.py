@@ -98,3 +98,10 @@ def test_cli_status_and_compare_of_unknown_ids(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "nope" in proc.stderr
     proc = _cli("resume", "../../etc", cwd=tmp_path)
     assert proc.returncode == 2
+
+
+def test_iterations_cover_total_steps_like_sb3() -> None:
+    # SB3 keeps collecting while fewer than total_timesteps were taken: 391 rollouts of 256 for 1e5.
+    assert PPOConfig(total_steps=100_000, n_envs=8, n_steps=32).n_iterations == 391
+    assert PPOConfig(total_steps=4096, n_envs=8, n_steps=32, batch_size=256).n_iterations == 16
+    assert PPOConfig(eval_every_steps=2048, n_envs=8, n_steps=32).eval_every_iterations == 8
