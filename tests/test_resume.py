@@ -133,3 +133,21 @@ def test_killed_sweep_resumes_from_its_last_committed_iteration(tmp_path: Path) 
         return (run_dir / "ckpt" / "000060" / "weights.safetensors").read_bytes()
 
     assert final_weights(tmp_path / "killed") == final_weights(tmp_path / "ref")
+
+
+def test_a_run_is_driven_by_one_driver_at_a_time(services) -> None:
+    import socket
+
+    from workflows.driver import RunFailed
+
+    cfg = RunConfig(run_id="leased", seed=0, ppo=PPOConfig(**SMALL))
+    # A live holder on another host: its lease must be waited out, never stolen.
+    services.meta.acquire_lease("run:leased", "elsewhere:1:1", 60)
+    with pytest.raises(RunFailed, match="lease held"):
+        _driver(cfg, services).drive()
+    services.meta.release_lease("run:leased", "elsewhere:1:1")
+    # A holder on this host whose process is gone (a killed driver) is taken over at once.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    services.meta.acquire_lease("run:leased", f"{socket.gethostname()}:{dead.pid}:1", 60)
+    assert _driver(cfg, services).drive().steps == cfg.ppo.n_iterations * cfg.ppo.rollout_size

@@ -199,11 +199,15 @@ class RunDriver:
         start = int(record["last_iteration"]) + 1
         self.meta.set_status(cfg.run_id, "running")
         recent: list[tuple[float, int]] = []
+        renewed = time.monotonic()
         for i in range(start, n_iter):
             if self.stop.is_set():
                 self.meta.set_status(cfg.run_id, "interrupted")
                 raise KeyboardInterrupt
-            self.meta.acquire_lease(f"run:{cfg.run_id}", self.owner, LEASE_SECONDS)
+            if time.monotonic() - renewed > LEASE_SECONDS / 4:
+                if not self.meta.acquire_lease(f"run:{cfg.run_id}", self.owner, LEASE_SECONDS):
+                    raise RunFailed(f"run {cfg.run_id}: lost its lease to another driver")
+                renewed = time.monotonic()
             t0 = time.perf_counter()
             wf = self.engine.run(self.compiled, self.parameters(i))
             elapsed = time.perf_counter() - t0

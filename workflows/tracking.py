@@ -80,9 +80,6 @@ class Tracker:
         self.flush()
         self.client.set_terminated(run_id, status=status)
 
-    def run_status(self, run_id: str) -> str:
-        return self.client.get_run(run_id).info.status
-
     def reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
 
