@@ -72,25 +72,31 @@ def test_interrupted_then_resumed_run_matches_uninterrupted_bit_for_bit(services
     assert summary.steps == ppo.total_steps
 
 
-def _meta_row(db: Path) -> tuple[str, int] | None:
+def _meta_row(db: Path, seed: int) -> tuple[str, int] | None:
     if not db.exists():
         return None
     try:
         with sqlite3.connect(db, timeout=5) as conn:
-            row = conn.execute("SELECT status, last_iteration FROM runs").fetchone()
+            return conn.execute("SELECT status, last_iteration FROM runs WHERE run_id LIKE ?",
+                                (f"%-s{seed}",)).fetchone()
     except sqlite3.OperationalError:
         return None
-    return row
+
+
+def _final_weights(d: Path, seed: int) -> bytes:
+    (run_dir,) = [p for p in (d / "store" / "runs").iterdir() if p.name.endswith(f"-s{seed}")]
+    return (run_dir / "ckpt" / "000060" / "weights.safetensors").read_bytes()
 
 
 @pytest.mark.slow
 def test_killed_sweep_resumes_from_its_last_committed_iteration(tmp_path: Path) -> None:
+    """Two trials run one at a time; the sweep is killed during the first. ``resume RUN_ID`` finishes
+    that trial, ``resume SWEEP_ID`` runs the one never started and closes the sweep."""
+    spec = {"name": "resume-test", "seeds": [3, 4], "max_parallel": 1,
+            "configs": {"zoo": {"n_envs": 8, "n_steps": 32, "batch_size": 256, "n_epochs": 5,
+                                "total_steps": 256 * 60, "eval_every_steps": 2048, "eval_episodes": 3}}}
     sweep = tmp_path / "resume.yaml"
-    sweep.write_text(json.dumps({
-        "name": "resume-test", "seeds": [3], "max_parallel": 1,
-        "configs": {"zoo": {"n_envs": 8, "n_steps": 32, "batch_size": 256, "n_epochs": 5,
-                            "total_steps": 256 * 60, "eval_every_steps": 2048, "eval_episodes": 3}},
-    }))
+    sweep.write_text(json.dumps(spec))
     cli = [sys.executable, str(ROOT / "workflows" / "ppo_sweep.py")]
 
     def env_for(d: Path) -> dict[str, str]:
@@ -108,7 +114,7 @@ def test_killed_sweep_resumes_from_its_last_committed_iteration(tmp_path: Path) 
     db = tmp_path / "killed" / "meta.db"
     deadline = time.monotonic() + 300
     while True:
-        row = _meta_row(db)
+        row = _meta_row(db, 3)
         if row and row[1] >= 10:
             break
         assert proc.poll() is None, "the sweep ended before it could be killed"
@@ -116,23 +122,25 @@ def test_killed_sweep_resumes_from_its_last_committed_iteration(tmp_path: Path) 
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: driver and warm workers die at once
     proc.wait(timeout=30)
-    status, last = _meta_row(db)
+    status, last = _meta_row(db, 3)
     assert status == "running" and 10 <= last < 59
+    assert _meta_row(db, 4) == ("created", -1)
 
     with sqlite3.connect(db) as conn:
-        (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
-    # `resume RUN_ID`; the run is its sweep's only trial, so the sweep is finalised too.
+        (run_id,) = conn.execute("SELECT run_id FROM runs WHERE run_id LIKE '%-s3'").fetchone()
+        (sweep_id,) = conn.execute("SELECT sweep_id FROM sweeps").fetchone()
     out = subprocess.run([*cli, "resume", run_id], env=env, cwd=tmp_path / "killed", capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert _meta_row(db) == ("finished", 59)
-    assert "A/B comparison" in out.stdout
+    assert _meta_row(db, 3) == ("finished", 59) and _meta_row(db, 4) == ("created", -1)
+    assert "A/B comparison" not in out.stdout  # the sweep is not complete yet
 
-    def final_weights(d: Path) -> bytes:
-        (run_dir,) = [p for p in (d / "store" / "runs").iterdir()]
-        return (run_dir / "ckpt" / "000060" / "weights.safetensors").read_bytes()
-
-    assert final_weights(tmp_path / "killed") == final_weights(tmp_path / "ref")
+    out = subprocess.run([*cli, "resume", sweep_id], env=env, cwd=tmp_path / "killed", capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _meta_row(db, 4) == ("finished", 59) and "A/B comparison" in out.stdout
+    for seed in (3, 4):
+        assert _final_weights(tmp_path / "killed", seed) == _final_weights(tmp_path / "ref", seed)
 
 
 def test_a_run_is_driven_by_one_driver_at_a_time(services) -> None:
