@@ -159,3 +159,32 @@ def test_a_run_is_driven_by_one_driver_at_a_time(services) -> None:
     dead.wait()
     services.meta.acquire_lease("run:leased", f"{socket.gethostname()}:{dead.pid}:1", 60)
     assert _driver(cfg, services).drive().steps == cfg.ppo.n_iterations * cfg.ppo.rollout_size
+
+
+@pytest.mark.slow
+def test_ctrl_c_interrupts_cleanly_and_names_the_resume_command(tmp_path: Path) -> None:
+    sweep = tmp_path / "ctrlc.yaml"
+    sweep.write_text(json.dumps({
+        "name": "ctrlc", "seeds": [0], "max_parallel": 2,
+        "configs": {"a": {"total_steps": 256 * 2000}, "b": {"total_steps": 256 * 2000, "n_epochs": 5}},
+    }))
+    env = {**os.environ, "FTG_STORE_URL": f"file://{tmp_path}/store", "FTG_META_URL": f"sqlite:///{tmp_path}/meta.db",
+           "FTG_LOCAL_WORKERS": "2"}
+    log = tmp_path / "out.log"
+    with open(log, "w") as out:
+        # A terminal's Ctrl-C signals the whole foreground process group: driver and warm workers.
+        proc = subprocess.Popen([sys.executable, str(ROOT / "workflows" / "ppo_sweep.py"), "submit", "--config",
+                                 str(sweep), "--no-tracking"], env=env, cwd=tmp_path, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.monotonic() + 300
+        while not ((r := _meta_row(tmp_path / "meta.db", 0)) and r[1] >= 5):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    text = log.read_text()
+    assert "Traceback" not in text and "workflows/ppo_sweep.py resume ctrlc-" in text
+    with sqlite3.connect(tmp_path / "meta.db") as conn:
+        rows = conn.execute("SELECT status, last_iteration FROM runs").fetchall()
+    assert len(rows) == 2 and all(status == "interrupted" and 5 <= last < 1999 for status, last in rows)

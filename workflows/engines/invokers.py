@@ -17,6 +17,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -128,6 +129,9 @@ class InProcessInvoker(_ModuleInvoker):
 
 
 def _init_worker(modules: tuple[str, ...]) -> None:
+    # Ctrl-C in a terminal signals the whole process group; the driver owns the shutdown (it lets the
+    # running iterations finish), so a worker must not die mid-call with a KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # BLAS pools sized to the core count would oversubscribe N workers; numpy/torch read these at import.
     for var in _THREAD_ENV:
         os.environ[var] = "1"
