@@ -13,6 +13,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FTG_", extra="ignore")
 
     engine: Literal["local", "argo"] = "local"
+    # In a function container: which handler this image serves (functions/serve.py)
+    function: str | None = None
     # Object store: file:///abs/dir or s3://bucket/prefix
     store_url: str = "file://.ftg/store"
     store_fsync: bool = False

@@ -58,3 +58,33 @@ def test_gateway_errors_are_json(gateway: str) -> None:
         urllib.request.urlopen(req, timeout=10)
     assert err.value.code == 404
     assert _get(f"{gateway}/healthz") == (200, "OK")
+
+
+def test_container_entry_point_serves_one_handler(ftg_env, monkeypatch) -> None:
+    """functions/serve.py is what runs behind the of-watchdog in each function image (WSGI)."""
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    from ftg_common.settings import get_settings
+    from functions import serve as entry
+
+    def call(body: bytes) -> tuple[str, dict, bytes]:
+        environ: dict = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+        setup_testing_defaults(environ)
+        seen: dict = {}
+        out = b"".join(entry.app(environ, lambda status, headers: seen.update(status=status, headers=dict(headers))))
+        return seen["status"], seen["headers"], out
+
+    monkeypatch.setenv("FTG_FUNCTION", "rollout_collector")
+    get_settings.cache_clear()
+    entry._handler.cache_clear()
+    status, headers, out = call(b"{broken")
+    assert status.startswith("400") and headers["Content-Length"] == str(len(out))
+    assert "not valid JSON" in json.loads(out)["error"]
+
+    monkeypatch.setenv("FTG_FUNCTION", "../secrets")
+    get_settings.cache_clear()
+    entry._handler.cache_clear()
+    with pytest.raises(SystemExit, match="FTG_FUNCTION"):
+        call(b"{}")
+    entry._handler.cache_clear()
