@@ -62,5 +62,6 @@ def eval_key(run_id: str, iteration: int) -> str:
     return f"{iter_prefix(run_id, iteration)}/eval.json"
 
 
-def replay_key(run_id: str, chunk: int) -> str:
-    return f"{run_prefix(run_id)}/replay/{validate_index(chunk, 'chunk', 10**8):08d}.safetensors"
+def sweep_trial_key(sweep_id: str, run_id: str) -> str:
+    """The frozen config of one trial of a sweep, written at submit so ``resume`` can rebuild it."""
+    return f"sweeps/{validate_run_id(sweep_id, 'sweep_id')}/trials/{validate_run_id(run_id)}.json"
