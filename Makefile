@@ -21,12 +21,18 @@ services:
 train: setup
 	$(PY) workflows/ppo_sweep.py submit --config sweeps/cartpole_ab.yaml
 
-## The test suite (unit, integration against real Redis and an S3-protocol server, end-to-end learning).
+## The test suite (unit, integration against real Redis and an S3-protocol server, end-to-end learning),
+## in random order (pytest-randomly). The end of the output names the order's seed, e.g.
+## `test order: --randomly-seed=1234`; replay that order with
+##   make test PYTEST_ARGS="--randomly-seed=1234"
+## (`--randomly-seed=last` replays the previous local run). Exit code 5 (no tests collected) fails.
+PYTEST_ARGS ?=
 test: setup services
-	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	$(PY) -m pytest -q -p randomly $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-test-fast: setup services
-	$(PY) -m pytest -q -m "not slow"
+## Unit tests only: no Redis, S3 server, HTTP server or CLI subprocess, and no learning runs.
+test-fast: setup
+	$(PY) -m pytest -q -p randomly -m "not integration and not slow" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,5 +1,7 @@
-"""The table of FaaSTrainGym's functions: the one place their names, DAG steps, handler modules, timeouts
-and resource limits are written down.
+"""The table of FaaSTrainGym's functions.
+
+It is the one place their names, DAG steps, handler modules, timeouts and resource limits are written
+down.
 
 The python3-http adapter routes by it, the Hera template takes step names and ``timeoutSeconds`` from it,
 the cost meter prices invocations with its memory limits, and a test checks ``functions/stack.yml``

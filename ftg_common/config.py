@@ -69,20 +69,24 @@ class PPOConfig(_Strict):
 
     @property
     def rollout_size(self) -> int:
+        """Transitions per iteration across all shards (n_envs * n_steps)."""
         return self.n_envs * self.n_steps
 
     @property
     def envs_per_shard(self) -> int:
+        """Environments each rollout-collector invocation steps."""
         return self.n_envs // self.shards
 
     @property
     def n_iterations(self) -> int:
+        """Collect-aggregate-update iterations needed to reach ``total_steps``."""
         # Like SB3, keep collecting while fewer than total_steps have been taken (so 1e5 steps with
         # 256-step rollouts is 391 iterations, 100,096 steps).
         return -(-self.total_steps // self.rollout_size)
 
     @property
     def eval_every_iterations(self) -> int:
+        """``eval_every_steps`` rounded to whole iterations (at least 1)."""
         return max(1, round(self.eval_every_steps / self.rollout_size))
 
 
@@ -97,6 +101,7 @@ class RunConfig(_Strict):
     config_name: str | None = None
 
     def digest(self) -> str:
+        """Short content hash of this config (see ``config_digest``)."""
         return config_digest(self)
 
     def to_stored(self) -> dict[str, Any]:
@@ -105,6 +110,7 @@ class RunConfig(_Strict):
 
     @classmethod
     def from_stored(cls, data: dict[str, Any]) -> RunConfig:
+        """Validate a stored ``config.json``; ValueError if its digest does not match the content."""
         data = dict(data)
         digest = data.pop("digest", None)
         cfg = cls.model_validate(data)
@@ -114,13 +120,9 @@ class RunConfig(_Strict):
 
 
 def config_digest(cfg: RunConfig) -> str:
+    """First 16 hex digits of the SHA-256 of the config's canonical JSON (sorted keys, no spaces)."""
     canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-class TrialSpec(_Strict):
-    algo: Literal["ppo"] = "ppo"
-    ppo: PPOConfig = Field(default_factory=PPOConfig)
 
 
 class SweepConfig(_Strict):
@@ -170,7 +172,7 @@ class SweepConfig(_Strict):
 
 
 class SweepError(ValueError):
-    pass
+    """An invalid sweep file; the message names the offending field path."""
 
 
 def format_validation_error(exc: Any, prefix: str = "") -> str:

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
 from ftg_common.envs.factory import make_env
 
+if TYPE_CHECKING:
+    from ftg_common.policy.numpy_policy import NumpyPolicy
+
 
 def run_episodes(
-    env_id: str, env_kwargs: dict[str, Any], policy, seeds: list[int], envs: list[gym.Env] | None = None
+    env_id: str, env_kwargs: dict[str, Any], policy: NumpyPolicy, seeds: list[int], envs: list[gym.Env] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """One episode per seed with the policy's deterministic action. Returns (returns [E], lengths [E])."""
     envs = envs if envs is not None else [make_env(env_id, env_kwargs) for _ in seeds]
     e = len(seeds)
-    box = isinstance(envs[0].action_space, gym.spaces.Box)
-    low = np.asarray(envs[0].action_space.low) if box else None
-    high = np.asarray(envs[0].action_space.high) if box else None
+    space = envs[0].action_space
+    box = isinstance(space, gym.spaces.Box)
+    low = np.asarray(space.low) if isinstance(space, gym.spaces.Box) else None
+    high = np.asarray(space.high) if isinstance(space, gym.spaces.Box) else None
     obs = np.stack([np.asarray(env.reset(seed=s)[0], dtype=np.float32).reshape(-1) for env, s in zip(envs, seeds, strict=True)])
     returns = np.zeros(e, dtype=np.float64)
     lengths = np.zeros(e, dtype=np.int64)

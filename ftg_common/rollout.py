@@ -7,12 +7,26 @@ from dataclasses import dataclass
 import numpy as np
 
 from ftg_common.envs.vector import ShardEnvs
+from ftg_common.policy.numpy_policy import NumpyPolicy
 
 
 @dataclass
 class Rollout:
-    """Arrays are time-major: [T, M, ...]. ``trunc_values`` holds V(final obs) where an episode was
-    truncated (time limit), zero elsewhere; ``last_values`` [M] is V(obs after the last step)."""
+    """T steps of M envs, time-major, as sampled by the behaviour policy.
+
+    Attributes:
+        obs: [T, M, obs_dim] float32 observation each action was taken in.
+        actions: [T, M] int64 (discrete) or [T, M, action_dim] float32 (box).
+        log_probs: [T, M] float32 log pi(a|s) at collection time.
+        values: [T, M] float32 V(obs).
+        rewards: [T, M] float32.
+        terminated: [T, M] bool.
+        truncated: [T, M] bool (time limit, and not also terminated).
+        trunc_values: [T, M] float32 V(final obs) where truncated, zero elsewhere.
+        last_values: [M] float32 V(obs after the last step).
+        episode_returns: returns of the episodes that finished during the rollout.
+        episode_lengths: lengths of those episodes, in the same order.
+    """
 
     obs: np.ndarray
     actions: np.ndarray
@@ -27,6 +41,7 @@ class Rollout:
     episode_lengths: list[int]
 
     def tensors(self) -> dict[str, np.ndarray]:
+        """The arrays as a trajectory object stores them (bool flags as uint8)."""
         return {
             "obs": self.obs,
             "actions": self.actions,
@@ -40,7 +55,7 @@ class Rollout:
         }
 
 
-def collect_rollout(envs: ShardEnvs, policy, n_steps: int, rng: np.random.Generator) -> Rollout:
+def collect_rollout(envs: ShardEnvs, policy: NumpyPolicy, n_steps: int, rng: np.random.Generator) -> Rollout:
     """Step ``envs`` (already started) ``n_steps`` times with actions sampled from ``policy``.
 
     ``policy`` is a NumpyPolicy: ``act(obs, rng) -> (actions, values, log_probs)`` and ``value(obs)``.

@@ -20,6 +20,8 @@ class _Msg(BaseModel):
 
 
 class RunRef(_Msg):
+    """Fields every request carries: which run and iteration, and the config digest it was planned with."""
+
     run_id: str = Field(pattern=RUN_ID_PATTERN)
     iteration: int = Field(ge=0, lt=1_000_000)
     config_digest: str = Field(pattern=DIGEST_PATTERN)
@@ -27,10 +29,14 @@ class RunRef(_Msg):
 
 # --- rollout-collector -----------------------------------------------------------------------------
 class CollectRequest(RunRef):
+    """Collect one shard's rollout of an iteration with policy version ``iteration``."""
+
     shard: int = Field(ge=0, lt=10_000)
 
 
 class CollectResult(_Msg):
+    """Where a shard's trajectory and env carry were written, and the episodes it finished."""
+
     key: str
     carry_key: str
     shard: int
@@ -38,15 +44,19 @@ class CollectResult(_Msg):
     policy_version: int
     episode_returns: list[float]
     episode_lengths: list[int]
-    seconds: float
+    seconds: float = 0.0  # wall time of the call; faas.serve fills it in
 
 
 # --- reward-aggregator -----------------------------------------------------------------------------
 class AggregateRequest(RunRef):
+    """Build an iteration's training batch from the results of all its shards."""
+
     shards: list[CollectResult] = Field(min_length=1)
 
 
 class AggregateResult(_Msg):
+    """The training batch's key and summary (advantage statistics are before normalisation)."""
+
     key: str
     batch_size: int
     steps: int
@@ -54,16 +64,20 @@ class AggregateResult(_Msg):
     mean_return: float | None
     adv_mean: float
     adv_std: float
-    seconds: float
+    seconds: float = 0.0  # wall time of the call; faas.serve fills it in
 
 
 # --- policy-updater --------------------------------------------------------------------------------
 class UpdateRequest(RunRef):
+    """Train version ``iteration`` on its batch (``update``), or write version 0 (``init``)."""
+
     mode: Literal["update", "init"] = "update"
     batch: AggregateResult | None = None
 
 
 class UpdateResult(_Msg):
+    """The committed version's keys and counters, and loss statistics averaged over applied minibatches."""
+
     key: str
     ckpt_key: str
     version: int
@@ -84,11 +98,15 @@ class UpdateResult(_Msg):
 
 # --- policy-evaluator ------------------------------------------------------------------------------
 class EvalRequest(RunRef):
+    """Run evaluation episodes of a policy version."""
+
     version: int | None = Field(default=None, ge=0, description="policy version; default iteration + 1")
     episodes: int | None = Field(default=None, gt=0, le=1000)
 
 
 class EvalResult(_Msg):
+    """Summary statistics of the evaluation episodes' returns and lengths."""
+
     key: str
     version: int
     episodes: int
@@ -98,9 +116,4 @@ class EvalResult(_Msg):
     min_return: float
     max_return: float
     mean_length: float
-    seconds: float
-
-
-class ErrorBody(_Msg):
-    error: str
-    field: str | None = None
+    seconds: float = 0.0  # wall time of the call; faas.serve fills it in

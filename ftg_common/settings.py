@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
+    """Deployment settings, read from ``FTG_*`` environment variables (e.g. ``FTG_STORE_URL``)."""
+
     model_config = SettingsConfigDict(env_prefix="FTG_", extra="ignore")
 
     engine: Literal["local", "argo"] = "local"
@@ -40,4 +42,5 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
+    """The process's settings, read from the environment once and cached."""
     return Settings()

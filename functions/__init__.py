@@ -1,0 +1,1 @@
+"""FaaSTrainGym's four OpenFaaS functions, one handler package each."""

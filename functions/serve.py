@@ -1,39 +1,37 @@
 """Container entry point: serve one function's handler on :5000 behind the of-watchdog (http mode).
-The image's FTG_FUNCTION names the handler folder, e.g. ``rollout_collector``."""
+
+The image's ``FTG_FUNCTION`` names the function, by its handler folder (``rollout_collector``) or its
+catalog name (``rollout-collector``).
+"""
 
 from __future__ import annotations
 
-import importlib
-import socket
+from collections.abc import Iterable
 from functools import lru_cache
-from types import ModuleType
+from typing import TYPE_CHECKING
 
-from ftg_common.faas import Context, Event, render_response
+from ftg_common.catalog import FUNCTIONS
+from ftg_common.faas import wsgi_app
 from ftg_common.settings import get_settings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 
 @lru_cache(maxsize=1)
-def _handler() -> ModuleType:
+def _handler() -> WSGIApplication:
+    """The WSGI app of the function named by the settings; exits if it names none of the catalog's."""
     name = get_settings().function
-    if not name or not name.replace("_", "").isalnum():
-        raise SystemExit(f"FTG_FUNCTION must name a handler folder under functions/, got {name!r}")
-    return importlib.import_module(f"functions.{name}.handler")
+    for spec in FUNCTIONS:
+        if name in (spec.folder, spec.name):
+            return wsgi_app(spec.module)
+    known = ", ".join(spec.folder for spec in FUNCTIONS)
+    raise SystemExit(f"FTG_FUNCTION must name a function ({known}), got {name!r}")
 
 
-def app(environ, start_response):
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    event = Event(
-        body=environ["wsgi.input"].read(length) if length else b"",
-        headers={k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")},
-        method=environ.get("REQUEST_METHOD", "POST"),
-        path=environ.get("PATH_INFO", "/"),
-    )
-    resp = render_response(_handler().handle(event, Context(hostname=socket.gethostname())))
-    body = resp.body.encode()
-    headers = [(k, v) for k, v in resp.headers.items() if k.lower() != "content-length"]
-    headers.append(("Content-Length", str(len(body))))
-    start_response(f"{resp.status} {'OK' if resp.status < 400 else 'ERROR'}", headers)
-    return [body]
+def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """WSGI entry: the configured function's app."""
+    return _handler()(environ, start_response)
 
 
 if __name__ == "__main__":

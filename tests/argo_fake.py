@@ -17,12 +17,15 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from workflows.engines.base import WorkflowRun
 from workflows.engines.invokers import HttpInvoker, InProcessInvoker, RoutingInvoker
-from workflows.engines.local import LocalEngine, WorkflowRun, compile_workflow
+from workflows.engines.local import LocalEngine, compile_workflow
 
 
 def _ts(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def argo_status(run: WorkflowRun) -> dict[str, Any]:
@@ -45,9 +48,10 @@ def argo_status(run: WorkflowRun) -> dict[str, Any]:
             for k in range(n.attempts):
                 aid = f"{nid}-a{k}"
                 last = k == n.attempts - 1
-                attempt = {"id": aid, "name": f"{root}.{n.name}({k})", "displayName": f"{n.name}({k})",
-                           "type": "HTTP", "templateName": n.template, "phase": n.phase if last else "Failed",
-                           "startedAt": _ts(n.started), "finishedAt": _ts(n.finished)}
+                attempt: dict[str, Any] = {
+                    "id": aid, "name": f"{root}.{n.name}({k})", "displayName": f"{n.name}({k})",
+                    "type": "HTTP", "templateName": n.template, "phase": n.phase if last else "Failed",
+                    "startedAt": _ts(n.started), "finishedAt": _ts(n.finished)}
                 if last and n.result is not None:
                     attempt["outputs"] = {"result": n.result}
                 nodes[aid] = attempt
@@ -72,101 +76,107 @@ class FakeArgo:
         self.workflows: dict[str, dict[str, Any]] = {}
         self._names = itertools.count()
         self._lock = threading.Lock()
-        self.engine = LocalEngine(RoutingInvoker(local=InProcessInvoker(), http=HttpInvoker()))
+        self.invoker = RoutingInvoker(local=InProcessInvoker(), http=HttpInvoker())
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def close(self) -> None:
         self.server.shutdown()
+        self.invoker.close()
 
     def _execute(self, name: str, workflow: dict[str, Any]) -> None:
         ref = workflow["spec"]["workflowTemplateRef"]["name"]
         compiled = compile_workflow(workflow, templates={ref: self.templates[ref]})
         params = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
-        run = self.engine.run(compiled, params)
+        run = LocalEngine(self.invoker, compiled).run(params)
         run.name = name
         with self._lock:
             self.workflows[name]["status"] = argo_status(run)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
+        return type("Handler", (_ArgoHandler,), {"fake": self})
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, fmt: str, *args: object) -> None:
-                pass
 
-            def _reply(self, code: int, obj: Any) -> None:
-                body = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+class _ArgoHandler(BaseHTTPRequestHandler):
+    """The Argo server API paths the engine uses; ``fake`` holds the state (set per server)."""
 
-            def _record(self) -> dict[str, Any] | None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                fake.requests.append({"method": self.command, "path": self.path, "body": body,
-                                      "authorization": self.headers.get("Authorization")})
-                return body
+    fake: FakeArgo
 
-            def _authorised(self) -> bool:
-                if self.headers.get("Authorization") != f"Bearer {fake.token}":
-                    self._reply(401, {"code": 16, "message": "token not valid"})
-                    return False
-                return True
+    def log_message(self, fmt: str, *args: object) -> None:
+        pass
 
-            def do_POST(self) -> None:
-                body = self._record()
-                if not self._authorised():
-                    return
-                parts = self.path.strip("/").split("/")  # api v1 <kind> <namespace>
-                if parts[2] == "workflow-templates":
-                    tpl = body["template"]
-                    name = tpl["metadata"]["name"]
-                    if name in fake.templates:
-                        self._reply(409, {"code": 6, "message": f"workflowtemplates \"{name}\" already exists"})
-                        return
-                    tpl["metadata"]["resourceVersion"] = "1"
-                    fake.templates[name] = tpl
-                    self._reply(200, tpl)
-                elif parts[2] == "workflows":
-                    wf = body["workflow"]
-                    name = wf["metadata"]["generateName"] + f"x{next(fake._names)}"
-                    wf["metadata"] = {**wf["metadata"], "name": name, "namespace": parts[3]}
-                    wf["status"] = {"phase": "Running"}
-                    with fake._lock:
-                        fake.workflows[name] = wf
-                    threading.Thread(target=fake._execute, args=(name, wf), daemon=True).start()
-                    self._reply(200, wf)
-                else:
-                    self._reply(404, {"code": 5, "message": "not found"})
+    def _reply(self, code: int, obj: Any) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-            def do_PUT(self) -> None:
-                body = self._record()
-                if not self._authorised():
-                    return
-                name = self.path.rstrip("/").rsplit("/", 1)[-1]
-                tpl = body["template"]
-                if tpl["metadata"].get("resourceVersion") != fake.templates[name]["metadata"]["resourceVersion"]:
-                    self._reply(409, {"code": 10, "message": "the object has been modified"})
-                    return
-                tpl["metadata"]["resourceVersion"] = str(int(tpl["metadata"]["resourceVersion"]) + 1)
-                fake.templates[name] = tpl
-                self._reply(200, tpl)
+    def _record(self) -> dict[str, Any] | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        self.fake.requests.append({"method": self.command, "path": self.path, "body": body,
+                                   "authorization": self.headers.get("Authorization")})
+        return body
 
-            def do_GET(self) -> None:
-                self._record()
-                if not self._authorised():
-                    return
-                parts = self.path.strip("/").split("/")
-                store = fake.templates if parts[2] == "workflow-templates" else fake.workflows
-                with fake._lock:
-                    obj = json.loads(json.dumps(store.get(parts[4]))) if parts[4] in store else None
-                if obj is None:
-                    self._reply(404, {"code": 5, "message": "not found"})
-                else:
-                    self._reply(200, obj)
+    def _authorised(self) -> bool:
+        if self.headers.get("Authorization") != f"Bearer {self.fake.token}":
+            self._reply(401, {"code": 16, "message": "token not valid"})
+            return False
+        return True
 
-        return Handler
+    def do_POST(self) -> None:
+        body = self._record()
+        if not self._authorised():
+            return
+        parts = self.path.strip("/").split("/")  # api v1 <kind> <namespace>
+        if parts[2] == "workflow-templates":
+            tpl = body["template"]
+            name = tpl["metadata"]["name"]
+            if name in self.fake.templates:
+                self._reply(409, {"code": 6,
+                                  "message": f"workflowtemplates \"{name}\" already exists"})
+                return
+            tpl["metadata"]["resourceVersion"] = "1"
+            self.fake.templates[name] = tpl
+            self._reply(200, tpl)
+        elif parts[2] == "workflows":
+            wf = body["workflow"]
+            name = wf["metadata"]["generateName"] + f"x{next(self.fake._names)}"
+            wf["metadata"] = {**wf["metadata"], "name": name, "namespace": parts[3]}
+            wf["status"] = {"phase": "Running"}
+            with self.fake._lock:
+                self.fake.workflows[name] = wf
+            threading.Thread(target=self.fake._execute, args=(name, wf), daemon=True).start()
+            self._reply(200, wf)
+        else:
+            self._reply(404, {"code": 5, "message": "not found"})
+
+    def do_PUT(self) -> None:
+        body = self._record()
+        if not self._authorised():
+            return
+        name = self.path.rstrip("/").rsplit("/", 1)[-1]
+        tpl = body["template"]
+        current = self.fake.templates[name]["metadata"]["resourceVersion"]
+        if tpl["metadata"].get("resourceVersion") != current:
+            self._reply(409, {"code": 10, "message": "the object has been modified"})
+            return
+        tpl["metadata"]["resourceVersion"] = str(int(tpl["metadata"]["resourceVersion"]) + 1)
+        self.fake.templates[name] = tpl
+        self._reply(200, tpl)
+
+    def do_GET(self) -> None:
+        self._record()
+        if not self._authorised():
+            return
+        parts = self.path.strip("/").split("/")
+        store = self.fake.templates if parts[2] == "workflow-templates" else self.fake.workflows
+        with self.fake._lock:
+            obj = json.loads(json.dumps(store.get(parts[4]))) if parts[4] in store else None
+        if obj is None:
+            self._reply(404, {"code": 5, "message": "not found"})
+        else:
+            self._reply(200, obj)

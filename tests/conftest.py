@@ -1,10 +1,16 @@
-"""Shared pytest fixtures.
+"""Shared pytest fixtures and the ``integration`` marking.
 
 Grouped by what they provide:
   * real servers: ``s3_endpoint`` (moto in server mode, one per session) and ``redis_url`` (an existing
     Redis; its absence is a failure, never a skip, because CI always provides one);
   * backends on those servers, fresh and isolated per test: ``file_store``, ``s3_store``,
-    ``sqlite_meta``, ``redis_meta``.
+    ``sqlite_meta``, ``redis_meta``; the metadata stores run on ``meta_clock``, a fake clock that
+    moves only when the test advances it.
+
+A test that needs a service (Redis, the S3 server, an HTTP server, the CLI in a subprocess) is marked
+``integration`` here, at collection, from the fixtures it uses; ``make test-fast`` deselects those and
+needs nothing running. A test that reaches a service fixture without the mark fails, so a new way of
+requesting one can't slip into the fast subset unnoticed.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -26,6 +33,98 @@ from ftg_common.meta.redis import RedisMeta
 from ftg_common.meta.sqlite import SqliteMeta
 from ftg_common.store.file import FileStore
 from ftg_common.store.s3 import S3Store
+from tests.fake_clock import FakeClock
+
+# --------------------------------------------------------------------------- the integration mark
+
+# Fixtures that start or reach a service; any test whose fixture closure holds one is an integration test.
+SERVICE_FIXTURES = frozenset(
+    {
+        "s3_endpoint",
+        "s3_store",
+        "redis_url",
+        "redis_meta",
+        "gateway",  # tests/test_gateway.py: the OpenFaaS-compatible gateway over HTTP
+        "cluster",  # tests/test_argo_engine.py: a fake Argo API server and the gateway
+        "gateway_stub",  # tests/test_local_engine.py: an HTTP server answering like a gateway
+    }
+)
+# Parametrized fixtures that pick a backend with request.getfixturevalue, which the collected fixture
+# closure can't see: fixture name -> the parameter values that need a service.
+SERVICE_PARAMS = {
+    "store": frozenset({"s3"}),  # tests/test_store.py
+    "meta": frozenset({"redis"}),  # tests/test_meta.py
+}
+# Tests that run the CLI in a subprocess with no fixture to say so, by module file and function name.
+CLI_TESTS = {
+    "test_config.py": frozenset(
+        {"test_cli_rejects_a_bad_sweep_file_naming_the_field", "test_cli_status_and_compare_of_unknown_ids"}
+    ),
+    "test_resume.py": frozenset(
+        {
+            "test_killed_sweep_resumes_from_its_last_committed_iteration",
+            "test_ctrl_c_interrupts_cleanly_and_names_the_resume_command",
+        }
+    ),
+    "test_sweep_e2e.py": frozenset({"test_sweep_learns_cartpole_and_is_tracked"}),
+}
+
+
+def _needs_a_service(item: pytest.Item) -> bool:
+    if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if any(params.get(name) in values for name, values in SERVICE_PARAMS.items()):
+        return True
+    function = getattr(item, "originalname", item.name)
+    return function in CLI_TESTS.get(item.path.name, ())
+
+
+def _check_cli_tests_exist(modules: set[ModuleType]) -> None:
+    # A renamed test would silently drop out of CLI_TESTS and into the fast subset; refuse instead.
+    for module in modules:
+        missing = sorted(
+            name for name in CLI_TESTS.get(Path(module.__file__ or "").name, ()) if not hasattr(module, name)
+        )
+        if missing:
+            raise pytest.UsageError(
+                f"tests/conftest.py CLI_TESTS names {missing} in {module.__name__}, which has no such test"
+            )
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    modules: set[ModuleType] = set()
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None:
+            modules.add(module)
+        if _needs_a_service(item):
+            item.add_marker(pytest.mark.integration)
+    _check_cli_tests_exist(modules)
+
+
+@pytest.fixture(autouse=True)
+def _services_only_in_integration_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    # Checked after the test, when fixtures requested through getfixturevalue are known too.
+    used = sorted(SERVICE_FIXTURES.intersection(request.fixturenames))
+    if used and request.node.get_closest_marker("integration") is None:
+        pytest.fail(
+            f"{request.node.nodeid} used {used} but is not marked integration, so `make test-fast` would "
+            "need services: mark it, or teach tests/conftest.py (SERVICE_PARAMS) how it reaches them",
+            pytrace=False,
+        )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    # pytest-randomly prints its seed in the header, which -q hides; this line survives -q.
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and getattr(config.option, "randomly_reorganize", False):
+        terminalreporter.write_line(
+            f"test order: --randomly-seed={seed} (replay it with: pytest -p randomly --randomly-seed={seed})"
+        )
+
 
 # --------------------------------------------------------------------------- real S3 server (moto)
 
@@ -74,7 +173,8 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             while not _answers_http(endpoint):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(
-                        f"moto S3 server did not start on {endpoint}:\n{log_path.read_text(errors='replace')}",
+                        f"moto S3 server did not start on {endpoint}:\n"
+                        + log_path.read_text(errors="replace"),
                         pytrace=False,
                     )
                 time.sleep(0.1)
@@ -96,7 +196,7 @@ _DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """URL of a reachable Redis (``FTG_TEST_REDIS_URL`` or 127.0.0.1:6379); fails the test if there is none."""
+    """URL of a reachable Redis (``FTG_TEST_REDIS_URL`` or 127.0.0.1:6379); fails the test if none is."""
     import redis
 
     url = os.environ.get(REDIS_URL_ENV, _DEFAULT_REDIS_URL)
@@ -133,8 +233,14 @@ def s3_store(s3_endpoint: str) -> S3Store:
 
 
 @pytest.fixture
-def sqlite_meta(tmp_path: Path) -> Iterator[SqliteMeta]:
-    meta = SqliteMeta(tmp_path / "meta.db")
+def meta_clock() -> FakeClock:
+    """The clock of ``sqlite_meta`` and ``redis_meta``: tests move it instead of sleeping."""
+    return FakeClock(1_700_000_000.0)
+
+
+@pytest.fixture
+def sqlite_meta(tmp_path: Path, meta_clock: FakeClock) -> Iterator[SqliteMeta]:
+    meta = SqliteMeta(tmp_path / "meta.db", clock=meta_clock)
     yield meta
     meta.close()
 
@@ -145,11 +251,11 @@ def redis_key_prefix() -> str:
 
 
 @pytest.fixture
-def redis_meta(redis_url: str, redis_key_prefix: str) -> Iterator[RedisMeta]:
+def redis_meta(redis_url: str, redis_key_prefix: str, meta_clock: FakeClock) -> Iterator[RedisMeta]:
     """A RedisMeta under a key prefix no other test uses; its keys are deleted afterwards."""
     import redis
 
-    meta = RedisMeta(redis_url, prefix=redis_key_prefix)
+    meta = RedisMeta(redis_url, prefix=redis_key_prefix, clock=meta_clock)
     yield meta
     meta.close()
     client = redis.Redis.from_url(redis_url)
@@ -174,9 +280,24 @@ def _clear_process_caches() -> None:
     runtime._cached_config.cache_clear()
 
 
+def _forget_mlflow_tracking_uri() -> None:
+    # mlflow.set_tracking_uri() keeps a process-wide URI that outranks MLFLOW_TRACKING_URI, so after a
+    # test that called it every later test would track into that test's database, depending on order.
+    mlflow = sys.modules.get("mlflow")  # never imported just for this: it is slow to import
+    if mlflow is None:
+        return
+    # Clearing the URI also unsets the variable; keep the environment as monkeypatch knows it.
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(None)
+    if env is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = env
+
+
 @pytest.fixture
 def ftg_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Point the settings (and so every handler in this process) at a fresh file store + SQLite meta."""
+    """Point the settings (and so every handler in this process) at a fresh file store + SQLite meta,
+    and MLflow at a fresh SQLite database."""
+    _forget_mlflow_tracking_uri()
     monkeypatch.setenv("FTG_STORE_URL", f"file://{tmp_path}/store")
     monkeypatch.setenv("FTG_META_URL", f"sqlite:///{tmp_path}/meta.db")
     monkeypatch.setenv("FTG_LOCAL_WORKERS", "0")
@@ -185,3 +306,4 @@ def ftg_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     _clear_process_caches()
     yield tmp_path
     _clear_process_caches()
+    _forget_mlflow_tracking_uri()

@@ -15,12 +15,19 @@ def post(function: str, body: Any) -> Response:
     return call(function, raw, {"Content-Type": "application/json"})
 
 
-def new_run(run_id: str = "test-run", seed: int = 0, **ppo: Any) -> RunConfig:
-    """Freeze a config in the store, create the run record and policy version 0."""
+def freeze_config(run_id: str = "test-run", seed: int = 0, **ppo: Any) -> RunConfig:
+    """Only store the run's frozen config: enough for a function to accept requests of the run."""
     cfg = RunConfig(run_id=run_id, seed=seed, ppo=PPOConfig(**ppo))
     runtime.store().put_json(layout.config_key(run_id), cfg.to_stored())
+    return cfg
+
+
+def new_run(run_id: str = "test-run", seed: int = 0, **ppo: Any) -> RunConfig:
+    """Freeze a config in the store, create the run record and policy version 0."""
+    cfg = freeze_config(run_id, seed, **ppo)
     runtime.meta().create_run(run_id)
-    r = post("policy-updater", {"run_id": run_id, "iteration": 0, "config_digest": cfg.digest(), "mode": "init"})
+    ref = {"run_id": run_id, "iteration": 0, "config_digest": cfg.digest()}
+    r = post("policy-updater", {**ref, "mode": "init"})
     assert r.status == 200, r.body
     return cfg
 

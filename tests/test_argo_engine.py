@@ -29,18 +29,21 @@ def cluster(ftg_env):
 def _check(kind: str, obj: dict) -> None:
     errors = sorted(_validator(kind).iter_errors(obj), key=str)
     assert not errors, errors[0]
-    assert not list(unknown_keys(obj, _schema()["definitions"][f"io.argoproj.workflow.v1alpha1.{kind}"], kind))
+    definition = _schema()["definitions"][f"io.argoproj.workflow.v1alpha1.{kind}"]
+    assert not list(unknown_keys(obj, definition, kind))
 
 
 def test_driver_trains_through_the_argo_api(cluster) -> None:
     argo, gateway = cluster
-    engine = ArgoEngine(argo.url, TOKEN, "ftg", poll_seconds=0.01)
+    engine = ArgoEngine(argo.url, TOKEN, "ftg", poll_seconds=0.01, gateway=gateway)
     engine.ensure_template()
     ppo = PPOConfig(n_envs=4, n_steps=16, shards=2, batch_size=32, n_epochs=2, total_steps=64 * 4,
                     eval_every_steps=128, eval_episodes=2)
     cfg = RunConfig(run_id="argo-run", seed=0, ppo=ppo)
-    summary = RunDriver(cfg, engine=engine, compiled=None, store=runtime.store(), meta=runtime.meta(),
-                        gateway=gateway).drive()
+    try:
+        summary = RunDriver(cfg, engine=engine, store=runtime.store(), meta=runtime.meta()).drive()
+    finally:
+        engine.close()
     assert summary.steps == 256 and len(summary.evals) == 2
     assert runtime.meta().get_run("argo-run")["version"] == 4
     assert summary.invocations == 4 * 4 + 2  # 2 collects + aggregate + update per iteration, 2 evaluations
@@ -55,7 +58,8 @@ def test_driver_trains_through_the_argo_api(cluster) -> None:
         _check("Workflow", wf)
         assert wf["spec"]["workflowTemplateRef"] == {"name": "ftg-iteration"}
         params = {p["name"]: p["value"] for p in wf["spec"]["arguments"]["parameters"]}
-        assert params["iteration"] == str(i) and params["gateway"] == gateway and params["run-id"] == "argo-run"
+        assert params["iteration"] == str(i) and params["gateway"] == gateway
+        assert params["run-id"] == "argo-run"
 
 
 def test_template_is_replaced_when_it_exists(cluster) -> None:
@@ -95,7 +99,8 @@ def test_node_mapping_folds_retries_and_groups() -> None:
                    "startedAt": "2026-11-25T10:00:02Z", "finishedAt": "2026-11-25T10:00:04Z",
                    "outputs": {"result": "{\"shard\": 0}"}},
             "s": {"id": "s", "type": "Skipped", "displayName": "evaluate", "templateName": "evaluate",
-                  "phase": "Skipped", "startedAt": "2026-11-25T10:00:05Z", "finishedAt": "2026-11-25T10:00:05Z"},
+                  "phase": "Skipped", "startedAt": "2026-11-25T10:00:05Z",
+                  "finishedAt": "2026-11-25T10:00:05Z"},
         },
     }
     nodes = {n.name: n for n in nodes_from_status(status)}

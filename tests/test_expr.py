@@ -145,3 +145,9 @@ def test_compiled_expressions_are_cached() -> None:
 def test_string_escapes() -> None:
     assert evaluate(r"'it\'s' == " + '"it\'s"') is True
     assert evaluate(r'"a\"b"') == 'a"b'
+
+
+def test_every_binary_operator_has_an_evaluator() -> None:
+    from workflows.engines import expr
+
+    assert expr._BINARY_BUILDERS.keys() == expr._BINARY_BP.keys()

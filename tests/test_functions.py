@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
 
 import numpy as np
 import pytest
+from pydantic import BaseModel
 
-from ftg_common import layout, runtime
-from tests.funcs import iterate, new_run, post
+from ftg_common import catalog, faas, layout, runtime
+from ftg_common.errors import BadRequest, Conflict
+from ftg_common.faas import Event
+from ftg_common.runtime import FunctionContext
+from ftg_common.schemas import RunRef
+from tests.funcs import freeze_config, iterate, new_run, post
 
 FUNCTIONS = ["rollout-collector", "reward-aggregator", "policy-updater", "policy-evaluator"]
+_SHARD_RESULT = {"key": "k", "carry_key": "c", "shard": 0, "steps": 1, "policy_version": 0,
+                 "episode_returns": [], "episode_lengths": []}
+# What each function needs beside the run reference, so a test body has only the fault it means to have.
+FUNCTION_FIELDS: dict[str, dict[str, Any]] = {
+    "rollout-collector": {"shard": 0},
+    "reward-aggregator": {"shards": [_SHARD_RESULT]},
+    "policy-updater": {},
+    "policy-evaluator": {},
+}
 
 
-def test_one_iteration_flows_through_all_four_functions(ftg_env) -> None:
+def test_one_iteration_flows_through_all_four_functions(ftg_env: Path) -> None:
     cfg = new_run(n_envs=4, n_steps=16, shards=2, batch_size=32, n_epochs=2, total_steps=640)
     out = iterate(cfg, 0, evaluate=True)
     assert [s["shard"] for s in out["shards"]] == [0, 1]
@@ -33,7 +52,7 @@ def test_one_iteration_flows_through_all_four_functions(ftg_env) -> None:
     assert batch["obs"].shape == (64, 4) and batch["advantages"].dtype == np.float32
 
 
-def test_episodes_continue_across_iterations(ftg_env) -> None:
+def test_episodes_continue_across_iterations(ftg_env: Path) -> None:
     """With 16-step rollouts, an episode longer than 16 steps is only possible if state carries over."""
     cfg = new_run(n_envs=2, n_steps=16, shards=1, batch_size=32, n_epochs=1, total_steps=32 * 12)
     lengths = []
@@ -42,12 +61,13 @@ def test_episodes_continue_across_iterations(ftg_env) -> None:
     assert lengths and max(lengths) > 16
 
 
-def test_retried_steps_rewrite_identical_bytes(ftg_env) -> None:
+def test_retried_steps_rewrite_identical_bytes(ftg_env: Path) -> None:
     cfg = new_run(n_envs=2, n_steps=8, shards=2, batch_size=16, n_epochs=1, total_steps=160)
     first = iterate(cfg, 0)
     store = runtime.store()
-    keys = [layout.traj_key(cfg.run_id, 0, 0), layout.carry_key(cfg.run_id, 0, 1), layout.batch_key(cfg.run_id, 0),
-            layout.policy_key(cfg.run_id, 1), layout.ckpt_weights_key(cfg.run_id, 1)]
+    run = cfg.run_id
+    keys = [layout.traj_key(run, 0, 0), layout.carry_key(run, 0, 1), layout.batch_key(run, 0),
+            layout.policy_key(run, 1), layout.ckpt_weights_key(run, 1)]
     before = {k: store.get_bytes(k) for k in keys}
     ref = {"run_id": cfg.run_id, "iteration": 0, "config_digest": cfg.digest()}
     again = [post("rollout-collector", {**ref, "shard": s}).json() for s in range(2)]
@@ -59,7 +79,7 @@ def test_retried_steps_rewrite_identical_bytes(ftg_env) -> None:
     assert runtime.meta().get_run(cfg.run_id)["version"] == 1
 
 
-def test_update_out_of_order_is_a_conflict(ftg_env) -> None:
+def test_update_out_of_order_is_a_conflict(ftg_env: Path) -> None:
     cfg = new_run(n_envs=2, n_steps=8, shards=1, batch_size=16, n_epochs=1, total_steps=160)
     out = iterate(cfg, 0)
     ref = {"run_id": cfg.run_id, "iteration": 2, "config_digest": cfg.digest()}
@@ -70,32 +90,46 @@ def test_update_out_of_order_is_a_conflict(ftg_env) -> None:
 
 @pytest.mark.parametrize("function", FUNCTIONS)
 @pytest.mark.parametrize(
-    ("body", "needle"),
+    ("body", "needle", "field"),
     [
-        (b"{not json", "not valid JSON"),
-        (b"[1, 2]", "JSON object"),
-        (b"", "not valid JSON"),
-        ({"iteration": 0, "config_digest": "0" * 16}, "run_id"),
-        ({"run_id": "../../etc", "iteration": 0, "config_digest": "0" * 16}, "run_id"),
-        ({"run_id": "Upper", "iteration": 0, "config_digest": "0" * 16}, "run_id"),
-        ({"run_id": "ok", "iteration": "zero", "config_digest": "0" * 16}, "iteration"),
-        ({"run_id": "ok", "iteration": -1, "config_digest": "0" * 16}, "iteration"),
-        ({"run_id": "ok", "iteration": 0, "config_digest": "../x"}, "config_digest"),
-        ({"run_id": "ok", "iteration": 0, "config_digest": "0" * 16, "surprise": 1}, "surprise"),
+        (b"{not json", "not valid JSON", None),
+        (b"\xff\xfe", "not valid JSON", None),
+        (b"", "not valid JSON", None),
+        (b"[1, 2]", "JSON object", None),
+        (b'"run_id"', "JSON object", None),
+        ({"iteration": 0, "config_digest": "0" * 16}, "Field required", "run_id"),
+        ({"run_id": "../../etc", "iteration": 0, "config_digest": "0" * 16}, "pattern", "run_id"),
+        ({"run_id": "Upper", "iteration": 0, "config_digest": "0" * 16}, "pattern", "run_id"),
+        ({"run_id": "ok", "iteration": "zero", "config_digest": "0" * 16}, "integer", "iteration"),
+        ({"run_id": "ok", "iteration": -1, "config_digest": "0" * 16}, "greater than", "iteration"),
+        ({"run_id": "ok", "iteration": 0, "config_digest": "../x"}, "pattern", "config_digest"),
+        ({"run_id": "ok", "iteration": 0, "config_digest": "0" * 16, "extra": 1}, "not permitted", "extra"),
     ],
 )
-def test_bad_input_is_a_400_with_a_json_error(ftg_env, function: str, body, needle: str) -> None:
-    r = post(function, body)
+def test_bad_input_is_a_400_with_a_json_error(
+    ftg_env: Path, function: str, body: bytes | dict[str, Any], needle: str, field: str | None
+) -> None:
+    r = post(function, body if isinstance(body, bytes) else {**FUNCTION_FIELDS[function], **body})
     assert r.status == 400, r.body
+    assert r.headers["Content-Type"] == "application/json"
     err = r.json()
-    assert needle in err["error"] or needle == err.get("field")
+    assert needle in err["error"]
+    assert err.get("field") == field
     assert "Traceback" not in r.body
 
 
-def test_unknown_run_and_missing_keys_are_400s(ftg_env) -> None:
+def test_a_mistyped_function_field_is_named(ftg_env: Path) -> None:
+    ref = {"run_id": "ok", "iteration": 0, "config_digest": "0" * 16}
+    r = post("rollout-collector", {**ref, "shard": "first"})
+    assert r.status == 400 and r.json()["field"] == "shard"
+    r = post("reward-aggregator", {**ref, "shards": [{"key": "k"}]})
+    assert r.status == 400 and r.json()["field"].startswith("shards.0.")
+
+
+def test_unknown_run_and_missing_keys_are_400s(ftg_env: Path) -> None:
     ref = {"run_id": "never-created", "iteration": 0, "config_digest": "0" * 16}
     r = post("rollout-collector", {**ref, "shard": 0})
-    assert r.status == 400 and "no config" in r.json()["error"]
+    assert r.status == 400 and "no config" in r.json()["error"] and r.json()["field"] == "run_id"
     cfg = new_run(n_envs=2, n_steps=8, shards=1, batch_size=16, n_epochs=1, total_steps=160)
     # Iteration 3 has no policy version 3 yet and no carried env state from iteration 2.
     ref = {"run_id": cfg.run_id, "iteration": 3, "config_digest": cfg.digest()}
@@ -105,15 +139,16 @@ def test_unknown_run_and_missing_keys_are_400s(ftg_env) -> None:
     assert r.status == 400 and "000007" in r.json()["error"]
 
 
-def test_digest_mismatch_and_shard_range(ftg_env) -> None:
+def test_digest_mismatch_and_shard_range(ftg_env: Path) -> None:
     cfg = new_run(n_envs=2, n_steps=8, shards=2, batch_size=16, n_epochs=1, total_steps=160)
-    r = post("rollout-collector", {"run_id": cfg.run_id, "iteration": 0, "config_digest": "f" * 16, "shard": 0})
+    ref = {"run_id": cfg.run_id, "iteration": 0}
+    r = post("rollout-collector", {**ref, "config_digest": "f" * 16, "shard": 0})
     assert r.status == 409 and r.json()["field"] == "config_digest"
-    r = post("rollout-collector", {"run_id": cfg.run_id, "iteration": 0, "config_digest": cfg.digest(), "shard": 2})
+    r = post("rollout-collector", {**ref, "config_digest": cfg.digest(), "shard": 2})
     assert r.status == 400 and r.json()["field"] == "shard"
 
 
-def test_aggregator_checks_shard_set_and_keys(ftg_env) -> None:
+def test_aggregator_checks_shard_set_and_keys(ftg_env: Path) -> None:
     cfg = new_run(n_envs=2, n_steps=8, shards=2, batch_size=16, n_epochs=1, total_steps=160)
     ref = {"run_id": cfg.run_id, "iteration": 0, "config_digest": cfg.digest()}
     shards = [post("rollout-collector", {**ref, "shard": s}).json() for s in range(2)]
@@ -124,7 +159,7 @@ def test_aggregator_checks_shard_set_and_keys(ftg_env) -> None:
     assert r.status == 400 and "is not" in r.json()["error"]
 
 
-def test_unknown_env_in_a_stored_config_is_a_400_naming_env_id(ftg_env) -> None:
+def test_unknown_env_in_a_stored_config_is_a_400_naming_env_id(ftg_env: Path) -> None:
     cfg = new_run(n_envs=2, n_steps=8, shards=1, batch_size=16, n_epochs=1, total_steps=160)
     bad = cfg.model_dump(mode="json")
     bad["ppo"]["env_id"] = "NoSuchEnv-v0"
@@ -138,11 +173,116 @@ def test_unknown_env_in_a_stored_config_is_a_400_naming_env_id(ftg_env) -> None:
     assert r.status == 400 and r.json()["field"] == "env_id" and "NoSuchEnv-v0" in r.json()["error"]
 
 
-def test_non_post_is_refused(ftg_env) -> None:
-    from ftg_common.faas import Context, Event, load_handler, render_response
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_non_post_is_refused(ftg_env: Path, function: str) -> None:
+    resp = faas.invoke(catalog.function(function).module, Event(body=b"{}", method="GET"))
+    assert resp.status == 405 and resp.headers["Allow"] == "POST" and "GET" in resp.json()["error"]
 
-    resp = render_response(load_handler("rollout-collector").handle(Event(body=b"{}", method="GET"), Context()))
-    assert resp.status == 405 and json.loads(resp.body)["error"]
+
+# --------------------------------------------------------------------------- faas.serve and the context
+
+
+class Timed(BaseModel):
+    note: str = ""
+    seconds: float = 0.0
+
+
+def _ref(cfg: Any, **extra: Any) -> bytes:
+    return json.dumps({"run_id": cfg.run_id, "iteration": 0, "config_digest": cfg.digest(), **extra}).encode()
+
+
+def test_serve_hands_work_the_run_context_and_fills_seconds(ftg_env: Path) -> None:
+    cfg = freeze_config()
+    seen: list[tuple[RunRef, FunctionContext]] = []
+
+    def work(req: RunRef, ctx: FunctionContext) -> Timed:
+        seen.append((req, ctx))
+        time.sleep(0.05)
+        return Timed(note="done")
+
+    out = faas.serve(Event(body=_ref(cfg)), RunRef, work)
+    assert out["statusCode"] == 200 and out["headers"]["Content-Type"] == "application/json"
+    assert out["body"]["note"] == "done" and 0.05 <= out["body"]["seconds"] < 5
+    req, ctx = seen[0]
+    assert req.run_id == cfg.run_id and ctx.config == cfg
+    assert ctx.store is runtime.store() and ctx.meta is runtime.meta()
+    assert runtime.context_for(req).config is ctx.config  # frozen configs are read once per process
+
+
+def test_context_for_refuses_unknown_runs_and_other_digests(ftg_env: Path) -> None:
+    cfg = freeze_config()
+    with pytest.raises(BadRequest, match="no config") as missing:
+        runtime.context_for(RunRef(run_id="nobody", iteration=0, config_digest="0" * 16))
+    assert missing.value.field == "run_id"
+    with pytest.raises(Conflict) as other:
+        runtime.context_for(RunRef(run_id=cfg.run_id, iteration=0, config_digest="f" * 16))
+    assert other.value.field == "config_digest" and other.value.status == 409
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "field"),
+    [
+        (BadRequest("no good", "shard"), 400, "shard"),
+        (Conflict("moved", "iteration"), 409, "iteration"),
+        (RuntimeError("a bug"), 500, None),
+    ],
+)
+def test_serve_maps_failures_of_the_work_to_json_errors(
+    ftg_env: Path, exc: Exception, status: int, field: str | None
+) -> None:
+    cfg = freeze_config()
+
+    def work(req: RunRef, ctx: FunctionContext) -> Timed:
+        raise exc
+
+    resp = faas.render_response(faas.serve(Event(body=_ref(cfg)), RunRef, work))
+    assert resp.status == status and resp.json().get("field") == field
+    assert str(exc) in resp.json()["error"] and "Traceback" not in resp.body
+
+
+def test_invoke_answers_500_text_when_a_handler_raises() -> None:
+    resp = faas.invoke("tests.fakefuncs.raises", Event(body=b"{}"))
+    assert resp.status == 500 and resp.headers["Content-Type"] == "text/plain"
+    assert resp.body == "RuntimeError: handler bug"
+    missing = faas.invoke("tests.fakefuncs.no_such_module", Event(body=b"{}"))
+    assert missing.status == 500 and "ModuleNotFoundError" in missing.body
+
+
+def test_call_refuses_functions_outside_the_catalog() -> None:
+    with pytest.raises(catalog.UnknownFunctionError):
+        faas.call("tests.fakefuncs.raises", b"{}")
+
+
+def _wsgi(app: Any, body: bytes, method: str = "POST") -> tuple[str, dict[str, str], bytes]:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "CONTENT_LENGTH": str(len(body)),
+        "CONTENT_TYPE": "application/json",
+        "wsgi.input": io.BytesIO(body),
+    }
+    setup_testing_defaults(environ)
+    seen: dict[str, Any] = {}
+    out = b"".join(app(environ, lambda status, headers: seen.update(status=status, headers=dict(headers))))
+    return seen["status"], seen["headers"], out
+
+
+def test_wsgi_app_answers_like_the_in_process_adapter(ftg_env: Path) -> None:
+    cfg = new_run(n_envs=2, n_steps=8, shards=1, batch_size=16, n_epochs=1, total_steps=160)
+    module = catalog.function("rollout-collector").module
+    app = faas.wsgi_app(module)
+    good = _ref(cfg, shard=0)
+    for body in (good, b"{broken", _ref(cfg, shard=5)):
+        status, headers, out = _wsgi(app, body)
+        local = faas.invoke(module, Event(body=body, headers={"Content-Type": "application/json"}))
+        assert int(status.split()[0]) == local.status
+        assert headers["Content-Type"] == local.headers["Content-Type"]
+        assert headers["Content-Length"] == str(len(out))
+        # A collector call is idempotent; only its wall time differs between the two calls.
+        assert {**json.loads(out), "seconds": 0} == {**local.json(), "seconds": 0}
+    assert _wsgi(app, good)[0] == "200 OK" and _wsgi(app, b"{broken")[0] == "400 Bad Request"
+    assert _wsgi(app, b"", method="GET")[0] == "405 Method Not Allowed"
+    status, headers, out = _wsgi(faas.wsgi_app("tests.fakefuncs.raises"), b"{}")
+    assert status.startswith("500") and headers["Content-Type"] == "text/plain" and b"handler bug" in out
 
 
 def test_rollout_path_imports_neither_torch_nor_mlflow() -> None:
@@ -155,7 +295,7 @@ def test_rollout_path_imports_neither_torch_nor_mlflow() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_box_action_env_runs_through_all_functions(ftg_env) -> None:
+def test_box_action_env_runs_through_all_functions(ftg_env: Path) -> None:
     """Pendulum-v1: Gaussian policy, clipped env actions, time-limit truncation bootstrapped."""
     cfg = new_run(env_id="Pendulum-v1", n_envs=2, n_steps=128, shards=2, batch_size=64, n_epochs=2,
                   total_steps=256 * 3, gamma=0.9)

@@ -8,9 +8,9 @@ import urllib.request
 import pytest
 
 from ftg_common import runtime
+from ftg_common.schemas import UpdateResult
 from tests.funcs import new_run
 from workflows.gateway.server import serve
-from workflows.iteration import iteration_manifest
 
 
 @pytest.fixture
@@ -27,16 +27,17 @@ def _get(url: str) -> tuple[int, str]:
 
 def test_iteration_dag_over_http_gateway(gateway: str) -> None:
     from workflows.engines.invokers import HttpInvoker, InProcessInvoker, RoutingInvoker
-    from workflows.engines.local import LocalEngine, compile_workflow
+    from workflows.engines.local import LocalEngine
 
     cfg = new_run(n_envs=4, n_steps=16, shards=2, batch_size=32, n_epochs=1, total_steps=64 * 4)
-    engine = LocalEngine(RoutingInvoker(local=InProcessInvoker(), http=HttpInvoker()))
-    compiled = compile_workflow(iteration_manifest())
-    params = {"run-id": cfg.run_id, "iteration": "0", "iterations": "4", "eval-every": "1", "gateway": gateway,
-              "shards": "[0, 1]", "config-digest": cfg.digest(), "traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
-    run = engine.run(compiled, params)
+    engine = LocalEngine(RoutingInvoker(local=InProcessInvoker(), http=HttpInvoker()), gateway=gateway)
+    params = {"run-id": cfg.run_id, "iteration": "0", "iterations": "4", "eval-every": "1",
+              "gateway": gateway, "shards": "[0, 1]", "config-digest": cfg.digest(),
+              "traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
+    run = engine.run(params)
+    engine.close()
     assert run.phase == "Succeeded", run.message
-    assert json.loads(run.outputs("update"))["version"] == 1
+    assert run.result("update", UpdateResult).version == 1
     assert runtime.meta().get_run(cfg.run_id)["version"] == 1
     code, text = _get(f"{gateway}/metrics")
     assert code == 200
@@ -45,7 +46,8 @@ def test_iteration_dag_over_http_gateway(gateway: str) -> None:
     assert "gateway_functions_seconds_bucket" in text and "gateway_service_count" in text
     code, text = _get(f"{gateway}/system/functions")
     counts = {f["name"]: f["invocationCount"] for f in json.loads(text)}
-    assert counts == {"rollout-collector": 2, "reward-aggregator": 1, "policy-updater": 1, "policy-evaluator": 1}
+    assert counts == {"rollout-collector": 2, "reward-aggregator": 1, "policy-updater": 1,
+                      "policy-evaluator": 1}
 
 
 def test_gateway_errors_are_json(gateway: str) -> None:
@@ -69,10 +71,14 @@ def test_container_entry_point_serves_one_handler(ftg_env, monkeypatch) -> None:
     from functions import serve as entry
 
     def call(body: bytes) -> tuple[str, dict, bytes]:
-        environ: dict = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+        environ: dict = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)),
+                         "wsgi.input": io.BytesIO(body)}
         setup_testing_defaults(environ)
         seen: dict = {}
-        out = b"".join(entry.app(environ, lambda status, headers: seen.update(status=status, headers=dict(headers))))
+        def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+            seen.update(status=status, headers=dict(headers))
+
+        out = b"".join(entry.app(environ, start_response))
         return seen["status"], seen["headers"], out
 
     monkeypatch.setenv("FTG_FUNCTION", "rollout_collector")

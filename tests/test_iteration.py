@@ -58,7 +58,8 @@ BATCH_RESULT = {
     "adv_std": 1.0,
     "seconds": 0.01,
 }
-SAMPLE_INPUTS = {"shard": "0", "shards": json.dumps([SHARD_RESULT, SHARD_RESULT]), "batch": json.dumps(BATCH_RESULT)}
+SAMPLE_INPUTS = {"shard": "0", "shards": json.dumps([SHARD_RESULT, SHARD_RESULT]),
+                 "batch": json.dumps(BATCH_RESULT)}
 
 
 @cache
@@ -120,7 +121,8 @@ def _substitute(text: str, inputs: dict[str, str]) -> str:
 def test_render_matches_golden_file() -> None:
     assert GOLDEN_PATH.exists(), "run `python -m workflows.iteration --write-golden`"
     assert render_yaml() == GOLDEN_PATH.read_text(), (
-        "the rendered template changed; review the diff and run `python -m workflows.iteration --write-golden`"
+        "the rendered template changed; review the diff and run "
+        "`python -m workflows.iteration --write-golden`"
     )
 
 
@@ -170,7 +172,8 @@ def test_key_check_catches_what_the_schema_allows() -> None:
 def test_schema_rejects_integer_retry_limit() -> None:
     manifest = copy.deepcopy(iteration_manifest())
     _templates(manifest)["collect"]["retryStrategy"]["limit"] = 2
-    assert list(_validator("WorkflowTemplate").iter_errors(manifest)), "int-or-string is typed string in the schema"
+    errors = list(_validator("WorkflowTemplate").iter_errors(manifest))
+    assert errors, "int-or-string is typed string in the schema"
 
 
 # --- the HTTP steps ---------------------------------------------------------------------------------
@@ -264,7 +267,8 @@ def test_iteration_workflow_checks_parameters() -> None:
         iteration_workflow({**SAMPLE_PARAMS, "iteration": 3})  # type: ignore[dict-item]
     # defaults may be left out
     wf = iteration_workflow({k: v for k, v in SAMPLE_PARAMS.items() if k not in ("gateway", "traceparent")})
-    assert {p["name"] for p in wf["spec"]["arguments"]["parameters"]} == set(SAMPLE_PARAMS) - {"gateway", "traceparent"}
+    given = {p["name"] for p in wf["spec"]["arguments"]["parameters"]}
+    assert given == set(SAMPLE_PARAMS) - {"gateway", "traceparent"}
 
 
 def test_namespace_and_name_are_configurable() -> None:

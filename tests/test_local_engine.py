@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from ftg_common.catalog import UnknownFunctionError
 from ftg_common.faas import Response
+from workflows.engines.base import FunctionCallError
 from workflows.engines.compiler import InvalidWorkflowError, parse_duration
 from workflows.engines.invokers import (
     HttpInvoker,
@@ -107,7 +109,8 @@ def echo_json(url: str, headers: dict[str, str], body: bytes) -> Response:
 def http_template(name: str, function: str = "echo", body: str = "{}", inputs: tuple[str, ...] = (),
                   retry: dict[str, Any] | None = None, timeout: int | None = 10,
                   success: str | None = "response.statusCode == 200", **extra: Any) -> dict[str, Any]:
-    http: dict[str, Any] = {"url": f"{{{{workflow.parameters.gateway}}}}/function/{function}", "method": "POST",
+    http: dict[str, Any] = {"url": f"{{{{workflow.parameters.gateway}}}}/function/{function}",
+                            "method": "POST",
                             "headers": [{"name": "Content-Type", "value": "application/json"}], "body": body}
     if timeout is not None:
         http["timeoutSeconds"] = timeout
@@ -121,8 +124,8 @@ def http_template(name: str, function: str = "echo", body: str = "{}", inputs: t
     return tmpl
 
 
-def workflow(tasks: list[dict[str, Any]], templates: list[dict[str, Any]], params: dict[str, str | None] | None = None,
-             **dag_extra: Any) -> dict[str, Any]:
+def workflow(tasks: list[dict[str, Any]], templates: list[dict[str, Any]],
+             params: dict[str, str | None] | None = None, **dag_extra: Any) -> dict[str, Any]:
     declared = {"gateway": GATEWAY, **(params or {})}
     return {
         "apiVersion": "argoproj.io/v1alpha1",
@@ -150,14 +153,15 @@ def args(**values: str) -> dict[str, Any]:
 
 def run(manifest: dict[str, Any], invoker: Any, params: dict[str, str] | None = None,
         on_node: Callable[[NodeStatus], None] | None = None) -> WorkflowRun:
-    return LocalEngine(invoker).run(compile_workflow(manifest), params or {}, on_node=on_node)
+    return LocalEngine(invoker, compile_workflow(manifest)).run(params or {}, on_node=on_node)
 
 
 def phases(result: WorkflowRun) -> dict[str, str]:
     return {n.name: n.phase for n in result.nodes}
 
 
-def iteration_params(shards: list[int], iteration: int = 0, iterations: int = 3, every: int = 2) -> dict[str, str]:
+def iteration_params(shards: list[int], iteration: int = 0, iterations: int = 3,
+                     every: int = 2) -> dict[str, str]:
     return {
         "run-id": "test-run",
         "iteration": str(iteration),
@@ -200,7 +204,8 @@ def test_depends_orders_tasks_and_passes_results() -> None:
             task("a", "one", arguments=args(x='"a"')),
         ],
         [http_template("one", body='{"v": {{inputs.parameters.x}}}', inputs=("x",)),
-         http_template("join", body='{"b": {{inputs.parameters.x}}, "c": {{inputs.parameters.y}}}', inputs=("x", "y"))],
+         http_template("join", body='{"b": {{inputs.parameters.x}}, "c": {{inputs.parameters.y}}}',
+                       inputs=("x", "y"))],
     )
     result = run(manifest, inv)
     assert result.phase == "Succeeded", result.message
@@ -245,7 +250,8 @@ def test_with_param_items_and_item_fields() -> None:
     assert result.phase == "Succeeded"
     assert [n.name for n in result.nodes] == ["fan", "fan(0:a:1,b:x)", "fan(1:a:2,b:yz)"]  # Argo drops ()
     assert result.node("fan").type == "TaskGroup"
-    assert result.output_json("fan") == [{"a": 1, "b": "x", "whole": items[0]}, {"a": 2, "b": "y(z)", "whole": items[1]}]
+    assert result.output_json("fan") == [{"a": 1, "b": "x", "whole": items[0]},
+                                         {"a": 2, "b": "y(z)", "whole": items[1]}]
 
 
 def test_item_values_are_json_serialised_unless_strings() -> None:
@@ -258,8 +264,8 @@ def test_item_values_are_json_serialised_unless_strings() -> None:
                         [http_template("t", body="{{inputs.parameters.v}}", inputs=("v",))])
     result = run(manifest, inv)
     assert [b.decode() for _, _, b in inv.calls] == ["1", "two", '{"k":[1,2]}', "[3,4]", "true", "1.5"]
-    assert [n.name for n in result.nodes[1:]] == ["t(0:1)", "t(1:two)", "t(2:k:[1,2])", "t(3:[3,4])", "t(4:true)",
-                                                 "t(5:1.5)"]
+    assert [n.name for n in result.nodes[1:]] == ["t(0:1)", "t(1:two)", "t(2:k:[1,2])", "t(3:[3,4])",
+                                                 "t(4:true)", "t(5:1.5)"]
 
 
 def test_fan_in_keeps_loop_order_when_children_finish_out_of_order() -> None:
@@ -282,7 +288,8 @@ def test_fan_in_keeps_loop_order_when_children_finish_out_of_order() -> None:
     assert result.phase == "Succeeded"
     shards = inv.bodies("echo")[-1]["shards"]
     assert [s["shard"] for s in shards] == [0, 1, 2, 3]
-    assert [s["done"] for s in shards] == sorted((s["done"] for s in shards), reverse=True)  # finished 3,2,1,0
+    # finished 3, 2, 1, 0
+    assert [s["done"] for s in shards] == sorted((s["done"] for s in shards), reverse=True)
 
 
 def test_failed_child_fails_the_group_and_only_successes_are_aggregated(tmp_path: Path) -> None:
@@ -325,8 +332,9 @@ def test_empty_with_param_skips_the_task_and_its_result_is_unresolved() -> None:
 
 
 def test_with_param_that_is_not_a_json_list_errors() -> None:
-    manifest = workflow([task("fan", "c", withParam="{{workflow.parameters.items}}", arguments=args(v="{{item}}"))],
-                        [http_template("c", body="{{inputs.parameters.v}}", inputs=("v",))], params={"items": None})
+    manifest = workflow(
+        [task("fan", "c", withParam="{{workflow.parameters.items}}", arguments=args(v="{{item}}"))],
+        [http_template("c", body="{{inputs.parameters.v}}", inputs=("v",))], params={"items": None})
     result = run(manifest, CannedInvoker(echo_json), {"items": '{"not": "a list"}'})
     assert result.phase == "Error"
     assert result.node("fan").message.startswith("withParam value could not be parsed as a JSON list")
@@ -457,7 +465,8 @@ def test_when_per_child_uses_the_item() -> None:
 
 
 def test_invalid_when_is_an_error_node() -> None:
-    manifest = workflow([task("t", "t", when="{{workflow.parameters.n}} >")], [http_template("t")], params={"n": "1"})
+    manifest = workflow([task("t", "t", when="{{workflow.parameters.n}} >")], [http_template("t")],
+                        params={"n": "1"})
     result = run(manifest, CannedInvoker(echo_json))
     assert result.phase == "Error"
     assert "invalid 'when' expression" in result.node("t").message
@@ -469,7 +478,8 @@ def test_success_condition_on_status_codes() -> None:
     node = result.node("t")
     assert (result.phase, node.phase, node.status_code, node.attempts) == ("Failed", "Failed", 400, 2)
     assert "successCondition 'response.statusCode == 200' evaluated false" in node.message
-    assert json.loads(node.result) == {"error": "bad input", "field": "shard"}  # the body is kept for diagnosis
+    # the body is kept for diagnosis
+    assert json.loads(node.result) == {"error": "bad input", "field": "shard"}
 
 
 def test_default_success_is_2xx_and_conditions_can_read_the_body() -> None:
@@ -483,7 +493,8 @@ def test_default_success_is_2xx_and_conditions_can_read_the_body() -> None:
 
 
 def test_handler_exception_is_a_500() -> None:
-    result = run(workflow([task("t", "t")], [http_template("t", function="raises")]), InProcessInvoker(FAKE_MODULES))
+    result = run(workflow([task("t", "t")], [http_template("t", function="raises")]),
+                 InProcessInvoker(FAKE_MODULES))
     assert result.node("t").status_code == 500
     assert "handler bug" in result.node("t").result
 
@@ -494,20 +505,20 @@ def test_handler_exception_is_a_500() -> None:
 def test_missing_and_unknown_parameters_are_named() -> None:
     compiled = compile_workflow(workflow([task("t", "t")], [http_template("t")], params={"a": None, "b": None,
                                                                                          "c": "3"}))
-    engine = LocalEngine(CannedInvoker(echo_json))
+    engine = LocalEngine(CannedInvoker(echo_json), compiled)
     assert compiled.required_parameters == ("a", "b")
     with pytest.raises(WorkflowParameterError, match="missing required parameter.*: a, b"):
-        engine.run(compiled, {})
+        engine.run({})
     with pytest.raises(WorkflowParameterError, match="unknown parameter.*: typo"):
-        engine.run(compiled, {"a": "1", "b": "2", "typo": "x"})
+        engine.run({"a": "1", "b": "2", "typo": "x"})
     with pytest.raises(WorkflowParameterError, match="must be strings: a"):
-        engine.run(compiled, {"a": 1, "b": "2"})  # type: ignore[dict-item]
+        engine.run({"a": 1, "b": "2"})  # type: ignore[dict-item]
 
 
 def test_defaults_and_enums() -> None:
+    body = '{"x": "{{inputs.parameters.x}}", "y": "{{inputs.parameters.y}}"}'
     manifest = workflow([task("t", "t", arguments=args(x="{{workflow.parameters.mode}}"))],
-                        [http_template("t", body='{"x": "{{inputs.parameters.x}}", "y": "{{inputs.parameters.y}}"}',
-                                       inputs=("x",))], params={"mode": "fast"})
+                        [http_template("t", body=body, inputs=("x",))], params={"mode": "fast"})
     manifest["spec"]["templates"][1]["inputs"]["parameters"].append({"name": "y", "default": "dflt"})
     manifest["spec"]["arguments"]["parameters"][1]["enum"] = ["fast", "slow"]
     inv = CannedInvoker(echo_json)
@@ -520,7 +531,8 @@ def test_defaults_and_enums() -> None:
 def test_unresolved_result_of_a_skipped_task_is_an_error() -> None:
     manifest = workflow([task("a", "t", when="false"),
                          task("b", "u", depends="a", arguments=args(v="{{tasks.a.outputs.result}}"))],
-                        [http_template("t"), http_template("u", body="{{inputs.parameters.v}}", inputs=("v",))])
+                        [http_template("t"),
+                         http_template("u", body="{{inputs.parameters.v}}", inputs=("v",))])
     result = run(manifest, CannedInvoker(echo_json))
     assert phases(result) == {"a": "Skipped", "b": "Error"}
     assert result.node("b").message == "unresolved placeholder '{{tasks.a.outputs.result}}' in argument 'v'"
@@ -530,22 +542,26 @@ def test_unresolved_result_of_a_skipped_task_is_an_error() -> None:
     ("mutate", "message"),
     [
         (lambda m: m["spec"]["templates"][1]["http"].update(body="{{workflow.parameters.nope}}"),
-         r"spec\.templates\[1\]\.http\.body: '\{\{workflow\.parameters\.nope\}\}' names an undeclared workflow"),
+         r"spec\.templates\[1\]\.http\.body: "
+         r"'\{\{workflow\.parameters\.nope\}\}' names an undeclared workflow"),
         (lambda m: m["spec"]["templates"][1]["http"].update(body="{{inputs.parameters.nope}}"),
          "names an undeclared input parameter"),
         (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(arguments=args(v="{{item}}")),
          "outside a withParam/withItems task"),
-        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(arguments=args(v="{{tasks.b.outputs.result}}")),
+        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(
+            arguments=args(v="{{tasks.b.outputs.result}}")),
          "'b', which is not an ancestor"),
         (lambda m: m["spec"]["templates"][1]["http"].update(body="{{ unterminated"), "unterminated"),
         (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][1].update(depends="zz"), "unknown task 'zz'"),
         (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(depends="b"), "dependency cycle"),
-        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(template="nope"), "no template named 'nope'"),
+        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(template="nope"),
+         "no template named 'nope'"),
         (lambda m: m["spec"]["templates"][1].update(inputs={"parameters": [{"name": "need"}]}),
          "template 't' needs need"),
     ],
 )
-def test_invalid_workflows_are_refused_at_compile_time(mutate: Callable[[dict[str, Any]], None], message: str) -> None:
+def test_invalid_workflows_are_refused_at_compile_time(mutate: Callable[[dict[str, Any]], None],
+                                                       message: str) -> None:
     manifest = workflow([task("a", "t"), task("b", "t", depends="a")], [http_template("t")])
     mutate(manifest)
     with pytest.raises(InvalidWorkflowError, match=message):
@@ -573,10 +589,12 @@ def test_invalid_workflows_are_refused_at_compile_time(mutate: Callable[[dict[st
          r"tasks\[1\]\.depends: '\|\|', '!' and parentheses"),
         (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][1].update(depends="a.Failed"),
          r"task result 'Failed'"),
-        (lambda m: m["spec"]["templates"][0]["dag"].update(target="a"), r"dag\.target: dag\.target is not supported"),
+        (lambda m: m["spec"]["templates"][0]["dag"].update(target="a"),
+         r"dag\.target: dag\.target is not supported"),
         (lambda m: m["spec"]["templates"][1].update(retryStrategy={"retryPolicy": "Always"}),
          "retryStrategy without 'limit'"),
-        (lambda m: m["spec"]["templates"][1].update(retryStrategy={"limit": "1", "retryPolicy": "OnTransientError"}),
+        (lambda m: m["spec"]["templates"][1].update(
+            retryStrategy={"limit": "1", "retryPolicy": "OnTransientError"}),
          "retryPolicy 'OnTransientError' is not supported"),
         (lambda m: m["spec"]["templates"][1].update(retryStrategy={"limit": "1", "expression": "true"}),
          "retryStrategy.expression is not supported"),
@@ -584,14 +602,17 @@ def test_invalid_workflows_are_refused_at_compile_time(mutate: Callable[[dict[st
         (lambda m: m["spec"]["templates"][1]["http"].update(body="{{=asInt(1)}}"), "expression template"),
         (lambda m: m["spec"]["templates"][1]["http"].update(body="{{workflow.name}}"),
          r"variable '\{\{workflow\.name\}\}' is not supported"),
-        (lambda m: m["spec"]["templates"][1].update(synchronization={"semaphore": {}}), "template key 'synchronization'"),
+        (lambda m: m["spec"]["templates"][1].update(synchronization={"semaphore": {}}),
+         "template key 'synchronization'"),
         (lambda m: m["spec"]["templates"][1]["http"].update(successCondition="response.headers == 1"),
          r"identifier\(s\) response\.headers are not supported"),
         (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(template="main"),
          "calling the dag template 'main'"),
         (lambda m: m.update(kind="CronWorkflow"), "kind: 'CronWorkflow' is not supported"),
-        (lambda m: m["spec"]["templates"][0].update(retryStrategy={"limit": "1"}), "template key 'retryStrategy'"),
-        (lambda m: m["spec"]["templates"][1]["http"].update(insecureSkipVerify=True), "skipping TLS verification"),
+        (lambda m: m["spec"]["templates"][0].update(retryStrategy={"limit": "1"}),
+         "template key 'retryStrategy'"),
+        (lambda m: m["spec"]["templates"][1]["http"].update(insecureSkipVerify=True),
+         "skipping TLS verification"),
     ],
 )
 def test_unsupported_constructs_are_refused_with_their_path(mutate: Callable[[dict[str, Any]], None],
@@ -608,7 +629,8 @@ def test_unsupported_constructs_are_refused_with_their_path(mutate: Callable[[di
 @pytest.mark.parametrize("fail_fast", [True, False])
 def test_fail_fast_stops_new_tasks(fail_fast: bool) -> None:
     manifest = workflow([task("bad", "bad"), task("good", "t"), task("later", "t", depends="good")],
-                        [http_template("t"), http_template("bad", function="bad-request")], failFast=fail_fast)
+                        [http_template("t"), http_template("bad", function="bad-request")],
+                        failFast=fail_fast)
     result = run(manifest, InProcessInvoker(FAKE_MODULES))
     assert result.phase == "Failed"
     assert phases(result)["bad"] == "Failed"
@@ -618,7 +640,8 @@ def test_fail_fast_stops_new_tasks(fail_fast: bool) -> None:
 
 def test_on_node_sees_every_final_node() -> None:
     seen: list[tuple[str, str]] = []
-    manifest = workflow([task("fan", "t", withItems=["x", "y"]), task("skip", "t", depends="fan", when="1 == 2")],
+    manifest = workflow([task("fan", "t", withItems=["x", "y"]),
+                         task("skip", "t", depends="fan", when="1 == 2")],
                         [http_template("t")])
     result = run(manifest, CannedInvoker(echo_json), on_node=lambda n: seen.append((n.name, n.phase)))
     assert sorted(seen) == sorted((n.name, n.phase) for n in result.nodes)
@@ -639,9 +662,8 @@ def test_submit_error_is_an_error_node() -> None:
 
 
 def test_iteration_template_end_to_end_in_process() -> None:
-    compiled = compile_workflow(iteration_manifest())
-    engine = LocalEngine(InProcessInvoker(ITERATION_MODULES))
-    result = engine.run(compiled, iteration_params([0, 1, 2], iteration=1, every=2))
+    engine = LocalEngine(InProcessInvoker(ITERATION_MODULES))  # the iteration template by default
+    result = engine.run(iteration_params([0, 1, 2], iteration=1, every=2))
     assert result.phase == "Succeeded", result.message
     assert [n.name for n in result.nodes] == ["collect", "collect(0:0)", "collect(1:1)", "collect(2:2)",
                                              "aggregate", "update", "evaluate"]
@@ -653,7 +675,7 @@ def test_iteration_template_end_to_end_in_process() -> None:
     assert update["echo"]["batch"]["echo"]["shards"] == agg["echo"]["shards"]
     assert result.node("evaluate").phase == "Succeeded"  # (1 + 1) % 2 == 0
     # iteration 0 of 3 with eval-every 2 is not due
-    result = engine.run(compiled, iteration_params([0], iteration=0, every=2))
+    result = engine.run(iteration_params([0], iteration=0, every=2))
     assert result.node("evaluate").phase == "Skipped"
     assert result.node("evaluate").duration_s == 0.0
     assert result.phase == "Succeeded"
@@ -663,7 +685,7 @@ def test_iteration_workflow_with_template_ref_runs_locally() -> None:
     wf = iteration_workflow(iteration_params([0, 1], iteration=2, iterations=3))
     compiled = compile_workflow(wf, templates={"ftg-iteration": iteration_manifest()})
     assert compiled.required_parameters == ()
-    result = LocalEngine(InProcessInvoker(ITERATION_MODULES)).run(compiled, {})
+    result = LocalEngine(InProcessInvoker(ITERATION_MODULES), compiled).run({})
     assert result.phase == "Succeeded"
     assert result.node("evaluate").phase == "Succeeded"  # the last iteration always evaluates
     with pytest.raises(InvalidWorkflowError, match="template 'ftg-iteration' not given"):
@@ -672,7 +694,7 @@ def test_iteration_workflow_with_template_ref_runs_locally() -> None:
 
 def test_iteration_failure_excludes_failed_shard_and_stops_downstream() -> None:
     compiled = compile_workflow(fast_retries(iteration_manifest()))
-    result = LocalEngine(InProcessInvoker(ITERATION_MODULES)).run(compiled, iteration_params([0, 7, 1]))
+    result = LocalEngine(InProcessInvoker(ITERATION_MODULES), compiled).run(iteration_params([0, 7, 1]))
     assert result.phase == "Failed"
     assert phases(result) == {"collect": "Failed", "collect(0:0)": "Succeeded", "collect(1:7)": "Failed",
                               "collect(2:1)": "Succeeded", "aggregate": "Omitted", "update": "Omitted",
@@ -683,15 +705,13 @@ def test_iteration_failure_excludes_failed_shard_and_stops_downstream() -> None:
 
 
 def test_iteration_with_non_json_shard_result_errors_aggregate() -> None:
-    result = LocalEngine(InProcessInvoker(ITERATION_MODULES)).run(compile_workflow(iteration_manifest()),
-                                                                  iteration_params([0, 8]))
+    result = LocalEngine(InProcessInvoker(ITERATION_MODULES)).run(iteration_params([0, 8]))
     assert phases(result)["aggregate"] == "Error"
     assert result.phase == "Error"
 
 
 def test_iteration_on_the_warm_pool(pool: PoolInvoker) -> None:
-    compiled = compile_workflow(iteration_manifest())
-    result = LocalEngine(pool).run(compiled, iteration_params([0, 1, 2], iteration=2))
+    result = LocalEngine(pool).run(iteration_params([0, 1, 2], iteration=2))
     assert result.phase == "Succeeded", result.message
     # shard 0 sleeps longest (0.12 s), shard 2 shortest: they finish 2, 1, 0 but aggregate in loop order
     shards = result.output_json("aggregate")["echo"]["shards"]
@@ -700,12 +720,44 @@ def test_iteration_on_the_warm_pool(pool: PoolInvoker) -> None:
     # submitted 0, 1, 2 but done 2 before 0: they ran side by side in different workers
     assert children[2].finished < children[0].finished, "fan-out children did not run in parallel"
     assert len({c.attempts for c in children}) == 1
-    assert [n.name for n in result.http_nodes()] == ["collect(0:0)", "collect(1:1)", "collect(2:2)", "aggregate",
-                                                     "update", "evaluate"]
+    assert [n.name for n in result.http_nodes()] == ["collect(0:0)", "collect(1:1)", "collect(2:2)",
+                                                     "aggregate", "update", "evaluate"]
     assert result.node("evaluate").phase == "Succeeded"
 
 
-# --- invokers ---------------------------------------------------------------------------------------
+# --- direct calls (Engine.call) --------------------------------------------------------------------
+
+
+def test_call_returns_the_json_body_and_passes_headers() -> None:
+    engine = LocalEngine(InProcessInvoker(ITERATION_MODULES))
+    answer = engine.call("policy-updater", {"mode": "init"}, headers={"traceparent": TRACEPARENT})
+    assert answer["echo"] == {"mode": "init"} and answer["traceparent"] == TRACEPARENT
+    assert engine.gateway == "local://gateway"
+
+
+def test_call_refuses_non_200_and_unknown_functions() -> None:
+    engine = LocalEngine(InProcessInvoker({"policy-updater": f"{FAKE}.bad_request", "rollout-collector":
+                                           f"{FAKE}.raises"}))
+    with pytest.raises(FunctionCallError, match="policy-updater answered 400: .*bad input") as err:
+        engine.call("policy-updater", {})
+    assert err.value.status == 400
+    with pytest.raises(FunctionCallError, match="rollout-collector answered 500: .*handler bug"):
+        engine.call("rollout-collector", {})
+    with pytest.raises(UnknownFunctionError, match="no such function: 'echo'"):
+        engine.call("echo", {})  # only catalog functions can be called directly
+
+
+def test_call_over_a_dead_gateway_is_a_call_error() -> None:
+    engine = LocalEngine(RoutingInvoker(InProcessInvoker(), HttpInvoker()), gateway="http://127.0.0.1:9/")
+    try:
+        assert engine.gateway == "http://127.0.0.1:9"
+        with pytest.raises(FunctionCallError, match="policy-updater gave no response: Invocation") as err:
+            engine.call("policy-updater", {})
+        assert err.value.status is None
+    finally:
+        engine.close()
+
+
 
 
 def test_pool_warmup_starts_every_worker_with_handlers_imported(pool: PoolInvoker) -> None:
@@ -741,7 +793,8 @@ class _GatewayStub(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (stdlib naming)
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/function/echo":
-            payload = json.dumps({"echo": json.loads(body), "traceparent": self.headers.get("traceparent")}).encode()
+            echo = {"echo": json.loads(body), "traceparent": self.headers.get("traceparent")}
+            payload = json.dumps(echo).encode()
             self.send_response(200)
         else:
             payload = b"Cannot find service: " + self.path.encode()
@@ -774,7 +827,8 @@ def test_http_invoker_against_a_real_server(gateway_stub: str) -> None:
             [http_template("t", body='{"v": {{inputs.parameters.v}}}', inputs=("v",)),
              http_template("m", function="nope", retry={"limit": "0"})],
         )
-        manifest["spec"]["templates"][1]["http"]["headers"].append({"name": "traceparent", "value": TRACEPARENT})
+        headers = manifest["spec"]["templates"][1]["http"]["headers"]
+        headers.append({"name": "traceparent", "value": TRACEPARENT})
         result = run(manifest, inv, {"gateway": gateway_stub})
         assert [r["echo"]["v"] for r in result.output_json("fan")] == [1, 2, 3]
         assert result.output_json("fan")[0]["traceparent"] == TRACEPARENT
@@ -784,7 +838,8 @@ def test_http_invoker_against_a_real_server(gateway_stub: str) -> None:
 
 def test_http_connection_error_is_a_failed_attempt() -> None:
     with HttpInvoker() as inv:
-        manifest = workflow([task("t", "t")], [http_template("t", retry={"limit": "1", "backoff": {"duration": "1ms"}})])
+        retry = {"limit": "1", "backoff": {"duration": "1ms"}}
+        manifest = workflow([task("t", "t")], [http_template("t", retry=retry)])
         result = run(manifest, inv, {"gateway": "http://127.0.0.1:9"})  # discard port: nothing listens
         node = result.node("t")
         assert (node.phase, node.attempts, node.status_code) == ("Failed", 2, None)
@@ -803,14 +858,13 @@ def test_engine_overhead_per_iteration_is_small() -> None:
         def submit(self, *a: Any) -> cf.Future[Response]:
             return done
 
-    compiled = compile_workflow(iteration_manifest())
     engine = LocalEngine(Instant())
     params = iteration_params(list(range(8)), iteration=1)
-    engine.run(compiled, params)
+    engine.run(params)
     n = 200
     t0 = time.perf_counter()
     for _ in range(n):
-        result = engine.run(compiled, params)
+        result = engine.run(params)
     per_run = (time.perf_counter() - t0) / n
     assert result.phase == "Succeeded" and len(result.nodes) == 12
     assert per_run < 0.005, f"engine overhead {per_run * 1e3:.2f} ms per iteration (12 nodes)"

@@ -41,3 +41,19 @@ def test_stack_timeouts_are_consistent() -> None:
                                                           "upstream_timeout")}
         assert secs["exec_timeout"] <= secs["upstream_timeout"], name
         assert fn["labels"]["com.openfaas.scale.min"] == "0"
+
+
+def test_stack_file_agrees_with_the_function_catalog() -> None:
+    """What faas-cli deploys is what the DAG calls, what the cost meter bills and what the gateway routes."""
+    from ftg_common import catalog
+
+    stack = yaml.safe_load((ROOT / "functions" / "stack.yml").read_text())["functions"]
+    assert set(stack) == set(catalog.FUNCTION_NAMES)
+    for spec in catalog.FUNCTIONS:
+        fn = stack[spec.name]
+        assert str(fn["limits"]["memory"]) == spec.memory, spec.name
+        assert str(fn["limits"]["cpu"]) == spec.cpu, spec.name
+        assert fn["environment"]["exec_timeout"] == f"{spec.timeout_s}s", spec.name
+        assert fn["labels"]["com.openfaas.scale.max"] == str(spec.max_replicas), spec.name
+        assert Path(fn["handler"]) == Path(spec.folder), spec.name
+        assert (ROOT / "functions" / spec.folder / "handler.py").exists(), spec.name

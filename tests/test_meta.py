@@ -1,10 +1,15 @@
-"""Metadata-store conformance: SQLite and Redis must behave identically, including under races."""
+"""Metadata-store conformance: SQLite and Redis must behave identically, including under races.
+
+Both stores run on a fake clock (``meta_clock``), so timestamps and lease expiry are exact and no test
+sleeps; a few tests reopen a store on the default clock to check that it is wall-clock time.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +20,14 @@ from ftg_common.meta import MetaStore, RunNotFoundError, open_meta
 from ftg_common.meta.redis import RedisMeta
 from ftg_common.meta.sqlite import SqliteMeta
 from ftg_common.settings import Settings
+from tests.fake_clock import FakeClock
 
 RUN_FIELDS = {"run_id", "status", "version", "last_iteration", "sweep_id", "created", "updated", "extra"}
 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def meta(request: pytest.FixtureRequest) -> MetaStore:
+    # tests/conftest.py marks the "redis" case integration (SERVICE_PARAMS): it needs the server.
     return request.getfixturevalue(f"{request.param}_meta")
 
 
@@ -40,10 +47,9 @@ def _reopen(spec: tuple[str, str, str]) -> MetaStore:
 # --------------------------------------------------------------------------- runs
 
 
-def test_create_run_starts_uncommitted(meta: MetaStore) -> None:
-    before = time.time()
+def test_create_run_starts_uncommitted(meta: MetaStore, meta_clock: FakeClock) -> None:
+    meta_clock.advance(0.125)
     assert meta.create_run("run-1", sweep_id="sweep-a", extra={"seed": 7, "algo": "ppo"}) is True
-    after = time.time()
     run = meta.get_run("run-1")
     assert set(run) == RUN_FIELDS
     assert run["run_id"] == "run-1"
@@ -51,7 +57,7 @@ def test_create_run_starts_uncommitted(meta: MetaStore) -> None:
     assert run["version"] == 0 and run["last_iteration"] == -1
     assert run["sweep_id"] == "sweep-a"
     assert run["extra"] == {"seed": 7, "algo": "ppo"}
-    assert before <= run["created"] <= run["updated"] <= after
+    assert run["created"] == run["updated"] == meta_clock()
     plain = meta.create_run("run-2")
     assert plain and meta.get_run("run-2")["sweep_id"] is None and meta.get_run("run-2")["extra"] == {}
 
@@ -89,15 +95,21 @@ def test_unknown_run_raises_and_is_never_created(meta: MetaStore) -> None:
     assert meta.list_runs() == []
 
 
-def test_set_status_updates_timestamp(meta: MetaStore) -> None:
+def test_every_write_stamps_updated_and_keeps_created(meta: MetaStore, meta_clock: FakeClock) -> None:
     meta.create_run("run-1")
-    created = meta.get_run("run-1")
-    time.sleep(0.01)
-    meta.set_status("run-1", "running")
-    run = meta.get_run("run-1")
-    assert run["status"] == "running"
-    assert run["updated"] > created["updated"] and run["created"] == created["created"]
-    assert run["version"] == 0 and run["last_iteration"] == -1
+    created = meta_clock()
+    writes = [
+        lambda: meta.set_status("run-1", "running"),
+        lambda: meta.update_extra("run-1", {"a": 1}),
+        lambda: meta.commit_version("run-1", 0, iteration=0),
+    ]
+    for write in writes:
+        meta_clock.advance(2.5)
+        write()
+        run = meta.get_run("run-1")
+        assert (run["created"], run["updated"]) == (created, meta_clock())
+    assert run["status"] == "running" and run["extra"] == {"a": 1}
+    assert run["version"] == 1 and run["last_iteration"] == 0
 
 
 def test_update_extra_merges_top_level_keys(meta: MetaStore) -> None:
@@ -133,11 +145,13 @@ def test_concurrent_extra_updates_are_not_lost(meta: MetaStore) -> None:
     assert meta.get_run("run-1")["extra"] == {f"w{n}-{i}": i for n in range(8) for i in range(5)}
 
 
-def test_list_runs_in_creation_order_and_by_sweep(meta: MetaStore) -> None:
+def test_list_runs_in_creation_order_and_by_sweep(meta: MetaStore, meta_clock: FakeClock) -> None:
     for run_id, sweep in [("zeta", "s1"), ("alpha", None), ("mid", "s1"), ("beta", "s2")]:
         assert meta.create_run(run_id, sweep_id=sweep)
-        time.sleep(0.002)  # distinct creation times on coarse clocks
-    assert [run["run_id"] for run in meta.list_runs()] == ["zeta", "alpha", "mid", "beta"]
+        meta_clock.advance(0.001)
+    # Runs created in the same instant come in run-id order.
+    assert meta.create_run("gamma") and meta.create_run("delta")
+    assert [run["run_id"] for run in meta.list_runs()] == ["zeta", "alpha", "mid", "beta", "delta", "gamma"]
     assert [run["run_id"] for run in meta.list_runs("s1")] == ["zeta", "mid"]
     assert [run["run_id"] for run in meta.list_runs("s2")] == ["beta"]
     assert meta.list_runs("nope") == []
@@ -286,23 +300,62 @@ def test_lease_excludes_other_owners_until_released(meta: MetaStore) -> None:
     meta.release_lease("never-held", "worker-a")  # harmless
 
 
-def test_expired_lease_can_be_taken_over(meta: MetaStore) -> None:
-    assert meta.acquire_lease("updater/run-1", "worker-a", ttl_seconds=0.3)
-    assert not meta.acquire_lease("updater/run-1", "worker-b", ttl_seconds=5)
-    time.sleep(0.45)
+def test_lease_expires_exactly_when_its_ttl_has_passed(meta: MetaStore, meta_clock: FakeClock) -> None:
+    assert meta.acquire_lease("updater/run-1", "worker-a", ttl_seconds=30)
+    meta_clock.advance(29.5)
+    assert meta.lease_owner("updater/run-1") == "worker-a"
+    assert meta.acquire_lease("updater/run-1", "worker-b", ttl_seconds=5) is False
+    meta_clock.advance(0.5)  # now == taken + ttl: the lease is over
+    assert meta.lease_owner("updater/run-1") is None
     assert meta.acquire_lease("updater/run-1", "worker-b", ttl_seconds=5) is True
+    assert meta.lease_owner("updater/run-1") == "worker-b"
     # The old holder has lost it: it can neither renew nor release the new holder's lease.
     assert meta.acquire_lease("updater/run-1", "worker-a", ttl_seconds=5) is False
     meta.release_lease("updater/run-1", "worker-a")
     assert meta.acquire_lease("updater/run-1", "worker-c", ttl_seconds=5) is False
+    assert meta.lease_owner("updater/run-1") == "worker-b"
 
 
-def test_renewal_extends_the_lease(meta: MetaStore) -> None:
-    assert meta.acquire_lease("updater/run-1", "worker-a", ttl_seconds=0.6)
-    time.sleep(0.35)
-    assert meta.acquire_lease("updater/run-1", "worker-a", ttl_seconds=0.6)
-    time.sleep(0.35)  # past the first expiry (0.6 s), well within the renewed one (0.95 s)
+def test_renewal_restarts_the_ttl(meta: MetaStore, meta_clock: FakeClock) -> None:
+    assert meta.acquire_lease("updater/run-1", "worker-a", ttl_seconds=10)
+    meta_clock.advance(6)
+    assert meta.acquire_lease("updater/run-1", "worker-a", ttl_seconds=10)  # now held until 16
+    meta_clock.advance(6)  # past the first expiry (10), within the renewed one (16)
     assert meta.acquire_lease("updater/run-1", "worker-b", ttl_seconds=5) is False
+    assert meta.lease_owner("updater/run-1") == "worker-a"
+    meta_clock.advance(4)
+    assert meta.lease_owner("updater/run-1") is None
+    assert meta.acquire_lease("updater/run-1", "worker-b", ttl_seconds=5) is True
+
+
+def test_renewing_a_lapsed_lease_nobody_took_succeeds(meta: MetaStore, meta_clock: FakeClock) -> None:
+    assert meta.acquire_lease("updater/run-1", "worker-a", ttl_seconds=1)
+    meta_clock.advance(60)
+    assert meta.acquire_lease("updater/run-1", "worker-a", ttl_seconds=1) is True
+    assert meta.lease_owner("updater/run-1") == "worker-a"
+    meta.release_lease("updater/run-1", "worker-a")
+    assert meta.lease_owner("updater/run-1") is None
+
+
+def test_default_clock_is_wall_time(
+    meta: MetaStore, meta_clock: FakeClock, request: pytest.FixtureRequest
+) -> None:
+    """A store opened without a clock stamps records and expires leases by ``time.time``."""
+    wall = _reopen(_reopen_spec(meta, request))
+    try:
+        before = time.time()
+        wall.create_run("run-1")
+        assert wall.acquire_lease("updater/run-1", "worker-a", ttl_seconds=60)
+        after = time.time()
+        assert before <= wall.get_run("run-1")["created"] <= after
+        assert wall.lease_owner("updater/run-1") == "worker-a"
+    finally:
+        wall.close()
+    # The fake-clock store reads the same lease: held until 60 s after it was taken, by the wall clock.
+    meta_clock.now = before + 59
+    assert meta.lease_owner("updater/run-1") == "worker-a"
+    meta_clock.now = after + 60
+    assert meta.lease_owner("updater/run-1") is None
 
 
 @pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf")])
@@ -353,6 +406,25 @@ def test_redis_prefixes_isolate_deployments(redis_meta: RedisMeta, redis_url: st
         other.close()
 
 
+def test_redis_lease_key_outlives_the_lease_only_for_garbage_collection(
+    redis_meta: RedisMeta, redis_url: str, meta_clock: FakeClock
+) -> None:
+    """Expiry is the store clock's decision; Redis's TTL only removes abandoned leases later."""
+    import redis
+
+    assert redis_meta.acquire_lease("updater/run-1", "worker-a", ttl_seconds=30)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        key = f"{redis_meta.prefix}:lease:updater/run-1"
+        assert 30_000 < client.pttl(key) <= 30_000 + 3_600_000
+        meta_clock.advance(31)
+        assert client.exists(key) == 1  # still stored, yet no longer held
+        assert redis_meta.lease_owner("updater/run-1") is None
+        assert redis_meta.acquire_lease("updater/run-1", "worker-b", ttl_seconds=30)
+    finally:
+        client.close()
+
+
 def test_redis_url_hides_password() -> None:
     meta = RedisMeta("redis://user:s3cret@127.0.0.1:6390/2")  # no connection is made until first use
     assert "s3cret" not in meta.url and "s3cret" not in repr(meta)
@@ -380,11 +452,30 @@ def test_open_meta_sqlite_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_open_meta_redis_url(redis_url: str) -> None:
-    meta = open_meta(redis_url)
+    clock = FakeClock(1234.5)
+    meta = open_meta(redis_url, clock=clock)
+    lease = f"ftg-test-{uuid.uuid4().hex}"  # the default prefix is shared: touch only this key
     try:
         assert isinstance(meta, RedisMeta) and meta.prefix == "ftg"
         with pytest.raises(RunNotFoundError):
             meta.get_run("ftg-test-surely-absent")  # proves it talks to the server
+        assert meta.acquire_lease(lease, "worker-a", ttl_seconds=10)
+        clock.advance(10)
+        assert meta.lease_owner(lease) is None  # expired by the clock it was given
+    finally:
+        meta.release_lease(lease, "worker-a")
+        meta.close()
+
+
+def test_open_meta_passes_the_clock_on(tmp_path: Path) -> None:
+    clock = FakeClock(1234.5)
+    meta = open_meta(f"sqlite:///{tmp_path}/meta.db", clock=clock)
+    try:
+        meta.create_run("run-1")
+        assert meta.get_run("run-1")["created"] == 1234.5
+        assert meta.acquire_lease("updater/run-1", "worker-a", ttl_seconds=10)
+        clock.advance(10)
+        assert meta.lease_owner("updater/run-1") is None
     finally:
         meta.close()
 

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from ftg_common.algos.adam import adam_step, clip_grad_norm
+from ftg_common.algos.minibatch import LossCoefs, Minibatch
 from ftg_common.algos.ppo import normalize as torch_normalize
 from ftg_common.algos.ppo import ppo_loss
 from ftg_common.algos.ppo_numpy import categorical_terms, gaussian_terms, normalize, ppo_loss_grads
-from ftg_common.policy.numpy_train import FlatParams, backward, forward
+from ftg_common.policy.numpy_mlp import FlatParams, backward, forward
 from ftg_common.policy.spec import PolicySpec
 from ftg_common.policy.torch_policy import ActorCritic
 
@@ -51,16 +52,19 @@ def test_loss_and_gradients_match_torch_autograd(name: str, clip_range_vf: float
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     batch = _batch(spec, model, 128, seed=len(name))
-    t = {k: torch.from_numpy(v) for k, v in batch.items()}
+    params = FlatParams(spec).load(model.flat_tensors())
+    # The autograd reference runs in float64, so it does not depend on float32 summation order
+    # (BLAS kernel, torch's thread count, which other tests change).
+    model.double()
+    t = {k: torch.from_numpy(v) if v.dtype.kind == "i" else torch.from_numpy(v).double() for k, v in batch.items()}
     adv_t = torch_normalize(t["advantages"])
     logp, ent, values = model.evaluate_actions(t["obs"], t["actions"])
-    loss_t, stats_t = ppo_loss(logp, t["log_probs"], adv_t, values, t["values"], t["returns"], ent,
-                               0.2, 0.5, ent_coef, clip_range_vf)
+    coefs = LossCoefs(clip_range=0.2, vf_coef=0.5, ent_coef=ent_coef, clip_range_vf=clip_range_vf)
+    loss_t, stats_t = ppo_loss(logp, ent, values, Minibatch.take(t, slice(None)).with_advantages(adv_t), coefs)
     model.zero_grad()
     loss_t.backward()
     torch_grads = {n: p.grad.numpy() for n, p in model.named_parameters()}
 
-    params = FlatParams(spec).load(model.flat_tensors())
     adv = normalize(batch["advantages"])
     np.testing.assert_allclose(adv, adv_t.numpy(), rtol=1e-5, atol=1e-6)
     head, v, cache = forward(params, batch["obs"])
@@ -70,8 +74,8 @@ def test_loss_and_gradients_match_torch_autograd(name: str, clip_range_vf: float
         terms = gaussian_terms(head, params.view("log_std"), batch["actions"])
     np.testing.assert_allclose(terms.log_prob, logp.detach().numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(terms.entropy, ent.detach().numpy(), rtol=1e-5, atol=1e-5)
-    lg = ppo_loss_grads(head, v, terms, batch["actions"], batch["log_probs"], adv, batch["values"],
-                        batch["returns"], 0.2, 0.5, ent_coef, clip_range_vf)
+    mb = Minibatch.take(batch, slice(None)).with_advantages(adv)
+    lg = ppo_loss_grads(head, v, terms, mb, coefs)
     assert lg.loss == pytest.approx(float(loss_t.detach()), rel=1e-5, abs=1e-6)
     for k in ("pg_loss", "value_loss", "entropy_loss", "approx_kl", "clip_fraction"):
         assert lg.stats[k] == pytest.approx(float(stats_t[k]), rel=1e-4, abs=1e-6), k

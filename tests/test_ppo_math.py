@@ -7,7 +7,10 @@ import math
 import pytest
 import torch
 
-from ftg_common.algos.ppo import linear_schedule, normalize, ppo_loss
+from ftg_common.algos.minibatch import LossCoefs, Minibatch
+from ftg_common.algos.ppo import normalize
+from ftg_common.algos.ppo import ppo_loss as _ppo_loss
+from ftg_common.algos.schedules import linear_schedule
 
 CLIP = 0.2
 # Five samples covering every branch of the clipped surrogate (c = 0.2):
@@ -29,6 +32,12 @@ RET = [0.0, 2.0, 2.0, 5.0, 5.0]
 # entropy mean = 0.7 -> entropy_loss = -0.7
 ENT = [0.5, 0.6, 0.7, 0.8, 0.9]
 VF_COEF, ENT_COEF = 0.5, 0.01
+
+
+def ppo_loss(new, old, adv, pred, old_v, ret, ent, clip_range, vf_coef, ent_coef, clip_range_vf=None):
+    """The loss with the tables' inputs in their column order (actions are unused by the loss)."""
+    mb = Minibatch(obs=None, actions=None, old_log_prob=old, advantages=adv, old_values=old_v, returns=ret)
+    return _ppo_loss(new, ent, pred, mb, LossCoefs(clip_range, vf_coef, ent_coef, clip_range_vf))
 
 
 def _inputs(requires_grad: bool = False):

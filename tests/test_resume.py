@@ -18,13 +18,12 @@ from ftg_common.config import PPOConfig, RunConfig
 from workflows.driver import RunDriver
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(n_envs=4, n_steps=32, shards=2, batch_size=64, n_epochs=4, total_steps=128 * 16, eval_every_steps=512,
-             eval_episodes=3)
+SMALL = dict(n_envs=4, n_steps=32, shards=2, batch_size=64, n_epochs=4, total_steps=128 * 16,
+             eval_every_steps=512, eval_episodes=3)
 
 
 def _driver(cfg: RunConfig, services, **kw) -> RunDriver:
-    return RunDriver(cfg, engine=services.engine, compiled=services.compiled, store=services.store,
-                     meta=services.meta, gateway=services.gateway, **kw)
+    return RunDriver(cfg, engine=services.engine, store=services.store, meta=services.meta, **kw)
 
 
 @pytest.fixture
@@ -105,8 +104,8 @@ def test_killed_sweep_resumes_from_its_last_committed_iteration(tmp_path: Path) 
                 "MLFLOW_TRACKING_URI": f"sqlite:///{d}/mlflow.db", "FTG_LOCAL_WORKERS": "2"}
 
     ref_env = env_for(tmp_path / "ref")
-    subprocess.run([*cli, "submit", "--config", str(sweep), "--no-tracking"], env=ref_env, cwd=tmp_path / "ref",
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run([*cli, "submit", "--config", str(sweep), "--no-tracking"], env=ref_env,
+                   cwd=tmp_path / "ref", check=True, capture_output=True, timeout=600)
 
     env = env_for(tmp_path / "killed")
     proc = subprocess.Popen([*cli, "submit", "--config", str(sweep)], env=env, cwd=tmp_path / "killed",
@@ -173,8 +172,8 @@ def test_ctrl_c_interrupts_cleanly_and_names_the_resume_command(tmp_path: Path) 
     log = tmp_path / "out.log"
     with open(log, "w") as out:
         # A terminal's Ctrl-C signals the whole foreground process group: driver and warm workers.
-        proc = subprocess.Popen([sys.executable, str(ROOT / "workflows" / "ppo_sweep.py"), "submit", "--config",
-                                 str(sweep), "--no-tracking"], env=env, cwd=tmp_path, stdout=out,
+        proc = subprocess.Popen([sys.executable, str(ROOT / "workflows" / "ppo_sweep.py"), "submit",
+                                 "--config", str(sweep), "--no-tracking"], env=env, cwd=tmp_path, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 300

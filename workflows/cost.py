@@ -1,43 +1,26 @@
-"""Serverless cost accounting: every invocation costs duration x memory (GB-s)."""
+"""Serverless cost accounting: every invocation costs duration x memory (GB-s).
+
+Memory is the function's limit in :mod:`ftg_common.catalog`, which is also what ``functions/stack.yml``
+deploys (a test keeps the two equal), so the bill matches what the cluster reserves.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
+from ftg_common import catalog
+from ftg_common.catalog import parse_memory
 
-import yaml
-
-STACK_FILE = Path(__file__).resolve().parents[1] / "functions" / "stack.yml"
-TEMPLATE_FUNCTION = {
-    "collect": "rollout-collector",
-    "aggregate": "reward-aggregator",
-    "update": "policy-updater",
-    "evaluate": "policy-evaluator",
-}
-_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
-
-
-def parse_memory(value: str) -> float:
-    """Kubernetes quantity ('256Mi', '1Gi', '512M') -> GB (10^9 bytes, as cloud FaaS pricing uses)."""
-    for suffix in sorted(_UNITS, key=len, reverse=True):
-        if value.endswith(suffix):
-            return float(value[: -len(suffix)]) * _UNITS[suffix] / 1e9
-    return float(value) / 1e9
-
-
-@lru_cache(maxsize=1)
-def function_memory_gb(stack_file: Path = STACK_FILE) -> dict[str, float]:
-    """Memory limit per function from functions/stack.yml."""
-    stack = yaml.safe_load(stack_file.read_text())
-    out = {}
-    for name, fn in (stack.get("functions") or {}).items():
-        limit = ((fn.get("limits") or {}).get("memory")) or "256Mi"
-        out[name] = parse_memory(str(limit))
-    return out
+__all__ = ["invocation_gb_seconds", "parse_memory"]
 
 
 def invocation_gb_seconds(template: str, seconds: float) -> float:
-    fn = TEMPLATE_FUNCTION.get(template)
-    if fn is None:
-        return 0.0
-    return seconds * function_memory_gb().get(fn, 0.256)
+    """GB-seconds billed for ``seconds`` spent in a call made by DAG template ``template``.
+
+    Args:
+        template: the DAG template (step) that made the call, e.g. ``update``.
+        seconds: time spent in the call, retries included.
+
+    Returns:
+        ``seconds`` times the function's memory limit in GB; 0 for a template that calls no function.
+    """
+    spec = catalog.for_step(template)
+    return 0.0 if spec is None else seconds * spec.memory_gb

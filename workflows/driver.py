@@ -14,19 +14,26 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftg_common import layout
 from ftg_common.config import RunConfig
 from ftg_common.meta.base import MetaStore
+from ftg_common.schemas import AggregateResult, EvalResult, UpdateResult
 from ftg_common.store.base import ObjectStore
+from workflows import metric_names as mn
 from workflows.cost import invocation_gb_seconds
+from workflows.engines.base import Engine, FunctionCallError
+from workflows.iteration import AGGREGATE, EVALUATE, UPDATE
+
+if TYPE_CHECKING:
+    from workflows.tracking import Tracker
 
 LEASE_SECONDS = 120.0
 
 
 class RunFailed(RuntimeError):
-    pass
+    """The run cannot go on: a failed iteration, a lost lease, or a config clashing with the stored one."""
 
 
 @dataclass
@@ -66,6 +73,7 @@ class RunSummary:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> RunSummary:
+        """Read a summary back from the run record (empty for a run that has none yet)."""
         if not d:
             return cls()
         s = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
@@ -73,10 +81,12 @@ class RunSummary:
         return s
 
     def as_dict(self) -> dict[str, Any]:
+        """The summary as the run record stores it (JSON-ready)."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     @property
     def train_s(self) -> float:
+        """Wall time spent outside evaluation."""
         return self.wall_s - self.eval_s
 
 
@@ -86,12 +96,15 @@ def new_traceparent(trace_id: str | None = None) -> str:
 
 
 def driver_identity() -> str:
+    """``host:pid:thread``: who holds a run's lease."""
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
 def holder_is_dead(owner: str) -> bool:
-    """True when a lease holder ran on this host and its process is gone (a killed driver), so its
-    lease need not be waited out. Holders on other hosts are only released by expiry."""
+    """True when a lease holder ran on this host and its process is gone (a killed driver).
+
+    Such a lease need not be waited out. Holders on other hosts are only released by expiry.
+    """
     host, _, rest = owner.partition(":")
     pid_text = rest.split(":", 1)[0]
     if host != socket.gethostname() or not pid_text.isdigit():
@@ -106,27 +119,37 @@ def holder_is_dead(owner: str) -> bool:
 
 
 class RunDriver:
+    """Drives one run to its last iteration, one Workflow per iteration, on any :class:`Engine`.
+
+    Args:
+        cfg: the run's frozen config.
+        engine: runs the iteration Workflow and the direct calls, on its gateway.
+        store: object store (config, checkpoints).
+        meta: metadata store (run record, lease).
+        config_name: the sweep configuration the run belongs to (progress and records).
+        tracker: MLflow tracker; no per-iteration metrics without it (and ``mlflow_run_id``).
+        mlflow_run_id: the MLflow run to log to.
+        on_progress: called after every iteration.
+        stop: set to stop at the next iteration boundary (the run is then ``interrupted``).
+    """
+
     def __init__(
         self,
         cfg: RunConfig,
         *,
-        engine: Any,
-        compiled: Any,
+        engine: Engine,
         store: ObjectStore,
         meta: MetaStore,
-        gateway: str,
         config_name: str = "",
-        tracker: Any | None = None,
+        tracker: Tracker | None = None,
         mlflow_run_id: str | None = None,
         on_progress: Callable[[TrialProgress], None] | None = None,
         stop: threading.Event | None = None,
     ) -> None:
         self.cfg = cfg
         self.engine = engine
-        self.compiled = compiled
         self.store = store
         self.meta = meta
-        self.gateway = gateway
         self.config_name = config_name or cfg.config_name or ""
         self.tracker = tracker
         self.mlflow_run_id = mlflow_run_id
@@ -137,35 +160,39 @@ class RunDriver:
 
     # --- set-up ------------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Freeze the config in the store and create the run record and policy version 0 (idempotent)."""
+        """Freeze the config in the store and create the run record and policy version 0 (idempotent).
+
+        Raises:
+            RunFailed: the run id exists with another config, or creating version 0 failed.
+        """
         cfg, key = self.cfg, layout.config_key(self.cfg.run_id)
         if self.store.exists(key):
             stored = RunConfig.from_stored(self.store.get_json(key))
             if stored.digest() != cfg.digest():
-                raise RunFailed(f"run {cfg.run_id} already exists with a different config ({stored.digest()})")
+                raise RunFailed(
+                    f"run {cfg.run_id} already exists with a different config ({stored.digest()})"
+                )
         else:
             self.store.put_json(key, cfg.to_stored())
-        self.meta.create_run(cfg.run_id, sweep_id=cfg.sweep_id, extra={"config_name": self.config_name, "seed": cfg.seed})
+        self.meta.create_run(cfg.run_id, sweep_id=cfg.sweep_id,
+                             extra={"config_name": self.config_name, "seed": cfg.seed})
         if not self.store.exists(layout.ckpt_state_key(cfg.run_id, 0)):
             body = {"run_id": cfg.run_id, "iteration": 0, "config_digest": cfg.digest(), "mode": "init"}
-            self._call("policy-updater", body, timeout=300)
-
-    def _call(self, function: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        url = f"{self.gateway}/function/{function}"
-        headers = {"Content-Type": "application/json", "traceparent": new_traceparent(self.trace_id)}
-        resp = self.engine.invoker.submit(url, "POST", headers, json.dumps(body).encode(), timeout).result(timeout)
-        if resp.status != 200:
-            raise RunFailed(f"{function} answered {resp.status}: {resp.body[:500]}")
-        return json.loads(resp.body)
+            headers = {"traceparent": new_traceparent(self.trace_id)}
+            try:
+                self.engine.call("policy-updater", body, headers=headers)
+            except FunctionCallError as exc:
+                raise RunFailed(f"run {cfg.run_id}: creating policy version 0 failed: {exc}") from exc
 
     def parameters(self, iteration: int) -> dict[str, str]:
+        """The Workflow parameters of iteration ``iteration``."""
         ppo = self.cfg.ppo
         return {
             "run-id": self.cfg.run_id,
             "iteration": str(iteration),
             "iterations": str(ppo.n_iterations),
             "eval-every": str(ppo.eval_every_iterations),
-            "gateway": self.gateway,
+            "gateway": self.engine.gateway,
             "shards": json.dumps(list(range(ppo.shards))),
             "config-digest": self.cfg.digest(),
             "traceparent": new_traceparent(self.trace_id),
@@ -173,6 +200,12 @@ class RunDriver:
 
     # --- the loop ----------------------------------------------------------------------------------
     def drive(self) -> RunSummary:
+        """Take the run's lease, prepare it, and run every remaining iteration.
+
+        Raises:
+            RunFailed: another driver holds the lease, or an iteration failed.
+            KeyboardInterrupt: ``stop`` was set (the run is left ``interrupted``, ready to resume).
+        """
         cfg = self.cfg
         lease = f"run:{cfg.run_id}"
         if not self.meta.acquire_lease(lease, self.owner, LEASE_SECONDS):
@@ -209,31 +242,24 @@ class RunDriver:
                     raise RunFailed(f"run {cfg.run_id}: lost its lease to another driver")
                 renewed = time.monotonic()
             t0 = time.perf_counter()
-            wf = self.engine.run(self.compiled, self.parameters(i))
+            wf = self.engine.run(self.parameters(i))
             elapsed = time.perf_counter() - t0
-            if wf.phase != "Succeeded":
+            if not wf.succeeded:
                 raise RunFailed(f"iteration {i} of {cfg.run_id}: workflow {wf.phase}: {wf.message}")
-            agg = json.loads(wf.outputs("aggregate"))
-            upd = json.loads(wf.outputs("update"))
-            ev = self._eval_result(wf)
-            eval_s = sum(n.duration_s for n in wf.http_nodes() if n.template == "evaluate")
+            agg = wf.result(AGGREGATE, AggregateResult)
+            upd = wf.result(UPDATE, UpdateResult)
+            ev = wf.result_if_succeeded(EVALUATE, EvalResult)
             summary.wall_s += elapsed
-            summary.eval_s += eval_s
-            summary.steps = int(upd["total_steps"])
+            summary.eval_s += sum(n.duration_s or 0.0 for n in wf.http_nodes() if n.template == EVALUATE)
+            summary.steps = upd.total_steps
             for node in wf.http_nodes():
                 # Billed time is time spent in calls, retries included; not backoff waits.
                 summary.gb_s += invocation_gb_seconds(node.template, node.call_s)
                 summary.invocations += node.attempts
             if ev is not None:
-                summary.final_return = ev["mean_return"]
-                summary.final_iqm = ev["iqm_return"]
-                summary.evals.append((summary.steps, ev["mean_return"]))
-                if ppo.threshold is not None and summary.threshold_step is None and ev["mean_return"] >= ppo.threshold:
-                    summary.threshold_step = summary.steps
-                    summary.threshold_time_s = round(summary.train_s, 4)
-                    summary.threshold_time_incl_eval_s = round(summary.wall_s, 4)
+                self._record_eval(summary, ev)
             self.meta.update_extra(cfg.run_id, {"summary": summary.as_dict()})
-            recent.append((elapsed, int(agg["steps"])))
+            recent.append((elapsed, agg.steps))
             recent = recent[-20:]
             sps = sum(s for _, s in recent) / max(sum(t for t, _ in recent), 1e-9)
             remaining = (n_iter - i - 1) * ppo.rollout_size
@@ -242,7 +268,7 @@ class RunDriver:
                 TrialProgress(
                     run_id=cfg.run_id, config_name=self.config_name, seed=cfg.seed, iteration=i + 1,
                     n_iterations=n_iter, steps=summary.steps, total_steps=n_iter * ppo.rollout_size,
-                    train_return=agg.get("mean_return"), eval_return=summary.final_return,
+                    train_return=agg.mean_return, eval_return=summary.final_return,
                     steps_per_second=sps, eta_seconds=remaining / sps if sps > 0 else None,
                 )
             )
@@ -256,34 +282,38 @@ class RunDriver:
         )
         return summary
 
-    @staticmethod
-    def _eval_result(wf: Any) -> dict[str, Any] | None:
-        for node in wf.http_nodes():
-            if node.template == "evaluate" and node.phase == "Succeeded":
-                return json.loads(node.result)
-        return None
+    def _record_eval(self, summary: RunSummary, ev: EvalResult) -> None:
+        summary.final_return = ev.mean_return
+        summary.final_iqm = ev.iqm_return
+        summary.evals.append((summary.steps, ev.mean_return))
+        threshold = self.cfg.ppo.threshold
+        if threshold is not None and summary.threshold_step is None and ev.mean_return >= threshold:
+            summary.threshold_step = summary.steps
+            summary.threshold_time_s = round(summary.train_s, 4)
+            summary.threshold_time_incl_eval_s = round(summary.wall_s, 4)
 
-    def _track(self, i: int, agg: dict, upd: dict, ev: dict | None, s: RunSummary, elapsed: float, sps: float) -> None:
+    def _track(self, i: int, agg: AggregateResult, upd: UpdateResult, ev: EvalResult | None, s: RunSummary,
+               elapsed: float, sps: float) -> None:
         if self.tracker is None or self.mlflow_run_id is None:
             return
         metrics: dict[str, float | None] = {
-            "train/episode_return": agg.get("mean_return"),
-            "train/episodes": agg.get("episodes"),
-            "loss/policy": upd.get("pg_loss"),
-            "loss/value": upd.get("value_loss"),
-            "loss/entropy": upd.get("entropy"),
-            "ppo/approx_kl": upd.get("approx_kl"),
-            "ppo/clip_fraction": upd.get("clip_fraction"),
-            "ppo/explained_variance": upd.get("explained_variance"),
-            "ppo/learning_rate": upd.get("learning_rate"),
-            "ppo/clip_range": upd.get("clip_range"),
-            "time/iteration_s": elapsed,
-            "time/steps_per_s": sps,
-            "time/wall_s": s.wall_s,
-            "cost/gb_s": s.gb_s,
-            "iteration": i,
+            mn.EPISODE_RETURN: agg.mean_return,
+            mn.EPISODES: agg.episodes,
+            mn.POLICY_LOSS: upd.pg_loss,
+            mn.VALUE_LOSS: upd.value_loss,
+            mn.ENTROPY: upd.entropy,
+            mn.APPROX_KL: upd.approx_kl,
+            mn.CLIP_FRACTION: upd.clip_fraction,
+            mn.EXPLAINED_VARIANCE: upd.explained_variance,
+            mn.LEARNING_RATE: upd.learning_rate,
+            mn.CLIP_RANGE: upd.clip_range,
+            mn.ITERATIONS: i + 1,
+            mn.ITERATION_S: elapsed,
+            mn.STEPS_PER_S: sps,
+            mn.WALL_S: s.wall_s,
+            mn.COST_GB_S: s.gb_s,
         }
         if ev is not None:
-            metrics.update({"eval/mean_return": ev["mean_return"], "eval/iqm_return": ev["iqm_return"],
-                            "eval/std_return": ev["std_return"], "eval/mean_length": ev["mean_length"]})
+            metrics.update({mn.EVAL_MEAN_RETURN: ev.mean_return, mn.EVAL_IQM_RETURN: ev.iqm_return,
+                            mn.EVAL_STD_RETURN: ev.std_return, mn.EVAL_MEAN_LENGTH: ev.mean_length})
         self.tracker.log_metrics(self.mlflow_run_id, metrics, step=s.steps)

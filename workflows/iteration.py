@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from hera.workflows import DAG, HTTP, Parameter, RetryStrategy, Task, Workflow, WorkflowTemplate
-from hera.workflows.models import Backoff, WorkflowTemplateRef
+from hera.workflows.models import Backoff, IntOrString, WorkflowTemplateRef
 from hera.workflows.models import V1alpha1HTTPHeader as HTTPHeader
+
+from ftg_common import catalog
 
 TEMPLATE_NAME = "ftg-iteration"
 ENTRYPOINT = "iteration"
@@ -39,13 +41,13 @@ PARAMETERS: dict[str, str | None] = {
     "traceparent": "",
 }
 
-# (template name, function, timeoutSeconds, extra body field and the input parameter that fills it)
-_STEPS: tuple[tuple[str, str, int, str | None], ...] = (
-    ("collect", "rollout-collector", 120, "shard"),
-    ("aggregate", "reward-aggregator", 120, "shards"),
-    ("update", "policy-updater", 300, "batch"),
-    ("evaluate", "policy-evaluator", 300, None),
+# DAG task names; each task runs the template of the same name, which calls the catalog's function.
+COLLECT, AGGREGATE, UPDATE, EVALUATE = (
+    catalog.function(name).step
+    for name in ("rollout-collector", "reward-aggregator", "policy-updater", "policy-evaluator")
 )
+# The request field each step adds to the common body, filled from the input parameter of the same name.
+_BODY_FIELD: dict[str, str | None] = {COLLECT: "shard", AGGREGATE: "shards", UPDATE: "batch", EVALUATE: None}
 
 # Evaluate after the iteration that completes every eval-every'th one, and always after the last.
 EVAL_WHEN = (
@@ -82,45 +84,61 @@ def _http_step(name: str, function: str, timeout: int, field: str | None) -> HTT
         inputs=[Parameter(name=field)] if field is not None else None,
         # limit is a string: the Argo JSON schema types int-or-string fields as strings
         retry_strategy=RetryStrategy(
-            limit="2", retry_policy="Always", backoff=Backoff(duration="1s", factor="2")
+            limit="2", retry_policy="Always", backoff=Backoff(duration="1s", factor=IntOrString("2"))
         ),
     )
 
 
+def _result_of(task: str) -> str:
+    return f"{{{{tasks.{task}.outputs.result}}}}"
+
+
 def build_iteration_template(name: str = TEMPLATE_NAME, namespace: str | None = None) -> WorkflowTemplate:
+    """The iteration WorkflowTemplate as a Hera object.
+
+    Args:
+        name: ``metadata.name``.
+        namespace: ``metadata.namespace``; omitted when None.
+    """
     arguments = [
-        Parameter(name=p) if default is None else Parameter(name=p, value=default) for p, default in PARAMETERS.items()
+        Parameter(name=p) if default is None else Parameter(name=p, value=default)
+        for p, default in PARAMETERS.items()
     ]
     with WorkflowTemplate(name=name, namespace=namespace, entrypoint=ENTRYPOINT, arguments=arguments) as wt:
-        steps = {step[0]: _http_step(*step) for step in _STEPS}
+        steps = {
+            f.step: _http_step(f.step, f.name, f.timeout_s, _BODY_FIELD[f.step]) for f in catalog.FUNCTIONS
+        }
         with DAG(name=ENTRYPOINT):
             Task(
-                name="collect",
-                template=steps["collect"],
+                name=COLLECT,
+                template=steps[COLLECT],
                 with_param="{{workflow.parameters.shards}}",
                 arguments={"shard": "{{item}}"},
             )
             Task(
-                name="aggregate",
-                template=steps["aggregate"],
-                depends="collect",
-                arguments={"shards": "{{tasks.collect.outputs.result}}"},
+                name=AGGREGATE,
+                template=steps[AGGREGATE],
+                depends=COLLECT,
+                arguments={"shards": _result_of(COLLECT)},
             )
             Task(
-                name="update",
-                template=steps["update"],
-                depends="aggregate",
-                arguments={"batch": "{{tasks.aggregate.outputs.result}}"},
+                name=UPDATE,
+                template=steps[UPDATE],
+                depends=AGGREGATE,
+                arguments={"batch": _result_of(AGGREGATE)},
             )
-            Task(name="evaluate", template=steps["evaluate"], depends="update", when=EVAL_WHEN)
+            Task(name=EVALUATE, template=steps[EVALUATE], depends=UPDATE, when=EVAL_WHEN)
     return wt
 
 
 def iteration_manifest(name: str = TEMPLATE_NAME, namespace: str | None = None) -> dict[str, Any]:
-    return build_iteration_template(name, namespace).to_dict()
+    """The iteration WorkflowTemplate as a dict (what Argo stores and the embedded engine compiles)."""
+    manifest: dict[str, Any] = build_iteration_template(name, namespace).to_dict()
+    return manifest
 
 
 def render_yaml(name: str = TEMPLATE_NAME, namespace: str | None = None) -> str:
+    """The iteration WorkflowTemplate as YAML (the golden file and ``manifests/argo``)."""
     return build_iteration_template(name, namespace).to_yaml()
 
 
@@ -155,12 +173,15 @@ def iteration_workflow(params: dict[str, str], template_name: str = TEMPLATE_NAM
         workflow_template_ref=WorkflowTemplateRef(name=template_name),
         arguments=[Parameter(name=k, value=v) for k, v in params.items()],
     )
-    return wf.to_dict()
+    manifest: dict[str, Any] = wf.to_dict()
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m workflows.iteration``: print the template, or refresh the golden file."""
     parser = argparse.ArgumentParser(description="Render the iteration WorkflowTemplate as YAML.")
-    parser.add_argument("--write-golden", action="store_true", help="rewrite tests/golden/iteration-template.yaml")
+    parser.add_argument("--write-golden", action="store_true",
+                        help="rewrite tests/golden/iteration-template.yaml")
     args = parser.parse_args(argv)
     text = render_yaml()
     if args.write_golden:

@@ -1,56 +1,94 @@
-"""Logging a trial's final policy to MLflow as a model, registering it, and naming the champion."""
+"""Logging a trial's final policy to MLflow as a model, registering it, and naming the champion.
+
+The model is the actor as an MLflow pyfunc "model from code" (:mod:`workflows.policy_model`): numpy
+forward pass, weights in safetensors, no pickle. Logging it needs neither torch nor ``torch.export``,
+which kept ~3 s of imports and tracing at the end of every sweep; ``export`` still writes ONNX or plain
+torch for whoever needs those formats.
+"""
 
 from __future__ import annotations
 
+import json
+import tempfile
+import threading
+from pathlib import Path
 from typing import Any
 
 from ftg_common.store.base import ObjectStore
 
+MODEL_NAME = "policy"  # the model's name inside its run
+_CODE = Path(__file__).resolve().with_name("policy_model.py")
+# Trials finishing together register concurrently; MLflow numbers a registered model's versions by
+# reading the highest one and inserting the next, which two writers can race on.
+_REGISTER_LOCK = threading.Lock()
 
-def _actor_module(store: ObjectStore, run_id: str, version: int):
-    import torch
 
-    from ftg_common.checkpoint_io import load_checkpoint
-    from ftg_common.policy.spec import PolicySpec
-    from ftg_common.policy.torch_policy import ActorCritic
+def _requirements() -> list[str]:
+    # Pinned here: without them MLflow infers requirements by loading the model in a subprocess.
+    from importlib.metadata import version
 
-    weights, _optim, state = load_checkpoint(store, run_id, version)
-    spec = PolicySpec.from_json(state["spec"])
-    model = ActorCritic(spec)
-    model.load_flat_tensors(weights)
-    model.eval()
+    return [f"{dist}=={version(dist)}" for dist in ("mlflow", "numpy", "safetensors")]
 
-    class Actor(torch.nn.Module):
-        """Observation batch -> action logits (Discrete) or action means (Box)."""
 
-        def __init__(self, ac: ActorCritic) -> None:
-            super().__init__()
-            self.ac = ac
+def warm_up() -> None:
+    """Pay the one-off costs of the first :func:`log_policy_model` in advance.
 
-        def forward(self, obs: torch.Tensor) -> torch.Tensor:
-            return self.ac.forward_actor(obs)
+    About 1 s: MLflow's pyfunc modules, and its scan of the installed distributions when it checks the
+    pinned requirements.
+    """
+    import mlflow.pyfunc  # noqa: F401
+    from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
 
-    return Actor(model), spec
+    warn_dependency_requirement_mismatches(_requirements())
 
 
 def log_policy_model(
     mlflow_run_id: str, store: ObjectStore, run_id: str, version: int, registered_name: str | None
 ) -> Any:
-    """Returns the ModelInfo (``registered_model_version`` set when registered)."""
+    """Log ``version`` of run ``run_id``'s policy into MLflow run ``mlflow_run_id``.
+
+    Args:
+        mlflow_run_id: the trial's MLflow run.
+        store: object store holding the run's policy versions.
+        run_id: the trial's run id.
+        version: policy version to log (the final one for a finished trial).
+        registered_name: register the model under this name (a new version of it); None: log only.
+
+    Returns:
+        The ``ModelInfo``; ``registered_model_version`` is set when registered.
+    """
     import mlflow
     import numpy as np
 
-    actor, spec = _actor_module(store, run_id, version)
-    # Two rows: torch.export specialises a batch dimension of size 1 to a constant.
+    from ftg_common.checkpoints import read_policy
+    from ftg_common.tensorio import encode
+    from workflows.policy_model import SPEC, WEIGHTS
+
+    spec, tensors = read_policy(store, run_id, version)
+    actor = {k: v for k, v in tensors.items() if k.startswith("pi.")}
+    # Two rows, so the signature's batch dimension is inferred as variable.
     example = np.zeros((2, spec.obs_dim), dtype=np.float32)
-    with mlflow.start_run(run_id=mlflow_run_id):
-        return mlflow.pytorch.log_model(
-            actor, name="policy", input_example=example, registered_model_name=registered_name,
-            pip_requirements=["torch==2.13.0"],
-        )
+    with tempfile.TemporaryDirectory(prefix="ftg-model-") as tmp:
+        weights, spec_path = Path(tmp) / "actor.safetensors", Path(tmp) / "spec.json"
+        weights.write_bytes(encode(actor, {"run_id": run_id, "version": str(version)}))
+        spec_path.write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
+        # The fluent run stack is per thread, so trials can log their models concurrently.
+        with mlflow.start_run(run_id=mlflow_run_id):
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME, python_model=str(_CODE),
+                artifacts={WEIGHTS: str(weights), SPEC: str(spec_path)},
+                input_example=example, pip_requirements=_requirements(),
+            )
+    if registered_name is None:
+        return info
+    with _REGISTER_LOCK:
+        registered = mlflow.register_model(info.model_uri, registered_name)
+    info.registered_model_version = registered.version
+    return info
 
 
 def set_champion(registered_name: str, version: str | int) -> None:
+    """Point the registered model's ``champion`` alias at ``version``."""
     from mlflow.tracking import MlflowClient
 
     MlflowClient().set_registered_model_alias(registered_name, "champion", str(version))

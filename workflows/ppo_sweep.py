@@ -71,7 +71,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     from ftg_common.config import SweepError
     from ftg_common.settings import get_settings
-    from workflows.sweep import SweepFailed, open_services, submit
+    from workflows.sweep import SweepFailed, finalize_trials_as_they_finish, open_services, submit
 
     try:
         sweep = _read_sweep(args.config, args)
@@ -79,6 +79,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     console = _console()
     services = open_services(get_settings(), tracking=not args.no_tracking)
+    finalize_trials_as_they_finish(services)
     try:
         sweep_id = submit(sweep, services, console)
     except KeyboardInterrupt:
@@ -184,7 +185,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     from ftg_common.meta.base import RunNotFoundError
     from ftg_common.settings import get_settings
-    from workflows.sweep import SweepFailed, finalize, open_services, run_trials
+    from workflows.sweep import (
+        SweepFailed,
+        finalize,
+        finalize_trials_as_they_finish,
+        open_services,
+        run_trials,
+    )
 
     console = _console()
     meta = _open_meta()
@@ -199,6 +206,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         sweep_id, run_ids = run["sweep_id"], [args.id]
     meta.close()
     services = open_services(get_settings(), tracking=not args.no_tracking)
+    finalize_trials_as_they_finish(services)
     try:
         max_parallel = int(sweeps.get(sweep_id, {}).get("max_parallel", 2))
         run_trials(sweep_id, run_ids, max_parallel, services, console)

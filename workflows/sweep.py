@@ -24,34 +24,53 @@ from ftg_common.settings import Settings
 from ftg_common.store.base import ObjectStore
 from workflows.compare import TrialRow, best_trial, compare, rows_as_dicts, to_markdown, to_rich_table
 from workflows.driver import RunDriver, RunSummary, TrialProgress
+from workflows.engines.base import Engine
 from workflows.progress import SweepProgress
 
 
 @dataclass
 class Services:
+    """What a sweep runs on, opened once per command: stores, the engine, and the tracker.
+
+    Attributes:
+        settings: the settings they were opened from.
+        store: object store.
+        meta: metadata store.
+        engine: the embedded engine or Argo (``FTG_ENGINE``).
+        tracker: MLflow tracker, or None without tracking.
+    """
+
     settings: Settings
     store: ObjectStore
     meta: MetaStore
-    engine: Any
-    compiled: Any
-    gateway: str
+    engine: Engine
     tracker: Any | None
 
+    @property
+    def gateway(self) -> str:
+        """Base URL of the function gateway the engine calls."""
+        return self.engine.gateway
+
     def close(self) -> None:
+        """Flush the tracker, stop the engine's workers, close the metadata store."""
         if self.tracker is not None:
             self.tracker.close()
-        close = getattr(self.engine.invoker, "close", None)
-        if close:
-            close()
+        self.engine.close()
         self.meta.close()
 
 
 def open_services(settings: Settings, tracking: bool = True, warm: bool = True) -> Services:
+    """Open the stores, the tracker and the engine ``settings`` name.
+
+    Args:
+        settings: the ``FTG_`` settings.
+        tracking: open an MLflow tracker.
+        warm: start the local worker pool now (and wait for it), so no run's clock pays for it.
+    """
     from ftg_common.meta import open_meta
     from ftg_common.store import open_store
     from workflows.engines.invokers import HttpInvoker, InProcessInvoker, PoolInvoker, RoutingInvoker
-    from workflows.engines.local import LocalEngine, compile_workflow
-    from workflows.iteration import iteration_manifest
+    from workflows.engines.local import LOCAL_GATEWAY, LocalEngine
 
     store = open_store(settings.store_url, settings)
     meta = open_meta(settings.meta_url, settings)
@@ -61,28 +80,30 @@ def open_services(settings: Settings, tracking: bool = True, warm: bool = True) 
 
         tracker = Tracker(settings)
     if settings.engine == "argo":
-        return Services(settings, store, meta, *_argo_engine(settings), tracker)
+        return Services(settings, store, meta, _argo_engine(settings), tracker)
     local = PoolInvoker(settings.local_workers) if settings.local_workers > 0 else InProcessInvoker()
-    if warm and hasattr(local, "warmup"):
+    if warm and isinstance(local, PoolInvoker):
         local.warmup()
-    invoker = RoutingInvoker(local=local, http=HttpInvoker())
-    engine = LocalEngine(invoker)
-    gateway = "local://gateway" if settings.gateway_url == "local" else settings.gateway_url.rstrip("/")
-    return Services(settings, store, meta, engine, compile_workflow(iteration_manifest()), gateway, tracker)
+    gateway = LOCAL_GATEWAY if settings.gateway_url == "local" else settings.gateway_url
+    engine = LocalEngine(RoutingInvoker(local=local, http=HttpInvoker()), gateway=gateway)
+    return Services(settings, store, meta, engine, tracker)
 
 
-def _argo_engine(settings: Settings) -> tuple[Any, None, str]:
-    """(engine, compiled, gateway) for FTG_ENGINE=argo: the server holds the compiled template."""
+def _argo_engine(settings: Settings) -> Engine:
+    """The engine for FTG_ENGINE=argo, with the iteration template installed on the server."""
     from workflows.engines.argo import ArgoEngine
 
     if not settings.argo_host:
         raise SystemExit("FTG_ENGINE=argo needs FTG_ARGO_HOST (the Argo server URL)")
     if not settings.gateway_url.startswith(("http://", "https://")):
-        raise SystemExit("FTG_ENGINE=argo needs FTG_GATEWAY_URL: the OpenFaaS gateway as the cluster reaches it")
-    engine = ArgoEngine(settings.argo_host, settings.argo_token, settings.argo_namespace, settings.argo_verify_ssl,
-                        poll_seconds=settings.argo_poll_seconds)
+        raise SystemExit(
+            "FTG_ENGINE=argo needs FTG_GATEWAY_URL: the OpenFaaS gateway as the cluster reaches it"
+        )
+    engine = ArgoEngine(settings.argo_host, settings.argo_token, settings.argo_namespace,
+                        settings.argo_verify_ssl, poll_seconds=settings.argo_poll_seconds,
+                        gateway=settings.gateway_url)
     engine.ensure_template()
-    return engine, None, settings.gateway_url.rstrip("/")
+    return engine
 
 
 def make_sweep_id(name: str, now: float | None = None) -> str:
@@ -109,10 +130,13 @@ def submit(sweep: SweepConfig, services: Services, console: Console, sweep_id: s
     sweep_id = sweep_id or make_sweep_id(sweep.name)
     trials = sweep.trial_configs()
     tracker = services.tracker
-    parent = tracker.start_parent(sweep_id, {"ftg.sweep_id": sweep_id, "ftg.kind": "sweep"}) if tracker else None
+    parent = None
+    if tracker:
+        parent = tracker.start_parent(sweep_id, {"ftg.sweep_id": sweep_id, "ftg.kind": "sweep"})
     if tracker and parent:
         tracker.log_params(parent, {"sweep.name": sweep.name, "sweep.seeds": sweep.seeds,
-                                    "sweep.configs": ",".join(trials), "sweep.max_parallel": sweep.max_parallel})
+                                    "sweep.configs": ",".join(trials),
+                                    "sweep.max_parallel": sweep.max_parallel})
         tracker.log_text(parent, sweep.model_dump_json(indent=2), "sweep.json")
     run_ids = []
     for name, ppo in trials.items():
@@ -121,14 +145,17 @@ def submit(sweep: SweepConfig, services: Services, console: Console, sweep_id: s
                             config_name=name)
             child = None
             if tracker and parent:
-                child = tracker.start_child(parent, cfg.run_id, {"ftg.sweep_id": sweep_id, "ftg.config": name,
-                                                                  "ftg.seed": str(seed), "ftg.run_id": cfg.run_id})
+                tags = {"ftg.sweep_id": sweep_id, "ftg.config": name, "ftg.seed": str(seed),
+                        "ftg.run_id": cfg.run_id}
+                child = tracker.start_child(parent, cfg.run_id, tags)
                 tracker.log_params(child, _params(name, seed, ppo))
             services.meta.create_run(cfg.run_id, sweep_id=sweep_id,
                                      extra={"config_name": name, "seed": seed, "mlflow_run_id": child})
-            services.store.put_json(f"sweeps/{sweep_id}/trials/{cfg.run_id}.json", cfg.model_dump(mode="json"))
+            services.store.put_json(layout.sweep_trial_key(sweep_id, cfg.run_id),
+                                    cfg.model_dump(mode="json"))
             run_ids.append(cfg.run_id)
-    services.meta.create_sweep(sweep_id, {"name": sweep.name, "created": time.time(), "mlflow_parent_run_id": parent,
+    services.meta.create_sweep(sweep_id, {"name": sweep.name, "created": time.time(),
+                                          "mlflow_parent_run_id": parent,
                                           "threshold": next(iter(trials.values())).threshold, "runs": run_ids,
                                           "max_parallel": sweep.max_parallel})
     try:
@@ -141,7 +168,8 @@ def submit(sweep: SweepConfig, services: Services, console: Console, sweep_id: s
 
 
 def load_trial_config(services: Services, sweep_id: str, run_id: str) -> RunConfig:
-    return RunConfig.model_validate(services.store.get_json(f"sweeps/{sweep_id}/trials/{run_id}.json"))
+    """The frozen config of trial ``run_id``, as ``submit`` stored it."""
+    return RunConfig.model_validate(services.store.get_json(layout.sweep_trial_key(sweep_id, run_id)))
 
 
 class SweepFailed(RuntimeError):
@@ -163,10 +191,17 @@ def _drive_and_close(driver: RunDriver, tracker: Any | None) -> RunSummary:
             tracker.end_run(driver.mlflow_run_id, status)
 
 
-def run_trials(sweep_id: str, run_ids: list[str], max_parallel: int, services: Services, console: Console) -> None:
-    """Drive every unfinished trial, ``max_parallel`` at a time. A failing trial does not stop the
-    others; failures are reported together at the end (SweepFailed). Ctrl-C stops all trials at their
-    next iteration boundary, with everything committed so far kept for ``resume``."""
+def run_trials(sweep_id: str, run_ids: list[str], max_parallel: int, services: Services,
+               console: Console) -> None:
+    """Drive every unfinished trial, ``max_parallel`` at a time.
+
+    A failing trial does not stop the others; failures are reported together at the end. Ctrl-C stops
+    all trials at their next iteration boundary, with everything committed so far kept for ``resume``.
+
+    Raises:
+        SweepFailed: one or more trials failed (the others ran to the end).
+        KeyboardInterrupt: Ctrl-C, once the running iterations have finished.
+    """
     stop = threading.Event()
     progress = SweepProgress(f"sweep {sweep_id}", console)
     drivers = []
@@ -180,12 +215,13 @@ def run_trials(sweep_id: str, run_ids: list[str], max_parallel: int, services: S
         if services.tracker and mlflow_id:
             services.tracker.reopen(mlflow_id)
         summary = RunSummary.from_dict(extra.get("summary"))
+        total_steps = cfg.ppo.n_iterations * cfg.ppo.rollout_size
         progress.add(TrialProgress(rid, cfg.config_name or "", cfg.seed, int(record["last_iteration"]) + 1,
-                                   cfg.ppo.n_iterations, summary.steps, cfg.ppo.n_iterations * cfg.ppo.rollout_size,
+                                   cfg.ppo.n_iterations, summary.steps, total_steps,
                                    status="queued", eval_return=summary.final_return))
-        drivers.append(RunDriver(cfg, engine=services.engine, compiled=services.compiled, store=services.store,
-                                 meta=services.meta, gateway=services.gateway, config_name=cfg.config_name or "",
-                                 tracker=services.tracker, mlflow_run_id=mlflow_id, on_progress=progress, stop=stop))
+        drivers.append(RunDriver(cfg, engine=services.engine, store=services.store, meta=services.meta,
+                                 config_name=cfg.config_name or "", tracker=services.tracker,
+                                 mlflow_run_id=mlflow_id, on_progress=progress, stop=stop))
     if not drivers:
         return
     with progress, ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="trial") as pool:
@@ -221,41 +257,99 @@ def comparison(services: Services, sweep_id: str):
     return rows, compare(rows, st.faas_usd_per_gb_second, st.dedicated_server_usd_per_hour)
 
 
+_FINALIZE_JOB = "finalize"
+# Set on a trial's MLflow run once its final policy is registered, so finalizing twice (resume after a
+# partly failed sweep) does not register the same policy again.
+_MODEL_VERSION_TAG = "ftg.registered_model_version"
+
+
+def _finalize_trial(services: Services, sweep_id: str, run_id: str) -> str | None:
+    """Log one finished trial's summary metrics, checkpoint URIs and final policy (as a registered model).
+
+    Returns:
+        The registered model version, or None when the trial has no MLflow run or did not finish.
+    """
+    from workflows.models import log_policy_model
+
+    tracker = services.tracker
+    rec = services.meta.get_run(run_id)
+    extra = rec.get("extra") or {}
+    child = extra.get("mlflow_run_id")
+    if tracker is None or rec["status"] != "finished" or not child:
+        return None
+    done = tracker.client.get_run(child).data.tags.get(_MODEL_VERSION_TAG)
+    if done:
+        return str(done)
+    s = RunSummary.from_dict(extra.get("summary"))
+    tracker.log_metrics_now(child, {
+        "final_return": s.final_return, "final_iqm": s.final_iqm, "steps_to_threshold": s.threshold_step,
+        "time_to_threshold_s": s.threshold_time_s,
+        "time_to_threshold_incl_eval_s": s.threshold_time_incl_eval_s,
+        "wall_s": s.wall_s, "cost_gb_s": s.gb_s, "invocations": s.invocations,
+    })
+    version = int(rec["version"])
+    cfg = load_trial_config(services, sweep_id, run_id)
+    base = services.store.url.rstrip("/")
+    tracker.set_tags(child, {"ftg.checkpoint_uri": f"{base}/{layout.ckpt_prefix(run_id, version)}",
+                             "ftg.policy_uri": f"{base}/{layout.policy_key(run_id, version)}"})
+    # Every evaluated checkpoint, so any point of the learning curve can be reloaded.
+    evaluated = [{"env_steps": steps, "version": steps // cfg.ppo.rollout_size, "eval_mean_return": ret,
+                  "checkpoint_uri": f"{base}/{layout.ckpt_prefix(run_id, steps // cfg.ppo.rollout_size)}"}
+                 for steps, ret in s.evals]
+    tracker.log_text(child, json.dumps(evaluated, indent=2), "checkpoints.json")
+    registered = f"ftg-{services.meta.get_sweep(sweep_id)['name']}"
+    info = log_policy_model(child, services.store, run_id, version, registered)
+    if info.registered_model_version is None:
+        return None
+    tracker.set_tags(child, {_MODEL_VERSION_TAG: str(info.registered_model_version)})
+    return str(info.registered_model_version)
+
+
+def finalize_trials_as_they_finish(services: Services) -> None:
+    """Start each trial's part of :func:`finalize` (model logging, ~0.1-1 s) the moment the trial ends.
+
+    It then runs on the tracker's job pool while other trials still train, instead of one trial after
+    another at the end of the sweep; :func:`finalize` waits for it. Call once, before running trials.
+    """
+    tracker = services.tracker
+    if tracker is None:
+        return
+
+    def job(child: str) -> str | None:
+        tags = tracker.client.get_run(child).data.tags
+        if "ftg.run_id" not in tags or "ftg.sweep_id" not in tags:
+            return None  # not a trial's run (a sweep's parent run ends through finalize itself)
+        return _finalize_trial(services, tags["ftg.sweep_id"], tags["ftg.run_id"])
+
+    def on_run_end(child: str, status: str) -> None:
+        if status == "FINISHED":
+            tracker.submit_job(child, _FINALIZE_JOB, job, child)
+
+    tracker.on_run_end(on_run_end)
+
+
 def finalize(sweep_id: str, services: Services, console: Console) -> None:
-    """Log final policies as registered models, name the champion, log and print the A/B table."""
+    """Log final policies as registered models, name the champion, log and print the A/B table.
+
+    Trials whose models are already being logged (:func:`finalize_trials_as_they_finish`) are waited
+    for; the others are logged now, in parallel on the tracker's job pool.
+    """
     sweep = services.meta.get_sweep(sweep_id)
     trials, table = comparison(services, sweep_id)
     tracker, parent = services.tracker, sweep.get("mlflow_parent_run_id")
     threshold = sweep.get("threshold")
     if tracker and parent:
-        from workflows.models import log_policy_model, set_champion
+        from workflows.models import set_champion
 
         registered = f"ftg-{sweep['name']}"
-        versions: dict[str, str] = {}
+        jobs = {}
         for t in trials:
-            rec = services.meta.get_run(t.run_id)
-            child = (rec.get("extra") or {}).get("mlflow_run_id")
-            if t.status != "finished" or not child:
-                continue
-            s = RunSummary.from_dict((rec.get("extra") or {}).get("summary"))
-            tracker.log_metrics_now(child, {
-                "final_return": s.final_return, "final_iqm": s.final_iqm, "steps_to_threshold": s.threshold_step,
-                "time_to_threshold_s": s.threshold_time_s, "time_to_threshold_incl_eval_s": s.threshold_time_incl_eval_s,
-                "wall_s": s.wall_s, "cost_gb_s": s.gb_s, "invocations": s.invocations,
-            })
-            version = int(rec["version"])
-            cfg = load_trial_config(services, sweep_id, t.run_id)
-            base = services.store.url.rstrip("/")
-            tracker.set_tags(child, {"ftg.checkpoint_uri": f"{base}/{layout.ckpt_prefix(t.run_id, version)}",
-                                     "ftg.policy_uri": f"{base}/{layout.policy_key(t.run_id, version)}"})
-            # Every evaluated checkpoint, so any point of the learning curve can be reloaded.
-            evaluated = [{"env_steps": steps, "version": steps // cfg.ppo.rollout_size, "eval_mean_return": ret,
-                          "checkpoint_uri": f"{base}/{layout.ckpt_prefix(t.run_id, steps // cfg.ppo.rollout_size)}"}
-                         for steps, ret in s.evals]
-            tracker.log_text(child, json.dumps(evaluated, indent=2), "checkpoints.json")
-            info = log_policy_model(child, services.store, t.run_id, version, registered)
-            if info.registered_model_version is not None:
-                versions[t.run_id] = str(info.registered_model_version)
+            child = (services.meta.get_run(t.run_id).get("extra") or {}).get("mlflow_run_id")
+            if t.status == "finished" and child:
+                # Returns the job already started when the trial ended, if there is one.
+                jobs[t.run_id] = tracker.submit_job(child, _FINALIZE_JOB, _finalize_trial, services, sweep_id,
+                                                    t.run_id)
+        versions = {rid: v for rid, job in jobs.items() if (v := job.result()) is not None}
         best = best_trial([t for t in trials if t.status == "finished"])
         if best is not None and best.run_id in versions:
             set_champion(registered, versions[best.run_id])
@@ -265,8 +359,10 @@ def finalize(sweep_id: str, services: Services, console: Console) -> None:
         tracker.log_text(parent, md, "compare.md")
         tracker.log_text(parent, json.dumps(rows_as_dicts(table), indent=2), "compare.json")
         for r in table:
-            tracker.log_metrics_now(parent, {f"{r.config}.final_iqm": r.final_iqm, f"{r.config}.reached": r.reached,
-                                             f"{r.config}.median_time_to_threshold_s": r.median_time_to_threshold_s})
+            tracker.log_metrics_now(parent, {
+                f"{r.config}.final_iqm": r.final_iqm, f"{r.config}.reached": r.reached,
+                f"{r.config}.median_time_to_threshold_s": r.median_time_to_threshold_s,
+            })
         all_done = all(t.status == "finished" for t in trials)
         tracker.end_run(parent, "FINISHED" if all_done else "KILLED")
     console.print(to_rich_table(table, threshold, f"A/B comparison — sweep {sweep_id}"))

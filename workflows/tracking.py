@@ -1,53 +1,121 @@
-"""MLflow tracking, kept off the training hot path.
+"""MLflow tracking, kept off the training hot path and off the start-up path.
 
-Metrics go into a queue and a background thread writes them in batches; the training loop never waits
-on the tracking store. Runs are addressed by id through ``MlflowClient`` (thread-safe), so concurrent
-trials never touch the fluent API's active-run stack.
+Opening MLflow (importing it and its SQLAlchemy store, ~2 s) happens on the tracker's own thread, so
+constructing a :class:`Tracker` returns at once and the caller can warm the worker pool meanwhile; the
+first call that needs the store waits for it. Metrics go into a queue and the same thread writes them
+in batches; the training loop never waits on the tracking store. Runs are addressed by id through
+``MlflowClient`` (thread-safe), so concurrent trials never touch the fluent API's active-run stack.
+
+Work that belongs to a finished run (logging its model) can run on a small pool as soon as the run ends
+(:meth:`Tracker.on_run_end`, :meth:`Tracker.submit_job`) instead of all at the end of a sweep.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from ftg_common.settings import Settings
 
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
 _FLUSH: Any = ("flush",)
+# Model logging is mostly SQLite and file writes; more threads than this only contend for the GIL with
+# the trials still training.
+_JOB_WORKERS = 2
+
+
+class TrackingUnavailable(RuntimeError):
+    """MLflow could not be opened (import, tracking store or experiment)."""
 
 
 class Tracker:
+    """One experiment's runs, params, metrics, artifacts and per-run background jobs.
+
+    Args:
+        settings: ``tracking_uri`` (else MLflow's own default) and ``mlflow_experiment``.
+        flush_seconds: longest time a queued metric waits before it is written.
+    """
+
     def __init__(self, settings: Settings, flush_seconds: float = 1.0) -> None:
+        self._settings = settings
+        self._flush_seconds = flush_seconds
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._client: MlflowClient | None = None
+        self._experiment_id = ""
+        self.mlflow: Any = None
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._listeners: list[Callable[[str, str], None]] = []
+        self._jobs: dict[tuple[str, str], Future[Any]] = {}
+        self._jobs_lock = threading.Lock()
+        self._job_pool: ThreadPoolExecutor | None = None
+        self._thread = threading.Thread(target=self._run, name="mlflow-writer", daemon=True)
+        self._thread.start()
+
+    # --- the connection ----------------------------------------------------------------------------
+    def _connect(self) -> None:
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        if settings.tracking_uri:
-            mlflow.set_tracking_uri(settings.tracking_uri)
-        self.mlflow = mlflow
-        self.client = MlflowClient()
-        exp = self.client.get_experiment_by_name(settings.mlflow_experiment)
+        if self._settings.tracking_uri:
+            mlflow.set_tracking_uri(self._settings.tracking_uri)
+        client = MlflowClient()
+        name = self._settings.mlflow_experiment
+        exp = client.get_experiment_by_name(name)
         if exp is None:
             # The experiment kind makes the MLflow UI open on the training-runs view.
-            self.experiment_id = self.client.create_experiment(
-                settings.mlflow_experiment, tags={"mlflow.experimentKind": "custom_model_development"}
+            self._experiment_id = client.create_experiment(
+                name, tags={"mlflow.experimentKind": "custom_model_development"}
             )
         else:
-            self.experiment_id = exp.experiment_id
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._flush_seconds = flush_seconds
-        self._thread = threading.Thread(target=self._drain, name="mlflow-writer", daemon=True)
-        self._thread.start()
+            self._experiment_id = exp.experiment_id
+        self.mlflow, self._client = mlflow, client
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until MLflow is open.
+
+        Raises:
+            TrackingUnavailable: opening it failed, or ``timeout`` passed first.
+        """
+        if not self._ready.wait(timeout):
+            raise TrackingUnavailable(f"MLflow did not open within {timeout}s")
+        if self._error is not None:
+            raise TrackingUnavailable(f"cannot open MLflow tracking: {self._error}") from self._error
+
+    @property
+    def client(self) -> MlflowClient:
+        """The MLflow client, once MLflow is open."""
+        self.wait_ready()
+        assert self._client is not None
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        """The experiment's id, once MLflow is open."""
+        self.wait_ready()
+        return self._experiment_id
 
     # --- runs --------------------------------------------------------------------------------------
     def start_parent(self, name: str, tags: dict[str, str]) -> str:
+        """Create a top-level run (a sweep); returns its id."""
         return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
 
     def start_child(self, parent_id: str, name: str, tags: dict[str, str]) -> str:
+        """Create a run nested under ``parent_id`` (a trial); returns its id."""
         tags = {**tags, "mlflow.parentRunId": parent_id}
         return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Log params now, values as strings cut to MLflow's length limit."""
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
@@ -55,17 +123,20 @@ class Tracker:
             self.client.log_batch(run_id, params=items[i : i + 100])
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Set tags now."""
         from mlflow.entities import RunTag
 
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float | None], step: int) -> None:
-        """Queued; written by the background thread."""
+        """Queued (timestamped now); written by the background thread."""
+        ts = int(time.time() * 1000)
         for key, value in metrics.items():
             if value is not None:
-                self._queue.put((run_id, key, float(value), step))
+                self._queue.put((run_id, key, float(value), step, ts))
 
     def log_metrics_now(self, run_id: str, metrics: dict[str, float | None], step: int = 0) -> None:
+        """Log metrics now (None values skipped), bypassing the queue."""
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
@@ -74,20 +145,71 @@ class Tracker:
             self.client.log_batch(run_id, metrics=batch)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        """Store ``text`` as the run's artifact ``artifact_file``."""
         self.client.log_text(run_id, text, artifact_file)
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        """Write the run's queued metrics, mark it terminated, then tell the :meth:`on_run_end` listeners."""
         self.flush()
         self.client.set_terminated(run_id, status=status)
+        for listener in list(self._listeners):
+            try:
+                listener(run_id, status)
+            except Exception:  # a listener's bug must not fail the trial that just finished
+                log.exception("run-end listener failed for MLflow run %s", run_id)
 
     def reopen(self, run_id: str) -> None:
+        """Mark a terminated run running again (a resumed trial)."""
         self.client.update_run(run_id, status="RUNNING")
 
-    # --- background writer -------------------------------------------------------------------------
-    def _drain(self) -> None:
-        from mlflow.entities import Metric
+    # --- per-run background jobs -------------------------------------------------------------------
+    def on_run_end(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(mlflow_run_id, status)`` after every :meth:`end_run`, on the ending thread."""
+        self._listeners.append(listener)
 
-        pending: dict[str, list[Metric]] = {}
+    def submit_job(self, run_id: str, name: str, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` on the tracker's job pool, findable later as ``job(run_id, name)``.
+
+        A job already submitted under the same (run, name) is returned instead of starting another.
+        """
+        with self._jobs_lock:
+            existing = self._jobs.get((run_id, name))
+            if existing is not None:
+                return existing
+            if self._job_pool is None:
+                self._job_pool = ThreadPoolExecutor(max_workers=_JOB_WORKERS, thread_name_prefix="mlflow-job")
+            future = self._job_pool.submit(fn, *args)
+            self._jobs[(run_id, name)] = future
+            return future
+
+    def job(self, run_id: str, name: str) -> Future[Any] | None:
+        """The job submitted as (run_id, name), if any."""
+        with self._jobs_lock:
+            return self._jobs.get((run_id, name))
+
+    # --- background writer -------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._connect()
+        except BaseException as exc:  # reported to whoever needs the store (wait_ready)
+            self._error = exc
+        finally:
+            self._ready.set()
+        if self._error is None:
+            self._warm_up()
+        self._drain()
+
+    def _warm_up(self) -> None:
+        # Paid here, while the caller waits for its workers, instead of by the first model logged.
+        try:
+            from workflows.models import warm_up
+
+            warm_up()
+        except Exception:
+            log.debug("model-logging warm-up failed; the first model logged pays for it", exc_info=True)
+
+    def _drain(self) -> None:
+        pending: dict[str, list[Any]] = {}
         last_write = time.monotonic()
         while True:
             try:
@@ -103,8 +225,7 @@ class Tracker:
                     if item is None:
                         return
                     continue
-                run_id, key, value, step = item
-                pending.setdefault(run_id, []).append(Metric(key, value, int(time.time() * 1000), step))
+                pending.setdefault(item[0], []).append(item[1:])
                 if time.monotonic() - last_write > self._flush_seconds:
                     self._write(pending)
                     last_write = time.monotonic()
@@ -112,9 +233,20 @@ class Tracker:
                 self._queue.task_done()
 
     def _write(self, pending: dict[str, list[Any]]) -> None:
-        for run_id, metrics in list(pending.items()):
+        if self._error is not None:  # no store: what was queued is dropped, and flush() still returns
+            pending.clear()
+            return
+        if not pending:
+            return
+        from mlflow.entities import Metric
+
+        for run_id, items in list(pending.items()):
+            metrics = [Metric(key, value, ts, step) for key, value, step, ts in items]
             for i in range(0, len(metrics), 900):
-                self.client.log_batch(run_id, metrics=metrics[i : i + 900])
+                try:
+                    self.client.log_batch(run_id, metrics=metrics[i : i + 900])
+                except Exception:  # the writer must outlive a store error, or flush() would never return
+                    log.exception("dropped %d metrics of MLflow run %s", len(metrics[i : i + 900]), run_id)
         pending.clear()
 
     def flush(self) -> None:
@@ -123,5 +255,10 @@ class Tracker:
         self._queue.join()
 
     def close(self) -> None:
+        """Wait for the background jobs, write what is queued, and stop the writer thread."""
+        with self._jobs_lock:
+            pool, self._job_pool = self._job_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         self._queue.put(None)
         self._thread.join(timeout=30)

@@ -9,7 +9,9 @@ import numpy as np
 
 def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
     """Scale ``grad`` in place so its L2 norm is at most ``max_norm``; returns the norm before clipping.
-    Same rule as torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), capped at 1."""
+
+    Same rule as torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), capped at 1.
+    """
     norm = float(np.sqrt(np.dot(grad, grad)))
     coef = max_norm / (norm + 1e-6)
     if coef < 1.0:

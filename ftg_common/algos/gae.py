@@ -8,9 +8,18 @@ V(final observation), which the collector evaluates before the auto-reset hides 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-__all__ = ["compute_gae", "discounted_returns"]
+__all__ = ["GAE", "compute_gae", "discounted_returns"]
+
+
+class GAE(NamedTuple):
+    """Result of :func:`compute_gae`: both arrays [T, N] float32, ``returns = advantages + values``."""
+
+    advantages: np.ndarray
+    returns: np.ndarray
 
 
 def _check_inputs(
@@ -63,9 +72,10 @@ def compute_gae(
     truncated: np.ndarray,
     trunc_values: np.ndarray,
     last_values: np.ndarray,
+    *,
     gamma: float,
     gae_lambda: float,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> GAE:
     """GAE(gamma, lambda) advantages and value targets.
 
     Args:
@@ -79,7 +89,7 @@ def compute_gae(
         gae_lambda: bias/variance trade-off; 0 is one-step TD, 1 is Monte Carlo with bootstrap.
 
     Returns:
-        (advantages [T, N], returns [T, N]) as float32, with returns = advantages + values.
+        GAE(advantages [T, N], returns [T, N]) as float32, with returns = advantages + values.
     """
     rewards = np.asarray(rewards)
     values = np.asarray(values)
@@ -101,7 +111,7 @@ def compute_gae(
     for i in range(t - 1, -1, -1):
         running = deltas[i] + carry[i] * running
         adv[i] = running
-    return adv.astype(np.float32), (adv + v).astype(np.float32)
+    return GAE(adv.astype(np.float32), (adv + v).astype(np.float32))
 
 
 def discounted_returns(
@@ -110,6 +120,7 @@ def discounted_returns(
     truncated: np.ndarray,
     trunc_values: np.ndarray,
     last_values: np.ndarray,
+    *,
     gamma: float,
 ) -> np.ndarray:
     """Discounted reward-to-go with bootstrapping at truncations and at the rollout's end.
@@ -117,7 +128,10 @@ def discounted_returns(
     This is the value target of GAE with lambda = 1, and it does not depend on values[t].
 
     Args:
-        rewards, terminated, truncated, trunc_values: [T, N] as in `compute_gae`.
+        rewards: [T, N] reward received after the action at step t.
+        terminated: [T, N] bool, the step ended the episode in a terminal state.
+        truncated: [T, N] bool, the step ended the episode by a time limit.
+        trunc_values: [T, N] V(true final obs) where truncated; ignored elsewhere.
         last_values: [N] V(obs after the final step).
         gamma: discount factor.
 

@@ -8,59 +8,44 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ftg_common.algos.schedules import linear_schedule
+from ftg_common.algos.minibatch import LossCoefs, Minibatch
 
-__all__ = ["linear_schedule", "normalize", "ppo_loss"]
+__all__ = ["normalize", "ppo_loss"]
 
 
 def ppo_loss(
-    new_log_prob: Tensor,
-    old_log_prob: Tensor,
-    advantages: Tensor,
-    values_pred: Tensor,
-    old_values: Tensor,
-    returns: Tensor,
-    entropy: Tensor,
-    clip_range: float,
-    vf_coef: float,
-    ent_coef: float,
-    clip_range_vf: float | None = None,
+    new_log_prob: Tensor, entropy: Tensor, values_pred: Tensor, mb: Minibatch[Tensor], coefs: LossCoefs
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Total PPO loss of one minibatch and its diagnostics.
 
     Args:
         new_log_prob: [B] log pi_theta(a|s) under the parameters being optimised.
-        old_log_prob: [B] log pi(a|s) under the behaviour policy that collected the data.
-        advantages: [B] used as given (normalise beforehand if wanted).
-        values_pred: [B] V_theta(s).
-        old_values: [B] V(s) at collection time (the centre of value clipping).
-        returns: [B] value targets.
         entropy: [B] policy entropy at each s.
-        clip_range: epsilon of the ratio clip.
-        vf_coef: weight of the value loss.
-        ent_coef: weight of the entropy bonus.
-        clip_range_vf: if set, clip V_theta to old_values +- clip_range_vf (SB3 style: the clipped
-            prediction replaces the raw one, there is no max of clipped and unclipped).
+        values_pred: [B] V_theta(s).
+        mb: the minibatch (advantages used as given: normalise beforehand if wanted).
+        coefs: loss coefficients (SB3-style value clipping: the clipped prediction replaces the raw
+            one, there is no max of clipped and unclipped).
 
     Returns:
         (loss, stats). loss is a scalar with a graph; stats holds detached scalars pg_loss,
         value_loss, entropy_loss, approx_kl, clip_fraction.
     """
-    log_ratio = new_log_prob - old_log_prob
+    clip_range, clip_range_vf = coefs.clip_range, coefs.clip_range_vf
+    log_ratio = new_log_prob - mb.old_log_prob
     ratio = torch.exp(log_ratio)
-    surrogate = advantages * ratio
-    surrogate_clipped = advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    surrogate = mb.advantages * ratio
+    surrogate_clipped = mb.advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
     # max of negatives = min of the surrogates: the pessimistic bound.
     pg_loss = torch.maximum(-surrogate, -surrogate_clipped).mean()
 
     if clip_range_vf is None:
         v = values_pred
     else:
-        v = old_values + torch.clamp(values_pred - old_values, -clip_range_vf, clip_range_vf)
-    value_loss = (returns - v).pow(2).mean()
+        v = mb.old_values + torch.clamp(values_pred - mb.old_values, -clip_range_vf, clip_range_vf)
+    value_loss = (mb.returns - v).pow(2).mean()
 
     entropy_loss = -entropy.mean()
-    loss = pg_loss + ent_coef * entropy_loss + vf_coef * value_loss
+    loss = pg_loss + coefs.ent_coef * entropy_loss + coefs.vf_coef * value_loss
 
     with torch.no_grad():
         # The k3 estimator of KL(old || new): unbiased and never negative.
@@ -84,6 +69,7 @@ def normalize(x: Tensor, eps: float = 1e-8) -> Tensor:
 
     Args:
         x: [B] tensor.
+        eps: added to the std so a constant input does not divide by zero.
     """
     if x.numel() < 2:
         return x

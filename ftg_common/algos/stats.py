@@ -43,7 +43,8 @@ def iqm(x: np.ndarray) -> float:
 def _iqm_rows(a: np.ndarray) -> np.ndarray:
     """IQM of each row of a [R, n] array: [R]."""
     low, high = _iqm_cuts(a.shape[1])
-    return np.sort(a, axis=1)[:, low:high].mean(axis=1)
+    rows: np.ndarray = np.sort(a, axis=1)[:, low:high].mean(axis=1)
+    return rows
 
 
 def bootstrap_ci(

@@ -6,9 +6,9 @@ from typing import Any
 
 import gymnasium as gym
 
+from ftg_common.errors import UnknownEnvError
 
-class UnknownEnvError(ValueError):
-    pass
+__all__ = ["UnknownEnvError", "make_env", "validate_env"]
 
 
 def validate_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
@@ -27,6 +27,7 @@ def validate_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.E
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
+    """Create a registered gymnasium env; UnknownEnvError for an unknown id or rejected kwargs."""
     if env_id not in gym.envs.registry:
         raise UnknownEnvError(f"env_id {env_id!r} is not a registered gymnasium environment")
     try:

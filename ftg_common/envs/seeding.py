@@ -18,4 +18,5 @@ def derive_seed(run_seed: int, purpose: int, *counters: int) -> int:
 
 
 def derive_rng(run_seed: int, purpose: int, *counters: int) -> np.random.Generator:
+    """A numpy Generator seeded from every argument (the stream behind ``derive_seed``'s seeds)."""
     return np.random.default_rng(np.random.SeedSequence([run_seed, purpose, *counters]))

@@ -23,22 +23,27 @@ REPLAY_CODEC = "replay"
 
 
 class CarryMismatchError(ValueError):
-    pass
+    """A stored carry that cannot be restored into this shard (unknown codec or wrong shape)."""
 
 
 @dataclass
 class EnvCarry:
-    """Arrays describing M in-flight episodes: obs [M, obs_dim], ep_return [M], ep_length [M],
-    ep_index [M] (episodes begun so far per env), and ``state`` [M, S] or ``actions`` [M, L(, A)]."""
+    """Arrays describing M in-flight episodes, stored between invocations.
+
+    ``arrays`` holds obs [M, obs_dim], ep_return [M], ep_length [M], ep_index [M] (episodes begun so far
+    per env), and ``state`` [M, S] (state codec) or ``actions`` [M, L(, A)] (replay codec).
+    """
 
     codec: str
     arrays: dict[str, np.ndarray]
 
     def metadata(self) -> dict[str, str]:
+        """String metadata stored next to the arrays (the codec that reads them back)."""
         return {"codec": self.codec}
 
     @classmethod
     def from_stored(cls, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> EnvCarry:
+        """Rebuild a carry from stored arrays and metadata; CarryMismatchError for an unknown codec."""
         codec = metadata.get("codec", "")
         if codec not in (STATE_CODEC, REPLAY_CODEC):
             raise CarryMismatchError(f"unknown carry codec {codec!r}")
@@ -65,8 +70,11 @@ def _codec_for(env: gym.Env) -> str:
 
 @dataclass
 class ShardEnvs:
-    """M environments of one shard. ``global_offset`` numbers them across shards so that episode seeds
-    (run seed, global env index, episode index) do not depend on how the envs are split into shards."""
+    """M environments of one shard.
+
+    ``global_offset`` numbers them across shards so that episode seeds (run seed, global env index,
+    episode index) do not depend on how the envs are split into shards.
+    """
 
     env_id: str
     env_kwargs: dict[str, Any]
@@ -80,9 +88,9 @@ class ShardEnvs:
         self.codec = _codec_for(self.envs[0])
         space = self.envs[0].action_space
         self.box_actions = isinstance(space, gym.spaces.Box)
-        self._low = np.asarray(space.low, dtype=np.float32) if self.box_actions else None
-        self._high = np.asarray(space.high, dtype=np.float32) if self.box_actions else None
-        self.obs_dim = int(np.prod(self.envs[0].observation_space.shape))
+        self._low = np.asarray(space.low, dtype=np.float32) if isinstance(space, gym.spaces.Box) else None
+        self._high = np.asarray(space.high, dtype=np.float32) if isinstance(space, gym.spaces.Box) else None
+        self.obs_dim = int(np.prod(self.envs[0].observation_space.shape or ()))
         self._limits = [_time_limit(e) for e in self.envs]
 
     # --- episode bookkeeping -----------------------------------------------------------------------
@@ -122,9 +130,12 @@ class ShardEnvs:
             self._reset_env(j)
             length = int(a["ep_length"][j])
             if carry.codec == STATE_CODEC:
-                env.unwrapped.state = np.array(a["state"][j], dtype=a["state"].dtype)
-                if self._limits[j] is not None:
-                    self._limits[j]._elapsed_steps = length
+                # Classic-control envs keep their whole dynamic state in ``unwrapped.state``.
+                setattr(env.unwrapped, "state", np.array(a["state"][j], dtype=a["state"].dtype))  # noqa: B010
+                limit = self._limits[j]
+                if limit is not None:
+                    # The wrapper's counter is private; restoring it is what makes truncation resume.
+                    setattr(limit, "_elapsed_steps", length)  # noqa: B010
             else:
                 for step in range(length):
                     action = a["actions"][j, step]
@@ -135,19 +146,20 @@ class ShardEnvs:
         self.obs[:] = a["obs"]
 
     def carry(self) -> EnvCarry:
-        arrays = {
+        """Snapshot of the in-flight episodes for the next invocation to ``start`` from."""
+        arrays: dict[str, np.ndarray] = {
             "obs": self.obs.copy(),
             "ep_return": self.ep_return.copy(),
             "ep_length": self.ep_length.copy(),
             "ep_index": self.ep_index.copy(),
         }
         if self.codec == STATE_CODEC:
-            arrays["state"] = np.stack([np.asarray(e.unwrapped.state) for e in self.envs])
+            arrays["state"] = np.stack([np.asarray(getattr(e.unwrapped, "state")) for e in self.envs])  # noqa: B009
         else:
             longest = max((len(h) for h in self._history), default=0)
             shape: tuple[int, ...] = (self.n_envs, longest)
             if self.box_actions:
-                shape += (int(np.prod(self.envs[0].action_space.shape)),)
+                shape += (int(np.prod(self.envs[0].action_space.shape or ())),)
             actions = np.zeros(shape, dtype=np.float32 if self.box_actions else np.int64)
             for j, hist in enumerate(self._history):
                 if hist:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ftg_common.meta.base import MetaStore, RunNotFoundError
@@ -15,10 +17,20 @@ _SQLITE = "sqlite:///"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def open_meta(url: str | None = None, settings: Settings | None = None) -> MetaStore:
-    """``sqlite:///relative/path.db`` (from the cwd), ``sqlite:////abs/path.db`` or ``redis://host:port/db``.
+def open_meta(
+    url: str | None = None, settings: Settings | None = None, clock: Callable[[], float] = time.time
+) -> MetaStore:
+    """Open the metadata store a URL names.
 
-    Without ``url`` the settings' ``meta_url`` is used. The SQLite file's folder is created if missing.
+    Args:
+        url: ``sqlite:///relative/path.db`` (from the cwd), ``sqlite:////abs/path.db`` or
+            ``redis://host:port/db``. Without it the settings' ``meta_url`` is used. The SQLite file's
+            folder is created if missing.
+        settings: Where ``meta_url`` comes from when ``url`` is None; the process settings by default.
+        clock: Seconds since the epoch, for record timestamps and lease expiry (tests pass a fake one).
+
+    Raises:
+        ValueError: The URL names no supported backend or no database file.
     """
     if url is None:
         if settings is None:
@@ -33,11 +45,11 @@ def open_meta(url: str | None = None, settings: Settings | None = None) -> MetaS
         path = url[len(_SQLITE) :]
         if not path:
             raise ValueError(f"metadata URL {url!r} names no database file")
-        return SqliteMeta(path)
+        return SqliteMeta(path, clock=clock)
     if url.startswith(_REDIS_SCHEMES):
         from ftg_common.meta.redis import RedisMeta
 
-        return RedisMeta(url)
+        return RedisMeta(url, clock=clock)
     raise ValueError(
         f"unsupported metadata URL {url!r}: expected sqlite:///<path.db> or redis://host:port/db"
     )

@@ -7,59 +7,121 @@ from typing import Any
 
 
 class RunNotFoundError(KeyError):
+    """No run has this id; ``args[0]`` is the id."""
+
     def __str__(self) -> str:
         return f"run not found: {self.args[0]}"
 
 
 class MetaStore(ABC):
-    """Run record fields: run_id, status, version (int), last_iteration (int, -1 before any), sweep_id,
-    created (float epoch), updated (float epoch), plus free-form ``extra`` (JSON object)."""
+    """Run records, sweeps and leases shared by every process of a deployment.
+
+    Run record fields: run_id, status, version (int), last_iteration (int, -1 before any), sweep_id,
+    created (float epoch), updated (float epoch), plus free-form ``extra`` (JSON object). Every write
+    to a run sets ``updated`` from the store's clock.
+    """
 
     url: str
 
     @abstractmethod
-    def create_run(self, run_id: str, sweep_id: str | None = None, extra: dict[str, Any] | None = None) -> bool:
-        """Insert a run with status 'created', version 0, last_iteration -1. False if it already exists."""
+    def create_run(
+        self, run_id: str, sweep_id: str | None = None, extra: dict[str, Any] | None = None
+    ) -> bool:
+        """Insert a run with status 'created', version 0, last_iteration -1.
+
+        Returns:
+            False, changing nothing, if the run already exists.
+
+        Raises:
+            InvalidIdError: ``run_id`` does not match the run-id pattern.
+        """
 
     @abstractmethod
     def get_run(self, run_id: str) -> dict[str, Any]:
-        """Raise RunNotFoundError if absent."""
+        """The run's record.
+
+        Raises:
+            RunNotFoundError: No such run.
+        """
 
     @abstractmethod
-    def list_runs(self, sweep_id: str | None = None) -> list[dict[str, Any]]: ...
+    def list_runs(self, sweep_id: str | None = None) -> list[dict[str, Any]]:
+        """Every run's record, or a sweep's, ordered by creation time then run id."""
 
     @abstractmethod
-    def set_status(self, run_id: str, status: str) -> None: ...
+    def set_status(self, run_id: str, status: str) -> None:
+        """Set the run's status.
+
+        Raises:
+            RunNotFoundError: No such run; none is created.
+        """
 
     @abstractmethod
     def update_extra(self, run_id: str, extra: dict[str, Any]) -> None:
-        """Merge keys into the run's ``extra`` object."""
+        """Merge top-level keys into the run's ``extra`` object; concurrent merges are all kept.
+
+        Raises:
+            RunNotFoundError: No such run; none is created.
+            TypeError: A value is not JSON-serializable; nothing is written.
+        """
 
     @abstractmethod
     def commit_version(self, run_id: str, expected_version: int, iteration: int) -> bool:
-        """Compare-and-set: if the run's version equals ``expected_version``, set version to
-        expected_version + 1 and last_iteration to ``iteration``; return True. Otherwise change nothing
-        and return False. Exactly one of two concurrent callers with the same expected version wins."""
+        """Compare-and-set the run's policy version: the fence that lets one updater commit iteration i.
+
+        If the run's version equals ``expected_version``, set version to expected_version + 1 and
+        last_iteration to ``iteration``. Exactly one of two concurrent callers with the same expected
+        version wins.
+
+        Returns:
+            True if this call committed; False, changing nothing, otherwise.
+
+        Raises:
+            RunNotFoundError: No such run.
+        """
 
     @abstractmethod
-    def create_sweep(self, sweep_id: str, record: dict[str, Any]) -> bool: ...
+    def create_sweep(self, sweep_id: str, record: dict[str, Any]) -> bool:
+        """Store a sweep's record (a JSON object); False, changing nothing, if the sweep exists."""
 
     @abstractmethod
-    def get_sweep(self, sweep_id: str) -> dict[str, Any]: ...
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """The sweep's record plus its ``sweep_id``.
+
+        Raises:
+            KeyError: No such sweep.
+        """
 
     @abstractmethod
-    def list_sweeps(self) -> list[dict[str, Any]]: ...
+    def list_sweeps(self) -> list[dict[str, Any]]:
+        """Every sweep's record plus its ``sweep_id``, ordered by sweep id."""
+
+    # Leases expire by the store's clock (its ``clock`` argument): a lease taken at time t with
+    # ttl_seconds is held while clock() < t + ttl_seconds.
 
     @abstractmethod
     def acquire_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
-        """Take or renew the lease ``name`` for ``owner``; False if another owner holds an unexpired one."""
+        """Take or renew the lease ``name`` for ``owner``.
+
+        Args:
+            name: The lease, e.g. ``run:<run_id>``.
+            owner: Who holds it; renewing means acquiring again with the same owner.
+            ttl_seconds: Positive, finite lifetime from now; a renewal restarts it.
+
+        Returns:
+            True if ``owner`` holds the lease now; False if another owner holds an unexpired one.
+
+        Raises:
+            ValueError: ``ttl_seconds`` is not a positive finite number.
+        """
 
     @abstractmethod
-    def release_lease(self, name: str, owner: str) -> None: ...
+    def release_lease(self, name: str, owner: str) -> None:
+        """Drop the lease if ``owner`` holds it; a lease held by anyone else is left alone."""
 
     @abstractmethod
     def lease_owner(self, name: str) -> str | None:
         """The owner of an unexpired lease ``name``, or None."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
-        pass
+        """Release connections; the store is not used afterwards."""

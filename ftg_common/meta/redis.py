@@ -1,8 +1,13 @@
 """Metadata store in Redis: the cluster backend, shared by every function replica and the controller.
 
 Layout under ``{prefix}``: ``run:{id}`` hash per run, ``runs`` set of run ids, ``sweep-runs:{id}`` set
-of a sweep's run ids, ``sweep:{id}`` JSON string, ``sweeps`` set of sweep ids, ``lease:{name}`` string
-holding the owner with a TTL. Every conditional write is a Lua script, so it runs atomically on the server.
+of a sweep's run ids, ``sweep:{id}`` JSON string, ``sweeps`` set of sweep ids, ``lease:{name}`` hash of
+``owner`` and ``expires`` (epoch seconds). Every conditional write is a Lua script, so it runs atomically
+on the server.
+
+A lease expires when the store's clock passes ``expires``, not when Redis drops the key: the same rule as
+the SQLite backend, and one a test can drive with a fake clock instead of sleeping. The key still gets
+a TTL, longer than the lease by ``_LEASE_GC_GRACE_S``, only so that abandoned leases don't pile up.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from ftg_common.ids import validate_run_id
@@ -46,20 +52,23 @@ if redis.call('SET', KEYS[1], ARGV[2], 'NX') then
 end
 return 0
 """
-# KEYS: lease. ARGV: owner, ttl ms. Also covers a lease that expired since our SET NX failed.
-_RENEW_LEASE = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
+# KEYS: lease. ARGV: owner, now, expires, key TTL ms. Takes a free or expired lease, or renews our own.
+_ACQUIRE_LEASE = """
+local holder = redis.call('HMGET', KEYS[1], 'owner', 'expires')
+if holder[1] and holder[1] ~= ARGV[1] and tonumber(holder[2]) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'expires', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
 """
 # KEYS: lease. ARGV: owner. Never deletes a lease someone else took over after ours expired.
 _RELEASE_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# Redis keeps a lease key this long past its expiry. Expiry itself is decided by the clocks of the
+# store's users, so this also bounds how far ahead of the Redis server's clock theirs may run before
+# Redis deletes a lease that they still consider held.
+_LEASE_GC_GRACE_S = 300.0
 
 
 def _redact(url: str) -> str:
@@ -73,10 +82,10 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def _ttl_ms(ttl_seconds: float) -> int:
+def _check_ttl(ttl_seconds: float) -> float:
     if not (isinstance(ttl_seconds, int | float) and math.isfinite(ttl_seconds) and ttl_seconds > 0):
         raise ValueError(f"lease ttl_seconds must be a positive finite number, got {ttl_seconds!r}")
-    return max(1, math.ceil(ttl_seconds * 1000))
+    return float(ttl_seconds)
 
 
 def _run_from_hash(fields: dict[str, str]) -> dict[str, Any]:
@@ -93,26 +102,38 @@ def _run_from_hash(fields: dict[str, str]) -> dict[str, Any]:
 
 
 class RedisMeta(MetaStore):
-    def __init__(self, url: str, prefix: str = "ftg") -> None:
+    """Safe for many threads, processes and hosts sharing one Redis.
+
+    Args:
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL; no connection is made until first use.
+        prefix: Namespace for every key, so deployments can share a server.
+        clock: Seconds since the epoch. It stamps run records and decides lease expiry; leases taken
+            from several hosts therefore assume their clocks agree to well within a lease's TTL (NTP).
+            Wall-clock time, not ``time.monotonic``: expiries are compared across processes and hosts.
+    """
+
+    def __init__(self, url: str, prefix: str = "ftg", clock: Callable[[], float] = time.time) -> None:
         import redis
 
         if not prefix:
             raise ValueError("RedisMeta needs a non-empty key prefix")
         self.url = _redact(url)
         self.prefix = prefix
+        self._clock = clock
         # The client's connection pool is thread-safe and reconnects after fork, so one client serves all.
         self._redis = redis.Redis.from_url(url, decode_responses=True)
         self._create_run = self._redis.register_script(_CREATE_RUN)
         self._update_if_exists = self._redis.register_script(_UPDATE_IF_EXISTS)
         self._commit_version = self._redis.register_script(_COMMIT_VERSION)
         self._create_sweep = self._redis.register_script(_CREATE_SWEEP)
-        self._renew_lease = self._redis.register_script(_RENEW_LEASE)
+        self._acquire_lease = self._redis.register_script(_ACQUIRE_LEASE)
         self._release_lease = self._redis.register_script(_RELEASE_LEASE)
 
     def __repr__(self) -> str:
         return f"RedisMeta({self.url!r}, prefix={self.prefix!r})"
 
     def close(self) -> None:
+        """Close the client's connections."""
         self._redis.close()
 
     def _key(self, *parts: str) -> str:
@@ -122,8 +143,9 @@ class RedisMeta(MetaStore):
     def create_run(
         self, run_id: str, sweep_id: str | None = None, extra: dict[str, Any] | None = None
     ) -> bool:
+        """See :meth:`MetaStore.create_run`; the record and its set memberships appear atomically."""
         validate_run_id(run_id)
-        now = repr(time.time())
+        now = repr(self._clock())
         fields = {
             "run_id": run_id,
             "status": "created",
@@ -138,17 +160,19 @@ class RedisMeta(MetaStore):
             fields["sweep_id"] = sweep_id
             keys.append(self._key("sweep-runs", sweep_id))
         args = [run_id, *(item for pair in fields.items() for item in pair)]
-        return self._create_run(keys=keys, args=args) == 1
+        return int(self._create_run(keys=keys, args=args)) == 1
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        fields = self._redis.hgetall(self._key("run", run_id))
+        """See :meth:`MetaStore.get_run`."""
+        fields = cast(dict[str, str], self._redis.hgetall(self._key("run", run_id)))
         if not fields:
             raise RunNotFoundError(run_id)
         return _run_from_hash(fields)
 
     def list_runs(self, sweep_id: str | None = None) -> list[dict[str, Any]]:
+        """See :meth:`MetaStore.list_runs`."""
         members = self._key("runs") if sweep_id is None else self._key("sweep-runs", sweep_id)
-        run_ids = sorted(self._redis.smembers(members))
+        run_ids = sorted(cast(set[str], self._redis.smembers(members)))
         pipe = self._redis.pipeline(transaction=False)
         for run_id in run_ids:
             pipe.hgetall(self._key("run", run_id))
@@ -156,11 +180,13 @@ class RedisMeta(MetaStore):
         return sorted(runs, key=lambda run: (run["created"], run["run_id"]))
 
     def set_status(self, run_id: str, status: str) -> None:
-        args = ["status", status, "updated", repr(time.time())]
-        if self._update_if_exists(keys=[self._key("run", run_id)], args=args) != 1:
+        """See :meth:`MetaStore.set_status`."""
+        args = ["status", status, "updated", repr(self._clock())]
+        if int(self._update_if_exists(keys=[self._key("run", run_id)], args=args)) != 1:
             raise RunNotFoundError(run_id)
 
     def update_extra(self, run_id: str, extra: dict[str, Any]) -> None:
+        """See :meth:`MetaStore.update_extra`."""
         patch = json.loads(json.dumps(extra))  # fail on unserializable values before touching Redis
         key = self._key("run", run_id)
 
@@ -174,34 +200,40 @@ class RedisMeta(MetaStore):
             merged.update(patch)
             pipe.multi()
             pipe.hset(
-                key, mapping={"extra": json.dumps(merged, sort_keys=True), "updated": repr(time.time())}
+                key, mapping={"extra": json.dumps(merged, sort_keys=True), "updated": repr(self._clock())}
             )
 
         self._redis.transaction(merge, key)
 
     def commit_version(self, run_id: str, expected_version: int, iteration: int) -> bool:
-        args = [int(expected_version), int(iteration), repr(time.time())]
-        outcome = self._commit_version(keys=[self._key("run", run_id)], args=args)
+        """See :meth:`MetaStore.commit_version`; the compare and the set are one Lua script."""
+        args: list[str | int] = [int(expected_version), int(iteration), repr(self._clock())]
+        outcome = int(self._commit_version(keys=[self._key("run", run_id)], args=args))
         if outcome == -1:
             raise RunNotFoundError(run_id)
         return outcome == 1
 
     # --- sweeps ---
     def create_sweep(self, sweep_id: str, record: dict[str, Any]) -> bool:
+        """See :meth:`MetaStore.create_sweep`."""
         keys = [self._key("sweep", sweep_id), self._key("sweeps")]
-        return self._create_sweep(keys=keys, args=[sweep_id, json.dumps(record, sort_keys=True)]) == 1
+        args = [sweep_id, json.dumps(record, sort_keys=True)]
+        return int(self._create_sweep(keys=keys, args=args)) == 1
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
-        raw = self._redis.get(self._key("sweep", sweep_id))
+        """See :meth:`MetaStore.get_sweep`."""
+        raw = cast(str | None, self._redis.get(self._key("sweep", sweep_id)))
         if raw is None:
             raise KeyError(f"sweep not found: {sweep_id}")
         return {**json.loads(raw), "sweep_id": sweep_id}
 
     def list_sweeps(self) -> list[dict[str, Any]]:
-        sweep_ids = sorted(self._redis.smembers(self._key("sweeps")))
+        """See :meth:`MetaStore.list_sweeps`."""
+        sweep_ids = sorted(cast(set[str], self._redis.smembers(self._key("sweeps"))))
         if not sweep_ids:
             return []
-        records = self._redis.mget([self._key("sweep", sweep_id) for sweep_id in sweep_ids])
+        keys = [self._key("sweep", sweep_id) for sweep_id in sweep_ids]
+        records = cast(list[str | None], self._redis.mget(keys))
         return [
             {**json.loads(raw), "sweep_id": sweep_id}
             for sweep_id, raw in zip(sweep_ids, records, strict=True)
@@ -210,15 +242,22 @@ class RedisMeta(MetaStore):
 
     # --- leases ---
     def acquire_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
-        ttl_ms = _ttl_ms(ttl_seconds)
-        key = self._key("lease", name)
-        if self._redis.set(key, owner, nx=True, px=ttl_ms):
-            return True
-        return self._renew_lease(keys=[key], args=[owner, ttl_ms]) == 1
+        """See :meth:`MetaStore.acquire_lease`; the check and the write are one Lua script."""
+        ttl = _check_ttl(ttl_seconds)
+        now = float(self._clock())
+        key_ttl_ms = math.ceil((ttl + _LEASE_GC_GRACE_S) * 1000)
+        # repr() round-trips a float exactly, so Lua compares the very numbers the clock returned.
+        args: list[str | int] = [owner, repr(now), repr(now + ttl), key_ttl_ms]
+        return int(self._acquire_lease(keys=[self._key("lease", name)], args=args)) == 1
 
     def release_lease(self, name: str, owner: str) -> None:
+        """See :meth:`MetaStore.release_lease`."""
         self._release_lease(keys=[self._key("lease", name)], args=[owner])
 
     def lease_owner(self, name: str) -> str | None:
-        owner = self._redis.get(self._key("lease", name))
-        return owner.decode() if isinstance(owner, bytes) else owner
+        """See :meth:`MetaStore.lease_owner`."""
+        fields = self._redis.hmget(self._key("lease", name), ["owner", "expires"])
+        owner, expires = cast(list[str | None], fields)
+        if owner is None or expires is None or float(expires) <= self._clock():
+            return None
+        return owner

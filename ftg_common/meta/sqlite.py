@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +74,18 @@ class SqliteMeta(MetaStore):
     with WAL, readers on separate connections never wait for each other or for the writer, and a
     connection's transaction state can't leak between threads. SQLite itself serializes writers
     across threads and processes alike; ``busy_timeout`` makes them queue instead of failing.
+
+    Args:
+        path: The database file; its folder is created if missing.
+        busy_timeout_s: How long a writer waits for another writer's lock before failing.
+        clock: Seconds since the epoch. It stamps run and sweep records and decides lease expiry.
+            Wall-clock time, not ``time.monotonic``: the expiry stored by one process is compared by
+            another, possibly after a reboot, and a monotonic clock's origin is per boot.
     """
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, path: str | Path, busy_timeout_s: float = 30.0, clock: Callable[[], float] = time.time
+    ) -> None:
         if str(path) == ":memory:" or str(path).startswith("file:"):
             # Every thread opens its own connection, so a private in-memory database would be many.
             raise ValueError(f"SqliteMeta needs a database file path, got {str(path)!r}")
@@ -84,6 +93,7 @@ class SqliteMeta(MetaStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.url = f"sqlite:///{self.path.as_posix()}"
         self._busy_timeout_s = busy_timeout_s
+        self._clock = clock
         self._local = threading.local()
         # Weak, so a finished thread's connection is closed when its thread-local goes away; pid, so
         # close() after fork() never touches connections that belong to the parent.
@@ -96,7 +106,7 @@ class SqliteMeta(MetaStore):
 
     def _conn(self) -> sqlite3.Connection:
         pid = os.getpid()
-        conn = getattr(self._local, "conn", None)
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         # A connection inherited through fork() must not be used in the child; open a fresh one.
         if conn is not None and self._local.pid == pid:
             return conn
@@ -130,6 +140,7 @@ class SqliteMeta(MetaStore):
         conn.execute("COMMIT")
 
     def close(self) -> None:
+        """Close this process's connections, from every thread; a forked child leaves its parent's alone."""
         pid = os.getpid()
         with self._opened_lock:
             mine = [conn for conn, owner in self._opened.items() if owner == pid]
@@ -142,8 +153,9 @@ class SqliteMeta(MetaStore):
     def create_run(
         self, run_id: str, sweep_id: str | None = None, extra: dict[str, Any] | None = None
     ) -> bool:
+        """See :meth:`MetaStore.create_run`."""
         validate_run_id(run_id)
-        now = time.time()
+        now = self._clock()
         cursor = self._conn().execute(
             f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, 'created', 0, -1, ?, ?, ?, ?) "
             "ON CONFLICT (run_id) DO NOTHING",
@@ -152,12 +164,14 @@ class SqliteMeta(MetaStore):
         return cursor.rowcount == 1
 
     def get_run(self, run_id: str) -> dict[str, Any]:
+        """See :meth:`MetaStore.get_run`."""
         row = self._conn().execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise RunNotFoundError(run_id)
         return _run_from_row(row)
 
     def list_runs(self, sweep_id: str | None = None) -> list[dict[str, Any]]:
+        """See :meth:`MetaStore.list_runs`."""
         query = f"SELECT {_RUN_COLUMNS} FROM runs"
         params: tuple[Any, ...] = ()
         if sweep_id is not None:
@@ -167,13 +181,15 @@ class SqliteMeta(MetaStore):
         return [_run_from_row(row) for row in rows]
 
     def set_status(self, run_id: str, status: str) -> None:
+        """See :meth:`MetaStore.set_status`."""
         cursor = self._conn().execute(
-            "UPDATE runs SET status = ?, updated = ? WHERE run_id = ?", (status, time.time(), run_id)
+            "UPDATE runs SET status = ?, updated = ? WHERE run_id = ?", (status, self._clock(), run_id)
         )
         if cursor.rowcount == 0:
             raise RunNotFoundError(run_id)
 
     def update_extra(self, run_id: str, extra: dict[str, Any]) -> None:
+        """See :meth:`MetaStore.update_extra`; the merge runs under the write lock."""
         patch = json.loads(json.dumps(extra))  # fail on unserializable values before taking the lock
         with self._write_txn() as conn:
             row = conn.execute("SELECT extra FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -183,16 +199,17 @@ class SqliteMeta(MetaStore):
             merged.update(patch)
             conn.execute(
                 "UPDATE runs SET extra = ?, updated = ? WHERE run_id = ?",
-                (json.dumps(merged, sort_keys=True), time.time(), run_id),
+                (json.dumps(merged, sort_keys=True), self._clock(), run_id),
             )
 
     def commit_version(self, run_id: str, expected_version: int, iteration: int) -> bool:
+        """See :meth:`MetaStore.commit_version`."""
         # One conditional UPDATE is the whole compare-and-set: SQLite runs it under the write lock,
         # so of any number of racing callers exactly one matches version = expected_version.
         cursor = self._conn().execute(
             "UPDATE runs SET version = version + 1, last_iteration = ?, updated = ? "
             "WHERE run_id = ? AND version = ?",
-            (int(iteration), time.time(), run_id, int(expected_version)),
+            (int(iteration), self._clock(), run_id, int(expected_version)),
         )
         if cursor.rowcount == 1:
             return True
@@ -203,26 +220,31 @@ class SqliteMeta(MetaStore):
 
     # --- sweeps ---
     def create_sweep(self, sweep_id: str, record: dict[str, Any]) -> bool:
+        """See :meth:`MetaStore.create_sweep`."""
         cursor = self._conn().execute(
-            "INSERT INTO sweeps (sweep_id, record, created) VALUES (?, ?, ?) ON CONFLICT (sweep_id) DO NOTHING",
-            (sweep_id, json.dumps(record, sort_keys=True), time.time()),
+            "INSERT INTO sweeps (sweep_id, record, created) VALUES (?, ?, ?) "
+            "ON CONFLICT (sweep_id) DO NOTHING",
+            (sweep_id, json.dumps(record, sort_keys=True), self._clock()),
         )
         return cursor.rowcount == 1
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """See :meth:`MetaStore.get_sweep`."""
         row = self._conn().execute("SELECT record FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
         if row is None:
             raise KeyError(f"sweep not found: {sweep_id}")
         return {**json.loads(row[0]), "sweep_id": sweep_id}
 
     def list_sweeps(self) -> list[dict[str, Any]]:
+        """See :meth:`MetaStore.list_sweeps`."""
         rows = self._conn().execute("SELECT sweep_id, record FROM sweeps ORDER BY sweep_id").fetchall()
         return [{**json.loads(record), "sweep_id": sweep_id} for sweep_id, record in rows]
 
     # --- leases ---
     def acquire_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """See :meth:`MetaStore.acquire_lease`; one conditional upsert, so racing owners can't both win."""
         ttl = _check_ttl(ttl_seconds)
-        now = time.time()
+        now = self._clock()
         # Insert, or take over only if we already own it (renewal) or the holder's lease has expired.
         cursor = self._conn().execute(
             "INSERT INTO leases (name, owner, expires) VALUES (?, ?, ?) "
@@ -233,10 +255,14 @@ class SqliteMeta(MetaStore):
         return cursor.rowcount == 1
 
     def release_lease(self, name: str, owner: str) -> None:
+        """See :meth:`MetaStore.release_lease`."""
         self._conn().execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
 
     def lease_owner(self, name: str) -> str | None:
-        row = self._conn().execute(
-            "SELECT owner FROM leases WHERE name = ? AND expires > ?", (name, time.time())
-        ).fetchone()
+        """See :meth:`MetaStore.lease_owner`."""
+        row = (
+            self._conn()
+            .execute("SELECT owner FROM leases WHERE name = ? AND expires > ?", (name, self._clock()))
+            .fetchone()
+        )
         return row[0] if row else None

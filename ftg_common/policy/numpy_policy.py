@@ -11,13 +11,13 @@ import math
 
 import numpy as np
 
-from ftg_common.policy.spec import PolicySpec, check_tensors
+from ftg_common.algos.ppo_numpy import log_softmax
+from ftg_common.policy.numpy_mlp import FlatParams, Layer, mlp_forward
+from ftg_common.policy.spec import PolicySpec
 
 __all__ = ["NumpyPolicy"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-
-_Layer = tuple[np.ndarray, np.ndarray]  # (weight [in, out], bias [out])
 
 
 class NumpyPolicy:
@@ -28,33 +28,21 @@ class NumpyPolicy:
     """
 
     def __init__(self, spec: PolicySpec, tensors: dict[str, np.ndarray]) -> None:
-        check_tensors(spec, tensors)
         self.spec = spec
-        self._discrete = spec.action_kind == "discrete"
+        self._params = FlatParams(spec).load(tensors)
+        # Contiguous [in, out] copies made once: each forward pass is then x @ W + b with no strided reads.
+        self._layers: dict[str, list[Layer]] = {
+            net: [(np.ascontiguousarray(w), b.copy()) for w, b in layers] for net, layers in self._params.layers.items()
+        }
         self._relu = spec.activation == "relu"
-
-        def layers(net: str) -> tuple[list[_Layer], _Layer]:
-            # Transposed once here so each forward pass is x @ W + b with no per-call copies.
-            hidden = [
-                (self._f32(tensors[f"{net}.{i}.weight"]).T.copy(), self._f32(tensors[f"{net}.{i}.bias"]))
-                for i in range(len(spec.net_arch))
-            ]
-            out = (self._f32(tensors[f"{net}.out.weight"]).T.copy(), self._f32(tensors[f"{net}.out.bias"]))
-            return hidden, out
-
-        self._pi_hidden, self._pi_out = layers("pi")
-        self._vf_hidden, self._vf_out = layers("vf")
+        self._discrete = spec.action_kind == "discrete"
         if not self._discrete:
-            self._log_std = self._f32(tensors["log_std"])
+            self._log_std = self._params.view("log_std")
             self._std = np.exp(self._log_std)
             # Multiplying by exp(-log_std), like the torch policy, keeps both paths bit-close.
             self._inv_std = np.exp(-self._log_std)
             # Gaussian log-density constant, summed over action dims.
             self._log_norm = np.float32(self._log_std.sum(dtype=np.float64) + spec.out_dim * _HALF_LOG_2PI)
-
-    @staticmethod
-    def _f32(a: np.ndarray) -> np.ndarray:
-        return np.array(a, dtype=np.float32, copy=True)
 
     def _obs(self, obs: np.ndarray) -> np.ndarray:
         x = np.asarray(obs, dtype=np.float32)
@@ -63,29 +51,13 @@ class NumpyPolicy:
             raise ValueError(f"observations must be [B, {self.spec.obs_dim}], got shape {np.shape(obs)}")
         return x
 
-    def _mlp(self, x: np.ndarray, hidden: list[_Layer], out: _Layer) -> np.ndarray:
-        for w, b in hidden:
-            x = x @ w
-            x += b
-            # In place: x is a fresh matmul result, never the caller's array.
-            if self._relu:
-                np.maximum(x, 0.0, out=x)
-            else:
-                np.tanh(x, out=x)
-        y = x @ out[0]
-        y += out[1]
-        return y
-
-    @staticmethod
-    def _log_softmax(logits: np.ndarray) -> np.ndarray:
-        z = logits - logits.max(axis=1, keepdims=True)
-        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return z
+    def _net(self, net: str, x: np.ndarray) -> np.ndarray:
+        return mlp_forward(self._layers[net], x, self._relu)[0]
 
     # --- public API ----------------------------------------------------------------------------
     def value(self, obs: np.ndarray) -> np.ndarray:
         """V(obs): [B] float32."""
-        return self._mlp(self._obs(obs), self._vf_hidden, self._vf_out)[:, 0]
+        return self._net("vf", self._obs(obs))[:, 0]
 
     def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample actions from pi(.|obs).
@@ -102,13 +74,13 @@ class NumpyPolicy:
             (actions int64 [B] or float32 [B, action_dim], values [B] float32, log_prob [B] float32).
         """
         x = self._obs(obs)
-        values = self._mlp(x, self._vf_hidden, self._vf_out)[:, 0]
-        head = self._mlp(x, self._pi_hidden, self._pi_out)
+        values = self._net("vf", x)[:, 0]
+        head = self._net("pi", x)
         if self._discrete:
-            logp = self._log_softmax(head)
+            logp = log_softmax(head)
             # float64 CDF so that rounding cannot leave a gap below u ~ 1.
             cdf = np.cumsum(np.exp(logp, dtype=np.float64), axis=1)
-            u = rng.random(x.shape[0])
+            u = rng.random(size=(x.shape[0],))
             actions = (cdf <= u[:, None]).sum(axis=1)
             np.minimum(actions, head.shape[1] - 1, out=actions)
             actions = actions.astype(np.int64, copy=False)
@@ -122,18 +94,21 @@ class NumpyPolicy:
 
     def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
         """Greedy action: argmax of the logits (int64 [B]) or the Gaussian mean (float32 [B, d])."""
-        head = self._mlp(self._obs(obs), self._pi_hidden, self._pi_out)
+        head = self._net("pi", self._obs(obs))
         if self._discrete:
-            return head.argmax(axis=1).astype(np.int64, copy=False)
+            greedy: np.ndarray = head.argmax(axis=1).astype(np.int64, copy=False)
+            return greedy
         return head
 
     def log_prob(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """log pi(actions|obs): [B] float32. actions are int [B] (discrete) or [B, action_dim] (box)."""
+        """Log pi(actions|obs): [B] float32. Actions are int [B] (discrete) or [B, action_dim] (box)."""
         x = self._obs(obs)
-        head = self._mlp(x, self._pi_hidden, self._pi_out)
+        head = self._net("pi", x)
         if self._discrete:
-            a = np.asarray(actions).reshape(-1).astype(np.int64, copy=False)
-            return self._log_softmax(head)[np.arange(x.shape[0]), a]
+            taken = np.asarray(actions).reshape(-1).astype(np.int64, copy=False)
+            chosen: np.ndarray = log_softmax(head)[np.arange(x.shape[0]), taken]
+            return chosen
         a = np.asarray(actions, dtype=np.float32).reshape(head.shape)
         z = (a - head) * self._inv_std
-        return (-0.5 * np.einsum("ij,ij->i", z, z) - self._log_norm).astype(np.float32, copy=False)
+        box: np.ndarray = (-0.5 * np.einsum("ij,ij->i", z, z) - self._log_norm).astype(np.float32, copy=False)
+        return box

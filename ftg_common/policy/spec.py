@@ -121,10 +121,12 @@ class PolicySpec(BaseModel):
         )
 
     def to_json(self) -> str:
+        """The spec as the JSON string stored in safetensors metadata."""
         return self.model_dump_json()
 
     @classmethod
     def from_json(cls, data: str | bytes) -> PolicySpec:
+        """Parse and validate a spec written by ``to_json``."""
         return cls.model_validate_json(data)
 
 
@@ -145,6 +147,7 @@ def tensor_shapes(spec: PolicySpec) -> dict[str, tuple[int, ...]]:
 
 
 def tensor_names(spec: PolicySpec) -> list[str]:
+    """Names of every tensor of the policy, in ``tensor_shapes`` order."""
     return list(tensor_shapes(spec))
 
 

@@ -29,6 +29,13 @@ def _mlp(spec: PolicySpec, out_dim: int) -> nn.ModuleDict:
     return nn.ModuleDict(layers)
 
 
+def _default_linear_init(layer: nn.Linear, gen: torch.Generator) -> None:
+    """What ``nn.Linear.reset_parameters`` does, but from ``gen`` instead of the global RNG."""
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=gen)
+    bound = 1.0 / math.sqrt(layer.in_features)
+    nn.init.uniform_(layer.bias, -bound, bound, generator=gen)
+
+
 class ActorCritic(nn.Module):
     """Separate actor and critic MLPs (SB3 MlpPolicy layout) built from a PolicySpec."""
 
@@ -48,27 +55,31 @@ class ActorCritic(nn.Module):
         # Tuples are not registered as submodules, so the hot path can skip ModuleDict lookups
         # without duplicating state_dict keys.
         n = len(spec.net_arch)
-        self._pi_path: tuple[tuple[nn.Linear, ...], nn.Linear] = (
-            tuple(self.pi[str(i)] for i in range(n)), self.pi["out"],  # type: ignore[misc]
-        )
-        self._vf_path: tuple[tuple[nn.Linear, ...], nn.Linear] = (
-            tuple(self.vf[str(i)] for i in range(n)), self.vf["out"],  # type: ignore[misc]
-        )
+        self._pi_path = self._path(self.pi, n)
+        self._vf_path = self._path(self.vf, n)
 
-    def init_weights(self, seed: int) -> None:
-        """Orthogonal init (hidden gain sqrt(2), policy head 0.01, value head 1), zero biases.
+    @staticmethod
+    def _path(net: nn.ModuleDict, depth: int) -> tuple[tuple[nn.Linear, ...], nn.Linear]:
+        layers = [net[str(i)] for i in range(depth)] + [net["out"]]
+        linear = tuple(layer for layer in layers if isinstance(layer, nn.Linear))
+        return linear[:-1], linear[-1]
 
-        Uses a private generator: the result depends only on `seed` and the global RNG is untouched.
-        The tiny policy-head gain starts the policy near uniform / near the zero mean.
+    def init_weights(self, seed: int, orthogonal: bool = True) -> None:
+        """Seeded initial weights; the result depends only on the arguments (the global RNG is untouched).
+
+        ``orthogonal`` (SB3's ``ortho_init``): orthogonal weights with gain sqrt(2) in hidden layers, 0.01
+        in the policy head (a near-uniform / near-zero-mean start) and 1 in the value head, zero biases.
+        Otherwise torch's default ``nn.Linear`` initialisation, drawn from the same seeded generator.
         """
         gen = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             for (layers, head), head_gain in ((self._pi_path, 0.01), (self._vf_path, 1.0)):
-                for layer in layers:
-                    nn.init.orthogonal_(layer.weight, gain=math.sqrt(2.0), generator=gen)
-                    layer.bias.zero_()
-                nn.init.orthogonal_(head.weight, gain=head_gain, generator=gen)
-                head.bias.zero_()
+                for layer, gain in [(layer, math.sqrt(2.0)) for layer in layers] + [(head, head_gain)]:
+                    if orthogonal:
+                        nn.init.orthogonal_(layer.weight, gain=gain, generator=gen)
+                        layer.bias.zero_()
+                    else:
+                        _default_linear_init(layer, gen)
             if self.log_std is not None:
                 self.log_std.fill_(float(self.spec.log_std_init))
 
@@ -79,7 +90,8 @@ class ActorCritic(nn.Module):
         x = obs
         for layer in hidden:
             x = self._act(layer(x))
-        return head(x)
+        out: Tensor = head(x)
+        return out
 
     def forward_value(self, obs: Tensor) -> Tensor:
         """V(obs): [B] for obs [B, obs_dim]."""
@@ -87,7 +99,8 @@ class ActorCritic(nn.Module):
         x = obs
         for layer in hidden:
             x = self._act(layer(x))
-        return head(x).squeeze(-1)
+        value: Tensor = head(x).squeeze(-1)
+        return value
 
     def evaluate_actions(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Log-prob, entropy and value for a minibatch.
@@ -117,7 +130,7 @@ class ActorCritic(nn.Module):
 
     # --- flat tensor I/O ------------------------------------------------------------------------
     def flat_tensors(self) -> dict[str, np.ndarray]:
-        """name -> float32 numpy copy of every parameter (safetensors keys; weights [out, in])."""
+        """Name -> float32 numpy copy of every parameter (safetensors keys; weights [out, in])."""
         return {
             name: t.detach().to(device="cpu", dtype=torch.float32).numpy().copy()
             for name, t in self.state_dict().items()

@@ -25,6 +25,12 @@ class InvalidKeyError(ValueError):
 
 
 class ObjectStore(ABC):
+    """Keyed bytes with atomic writes; keys are checked by ``ftg_common.store.key_syntax``.
+
+    Attributes:
+        url: where the store lives (``file:///dir`` or ``s3://bucket/prefix``).
+    """
+
     url: str
 
     @abstractmethod
@@ -36,7 +42,8 @@ class ObjectStore(ABC):
         """Raise KeyNotFoundError if absent."""
 
     @abstractmethod
-    def exists(self, key: str) -> bool: ...
+    def exists(self, key: str) -> bool:
+        """True when an object is stored under ``key``."""
 
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
@@ -48,20 +55,25 @@ class ObjectStore(ABC):
 
     # --- helpers shared by every backend ---
     def put_json(self, key: str, obj: Any) -> None:
+        """Write ``obj`` as compact JSON with sorted keys, so equal objects give equal bytes."""
         self.put_bytes(key, json.dumps(obj, sort_keys=True, separators=(",", ":")).encode())
 
     def get_json(self, key: str) -> Any:
+        """Read and parse a JSON object; KeyNotFoundError if absent."""
         return json.loads(self.get_bytes(key))
 
     def put_tensors(self, key: str, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+        """Write arrays (and optional string metadata) as safetensors."""
         from ftg_common.tensorio import encode
 
         self.put_bytes(key, encode(tensors, metadata))
 
     def get_tensors(self, key: str) -> dict[str, np.ndarray]:
+        """Read the arrays written by ``put_tensors``."""
         return self.get_tensors_with_metadata(key)[0]
 
     def get_tensors_with_metadata(self, key: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Read the arrays written by ``put_tensors`` and their string metadata."""
         from ftg_common.tensorio import decode
 
         return decode(self.get_bytes(key))

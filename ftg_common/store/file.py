@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 
 from ftg_common.store.base import InvalidKeyError, KeyNotFoundError, ObjectStore
-from ftg_common.store.keys import is_valid_key, normalize_prefix, validate_key
+from ftg_common.store.key_syntax import is_valid_key, normalize_prefix, validate_key
 
 # Temp files end in '~', a character keys may not contain, so a half-written object can never be
 # mistaken for (or collide with) a real key, even if its writer crashed and left it behind.
@@ -18,6 +18,8 @@ _CREATE_ATTEMPTS = 5
 
 
 class FileStore(ObjectStore):
+    """Objects as files under ``root``; ``fsync`` makes every write durable before it returns."""
+
     def __init__(self, root: str | Path, fsync: bool = False) -> None:
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -31,6 +33,7 @@ class FileStore(ObjectStore):
         return self.root.joinpath(*validate_key(key).split("/"))
 
     def put_bytes(self, key: str, data: bytes) -> None:
+        """Write to a temp file in the key's folder, then rename it over the key."""
         path = self._path(key)
         tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}{_TMP_SUFFIX}"
         fd = self._create_exclusive(key, tmp)
@@ -70,6 +73,7 @@ class FileStore(ObjectStore):
         raise error
 
     def get_bytes(self, key: str) -> bytes:
+        """Read the key's file; KeyNotFoundError if absent."""
         path = self._path(key)
         try:
             with open(path, "rb") as fh:
@@ -78,9 +82,11 @@ class FileStore(ObjectStore):
             raise KeyNotFoundError(key) from None
 
     def exists(self, key: str) -> bool:
+        """True when the key's file exists."""
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
+        """Valid keys under the folder ``prefix``, sorted; temp files are skipped."""
         folder = normalize_prefix(prefix)
         base = self.root.joinpath(*folder.split("/")) if folder else self.root
         if not base.is_dir():
@@ -96,6 +102,7 @@ class FileStore(ObjectStore):
         return sorted(keys)
 
     def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix`` and prune emptied folders; return how many keys."""
         folder = normalize_prefix(prefix)
         deleted = 0
         for key in self.list(folder):

@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from ftg_common.store.base import KeyNotFoundError, ObjectStore
-from ftg_common.store.keys import normalize_prefix, validate_key
+from ftg_common.store.key_syntax import normalize_prefix, validate_key
 
 # DeleteObjects accepts at most 1000 keys per request.
 _DELETE_BATCH = 1000
@@ -36,6 +36,8 @@ def _error_code(exc: Exception) -> str:
 
 
 class S3Store(ObjectStore):
+    """Objects in an S3 bucket, under an optional key prefix (one store per bucket folder)."""
+
     def __init__(
         self,
         bucket: str,
@@ -91,11 +93,13 @@ class S3Store(ObjectStore):
         return f"{full}/" if full else ""
 
     def put_bytes(self, key: str, data: bytes) -> None:
+        """Write the object with a single PutObject."""
         # A single PutObject is atomic on S3: readers get the old object or the new one.
         body = data if isinstance(data, bytes | bytearray) else bytes(data)
         self._client.put_object(Bucket=self.bucket, Key=self._object_name(key), Body=body)
 
     def get_bytes(self, key: str) -> bytes:
+        """Read the object; KeyNotFoundError if absent."""
         from botocore.exceptions import ClientError
 
         try:
@@ -104,9 +108,11 @@ class S3Store(ObjectStore):
             if _error_code(exc) in _MISSING_CODES:
                 raise KeyNotFoundError(key) from None
             raise
-        return response["Body"].read()
+        body: bytes = response["Body"].read()
+        return body
 
     def exists(self, key: str) -> bool:
+        """True when a HeadObject finds the object."""
         from botocore.exceptions import ClientError
 
         try:
@@ -129,10 +135,12 @@ class S3Store(ObjectStore):
         return names
 
     def list(self, prefix: str) -> list[str]:
+        """Keys under the folder ``prefix`` (without the store's own prefix), sorted."""
         strip = len(self.prefix) + 1 if self.prefix else 0
         return sorted(name[strip:] for name in self._list_object_names(prefix))
 
     def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix`` in batches of 1000; return how many."""
         names = self._list_object_names(prefix)
         deleted = 0
         for start in range(0, len(names), _DELETE_BATCH):

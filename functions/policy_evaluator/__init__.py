@@ -1,0 +1,1 @@
+"""policy-evaluator function: evaluation episodes of a policy version."""

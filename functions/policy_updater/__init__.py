@@ -1,0 +1,1 @@
+"""policy-updater function: one PPO update per iteration."""

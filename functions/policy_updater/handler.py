@@ -1,69 +1,58 @@
-"""policy-updater: PPO epochs on the iteration's batch, then checkpoint i+1 and a fenced version commit.
+"""policy-updater: train version i on batch i, write version i+1, commit it through the version fence.
 
-The only function that imports torch. It keeps no state between calls: each update starts from the
-checkpoint in the store, so a resumed run computes exactly what an uninterrupted one does.
+Keeps no state between calls: each update starts from the version in the store, so a resumed run
+computes exactly what an uninterrupted one does. torch is imported only for version 0 (seeded
+initial weights), for ``update_backend: torch``, and by ``warmup()`` in a warm instance.
 """
 
 from __future__ import annotations
 
-from ftg_common import layout, runtime
+from typing import Any
+
+from ftg_common import checkpoints, faas, layout
+from ftg_common.errors import BadRequest
+from ftg_common.runtime import FunctionContext
 from ftg_common.schemas import UpdateRequest, UpdateResult
 from ftg_common.settings import get_settings
+from ftg_common.update import fence, ppo
 
 
-def _already_committed(req: UpdateRequest) -> UpdateResult:
-    prior = runtime.store().get_json(layout.update_key(req.run_id, req.iteration))
-    prior["already_committed"] = True
-    return UpdateResult.model_validate(prior)
+def _torch() -> Any:
+    from ftg_common.update import torch_backend
+
+    torch_backend.set_threads(get_settings().torch_threads)
+    return torch_backend
 
 
-def _torch_trainer():
-    from ftg_common import trainer  # torch lives behind this import
+def initialise(req: UpdateRequest, ctx: FunctionContext) -> UpdateResult:
+    """Write version 0 (idempotent: the seeded weights are the same bytes every time)."""
+    if req.iteration != 0:
+        raise BadRequest("mode 'init' creates version 0 and needs iteration 0", "iteration")
+    keys = checkpoints.write_version(ctx.store, req.run_id, _torch().initial_version(ctx.config))
+    return UpdateResult(key=keys.policy, ckpt_key=keys.checkpoint, version=0, iteration=0, total_steps=0, seconds=0.0)
 
-    trainer.set_threads(get_settings().torch_threads)
-    return trainer
 
-
-def update(req: UpdateRequest) -> UpdateResult:
-    clock = runtime.Stopwatch()
-    cfg = runtime.run_config(req.run_id, req.config_digest)
-    store, meta = runtime.store(), runtime.meta()
+def update(req: UpdateRequest, ctx: FunctionContext) -> UpdateResult:
+    """Load version i, train it on batch i, write version i+1, compare-and-set."""
     if req.mode == "init":
-        if req.iteration != 0:
-            raise runtime.BadRequest("mode 'init' creates version 0 and needs iteration 0", "iteration")
-        return _torch_trainer().initialise(store, cfg, clock)
-    if req.batch is None:
-        raise runtime.BadRequest("mode 'update' needs the aggregator's result in 'batch'", "batch")
+        return initialise(req, ctx)
     expected = layout.batch_key(req.run_id, req.iteration)
-    if req.batch.key != expected:
-        raise runtime.BadRequest(f"batch.key {req.batch.key!r} is not {expected!r}", "batch.key")
-    run = meta.get_run(req.run_id)
-    if run["last_iteration"] >= req.iteration:
-        return _already_committed(req)
-    if run["version"] != req.iteration:
-        raise runtime.Conflict(
-            f"run {req.run_id} is at policy version {run['version']}; iteration {req.iteration} needs version "
-            f"{req.iteration}",
-            "iteration",
-        )
-    if cfg.ppo.update_backend == "torch":
-        result = _torch_trainer().ppo_update(store, cfg, req.iteration, clock)
-    else:
-        from ftg_common import trainer_numpy
-
-        result = trainer_numpy.ppo_update(store, cfg, req.iteration, clock)
-    if not meta.commit_version(req.run_id, req.iteration, req.iteration):
-        # Another updater committed first (a retry raced us); its checkpoint has identical bytes.
-        if meta.get_run(req.run_id)["last_iteration"] >= req.iteration:
-            return _already_committed(req)
-        raise runtime.Conflict(f"policy version of run {req.run_id} moved during the update", "iteration")
-    return result
+    if req.batch is None or req.batch.key != expected:
+        raise BadRequest(f"mode 'update' needs the aggregator's result for {expected!r} in 'batch'", "batch.key")
+    prior = fence.committed_result(ctx.store, ctx.meta, req.run_id, req.iteration)
+    if prior is not None:
+        return prior
+    version = checkpoints.read_version(ctx.store, req.run_id, req.iteration)
+    new, stats = ppo.train(version, ctx.store.get_tensors(expected), ctx.config, req.iteration)
+    keys = checkpoints.write_version(ctx.store, req.run_id, new)
+    return fence.commit(ctx.store, ctx.meta, req.run_id, stats.result(keys))
 
 
-def handle(event, context):
-    return runtime.serve(event, UpdateRequest, update)
+def handle(event: faas.Event, context: faas.Context) -> dict[str, Any]:
+    """The python3-http entry point."""
+    return faas.serve(event, UpdateRequest, update)
 
 
 def warmup() -> None:
-    """Called once when a warm worker starts: pay torch's import before the first request, not during it."""
-    _torch_trainer().warm_up()
+    """Called once when a warm instance starts: pay torch's import before the first request."""
+    _torch().warm_up()

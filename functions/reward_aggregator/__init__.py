@@ -1,0 +1,1 @@
+"""reward-aggregator function: GAE over an iteration's shards into one training batch."""

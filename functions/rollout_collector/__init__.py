@@ -1,0 +1,1 @@
+"""rollout-collector function: one shard's rollout per iteration."""

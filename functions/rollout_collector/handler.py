@@ -2,60 +2,41 @@
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
+from typing import Any
 
-from ftg_common import layout, runtime
+from ftg_common import faas
+from ftg_common.checkpoints import load_numpy_policy
+from ftg_common.collector import resume_envs, save_shard, shard_envs
 from ftg_common.envs.seeding import ACTIONS, derive_rng
-from ftg_common.envs.vector import CarryMismatchError, EnvCarry, ShardEnvs
-from ftg_common.policy_io import load_numpy_policy
+from ftg_common.errors import BadRequest
 from ftg_common.rollout import collect_rollout
+from ftg_common.runtime import FunctionContext
 from ftg_common.schemas import CollectRequest, CollectResult
 
 
-@lru_cache(maxsize=16)
-def _envs(env_id: str, kwargs_json: str, n_envs: int, seed: int, offset: int) -> ShardEnvs:
-    # Env objects are reused by a warm instance; each call fully restores their state from the carry.
-    return ShardEnvs(env_id, json.loads(kwargs_json), n_envs, seed, offset)
-
-
-def collect(req: CollectRequest) -> CollectResult:
-    clock = runtime.Stopwatch()
-    cfg = runtime.run_config(req.run_id, req.config_digest)
-    ppo = cfg.ppo
+def collect(req: CollectRequest, ctx: FunctionContext) -> CollectResult:
+    """Continue the shard's episodes for ``n_steps`` with policy version ``iteration``."""
+    cfg, ppo = ctx.config, ctx.config.ppo
     if req.shard >= ppo.shards:
-        raise runtime.BadRequest(f"shard {req.shard} out of range: run has {ppo.shards} shards", "shard")
-    store = runtime.store()
-    m = ppo.envs_per_shard
-    envs = _envs(ppo.env_id, json.dumps(ppo.env_kwargs, sort_keys=True), m, cfg.seed, req.shard * m)
+        raise BadRequest(f"shard {req.shard} out of range: run has {ppo.shards} shards", "shard")
     # The policy that acts in iteration i is version i (version 0 is the initial policy).
-    policy = load_numpy_policy(store, req.run_id, req.iteration)
-    carry = None
-    if req.iteration > 0:
-        arrays, meta = store.get_tensors_with_metadata(layout.carry_key(req.run_id, req.iteration - 1, req.shard))
-        carry = EnvCarry.from_stored(arrays, meta)
-    try:
-        envs.start(carry)
-    except CarryMismatchError as exc:
-        raise runtime.Conflict(str(exc), "shard") from exc
-    rng = derive_rng(cfg.seed, ACTIONS, req.iteration, req.shard)
-    rollout = collect_rollout(envs, policy, ppo.n_steps, rng)
-    key = layout.traj_key(req.run_id, req.iteration, req.shard)
-    store.put_tensors(key, rollout.tensors(), metadata={"policy_version": str(req.iteration)})
-    new_carry = envs.carry()
-    carry_key = layout.carry_key(req.run_id, req.iteration, req.shard)
-    store.put_tensors(carry_key, new_carry.arrays, metadata=new_carry.metadata())
+    policy = load_numpy_policy(ctx.store, req.run_id, req.iteration)
+    with shard_envs(cfg, req.shard) as envs:
+        resume_envs(envs, ctx.store, req.run_id, req.iteration, req.shard)
+        rng = derive_rng(cfg.seed, ACTIONS, req.iteration, req.shard)
+        rollout = collect_rollout(envs, policy, ppo.n_steps, rng)
+        key, carry_key = save_shard(ctx.store, req.run_id, req.iteration, req.shard, rollout, envs)
     return CollectResult(
         key=key,
         carry_key=carry_key,
         shard=req.shard,
-        steps=ppo.n_steps * m,
+        steps=ppo.n_steps * ppo.envs_per_shard,
         policy_version=req.iteration,
         episode_returns=[round(r, 6) for r in rollout.episode_returns],
         episode_lengths=rollout.episode_lengths,
-        seconds=clock.seconds(),
     )
 
 
-def handle(event, context):
-    return runtime.serve(event, CollectRequest, collect)
+def handle(event: Any, context: Any) -> dict[str, Any]:
+    """The python3-http entry point."""
+    return faas.serve(event, CollectRequest, collect)

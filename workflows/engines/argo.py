@@ -1,7 +1,9 @@
-"""The cluster engine: each iteration is a Workflow submitted to an Argo Workflows server (through
-Hera's ``WorkflowsService``) that references the ``ftg-iteration`` WorkflowTemplate; the engine polls
-it to completion and maps Argo's node status onto the same ``WorkflowRun`` the embedded engine returns,
-so the driver is engine-agnostic.
+"""The cluster engine: each iteration is a Workflow on an Argo Workflows server.
+
+The Workflow is submitted through Hera's ``WorkflowsService`` and references the ``ftg-iteration``
+WorkflowTemplate; the engine polls it to completion and maps Argo's node status onto the same
+``WorkflowRun`` the embedded engine returns, so the driver is engine-agnostic. Direct function calls go
+over HTTP to the OpenFaaS gateway.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from workflows.engines.base import NodeStatus, WorkflowRun, call_function
 from workflows.engines.invokers import HttpInvoker
-from workflows.engines.local import NodeStatus, WorkflowRun
-from workflows.iteration import iteration_manifest, iteration_workflow
+from workflows.iteration import PARAMETERS, TEMPLATE_NAME, iteration_manifest, iteration_workflow
 
 DONE_PHASES = {"Succeeded", "Failed", "Error"}
 # Argo node types that are plumbing, not tasks: the DAG itself and the per-attempt children of a
@@ -22,7 +24,7 @@ _SKIP_TYPES = {"DAG", "Steps", "StepGroup"}
 
 
 class ArgoError(RuntimeError):
-    pass
+    """The Argo server did not do what was asked (no Workflow name, a Workflow that never finishes)."""
 
 
 def _epoch(ts: str | None) -> float | None:
@@ -78,12 +80,24 @@ def nodes_from_status(status: Mapping[str, Any]) -> list[NodeStatus]:
 
 
 class ArgoEngine:
-    """Submit-and-wait per iteration. ``invoker`` (plain HTTP) serves the driver's own calls to the
-    gateway, e.g. creating policy version 0."""
+    """Submit-and-wait per iteration on an Argo server; the engine for ``FTG_ENGINE=argo``.
+
+    Args:
+        host: Argo server URL.
+        token: bearer token, or None.
+        namespace: where the template and the Workflows live.
+        verify_ssl: verify the Argo server's certificate.
+        template_name: the iteration WorkflowTemplate's name.
+        poll_seconds: how often a running Workflow is polled.
+        timeout_seconds: how long :meth:`wait` waits for one Workflow.
+        session: a ``requests`` session for the Argo API (tests).
+        gateway: the OpenFaaS gateway as both the cluster's steps and this process reach it.
+    """
 
     def __init__(self, host: str, token: str | None, namespace: str, verify_ssl: bool = True,
-                 template_name: str = "ftg-iteration", poll_seconds: float = 1.0, timeout_seconds: float = 3600.0,
-                 session: Any | None = None) -> None:
+                 template_name: str = TEMPLATE_NAME, poll_seconds: float = 1.0,
+                 timeout_seconds: float = 3600.0, session: Any | None = None, *,
+                 gateway: str = str(PARAMETERS["gateway"])) -> None:
         from hera.workflows import WorkflowsService
 
         self.service = WorkflowsService(host=host, token=token, namespace=namespace, verify_ssl=verify_ssl,
@@ -92,7 +106,13 @@ class ArgoEngine:
         self.template_name = template_name
         self.poll_seconds = poll_seconds
         self.timeout_seconds = timeout_seconds
-        self.invoker = HttpInvoker()
+        self._gateway = gateway.rstrip("/")
+        self._http = HttpInvoker()
+
+    @property
+    def gateway(self) -> str:
+        """Base URL of the OpenFaaS gateway."""
+        return self._gateway
 
     def ensure_template(self) -> None:
         """Create the iteration WorkflowTemplate, or replace it with the current one if it exists."""
@@ -106,7 +126,8 @@ class ArgoEngine:
         manifest = iteration_manifest(name=self.template_name, namespace=self.namespace)
         try:
             self.service.create_workflow_template(
-                WorkflowTemplateCreateRequest(template=WorkflowTemplate.model_validate(manifest)), self.namespace
+                WorkflowTemplateCreateRequest(template=WorkflowTemplate.model_validate(manifest)),
+                self.namespace,
             )
         except AlreadyExists:
             current = self.service.get_workflow_template(self.template_name, self.namespace)
@@ -118,14 +139,29 @@ class ArgoEngine:
             )
 
     def submit(self, parameters: Mapping[str, str]) -> str:
+        """Create one iteration Workflow; returns the name the server generated.
+
+        Raises:
+            ArgoError: the server's answer names no Workflow.
+        """
         from hera.workflows.models import Workflow, WorkflowCreateRequest
 
-        manifest = iteration_workflow(dict(parameters), template_name=self.template_name, namespace=self.namespace)
-        created = self.service.create_workflow(WorkflowCreateRequest(workflow=Workflow.model_validate(manifest)),
-                                               self.namespace)
-        return created.metadata.name
+        manifest = iteration_workflow(dict(parameters), template_name=self.template_name,
+                                      namespace=self.namespace)
+        request = WorkflowCreateRequest(workflow=Workflow.model_validate(manifest))
+        created = self.service.create_workflow(request, self.namespace)
+        name = created.metadata.name
+        if not name:
+            prefix = manifest["metadata"]["generateName"]
+            raise ArgoError(f"the Argo server created a Workflow from {prefix!r} but returned no name")
+        return name
 
     def wait(self, name: str, parameters: Mapping[str, str]) -> WorkflowRun:
+        """Poll Workflow ``name`` until it is done.
+
+        Raises:
+            ArgoError: still not done after ``timeout_seconds``.
+        """
         deadline = time.monotonic() + self.timeout_seconds
         while True:
             wf = self.service.get_workflow(name, self.namespace).model_dump(by_alias=True, exclude_none=True,
@@ -141,6 +177,15 @@ class ArgoEngine:
                            message=status.get("message", ""), parameters=dict(parameters), started=started,
                            finished=finished, duration_s=max(0.0, finished - started))
 
-    def run(self, compiled: Any, parameters: Mapping[str, str], on_node: Any = None) -> WorkflowRun:
-        """Same signature as LocalEngine.run; ``compiled`` is unused (the server holds the template)."""
+    def run(self, parameters: Mapping[str, str]) -> WorkflowRun:
+        """Submit one iteration Workflow and wait for it (see :meth:`Engine.run`)."""
         return self.wait(self.submit(parameters), parameters)
+
+    def call(self, function: str, body: Mapping[str, Any], *,
+             headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Call one function on the gateway over HTTP (see :meth:`Engine.call`)."""
+        return call_function(self._http, self._gateway, function, body, headers)
+
+    def close(self) -> None:
+        """Close the HTTP connections to the gateway."""
+        self._http.close()

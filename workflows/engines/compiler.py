@@ -34,13 +34,18 @@ API_VERSION = "argoproj.io/v1alpha1"
 KINDS = ("Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate")
 
 # Spec fields that only matter to pods or to the cluster's bookkeeping; HTTP steps run without pods.
-_IGNORED_SPEC_KEYS = frozenset(
-    {"serviceAccountName", "podGC", "ttlStrategy", "workflowMetadata", "podMetadata", "automountServiceAccountToken"}
-)
+_IGNORED_SPEC_KEYS = frozenset({
+    "serviceAccountName", "podGC", "ttlStrategy", "workflowMetadata", "podMetadata",
+    "automountServiceAccountToken",
+})
 _TEMPLATE_TYPES = ("container", "script", "resource", "suspend", "steps", "containerSet", "data", "plugin")
 _TASK_UNSUPPORTED = ("withSequence", "continueOn", "onExit", "hooks", "templateRef", "inline")
-_TASK_KEYS = frozenset({"name", "template", "depends", "dependencies", "arguments", "withParam", "withItems", "when"})
-_HTTP_KEYS = frozenset({"url", "method", "headers", "body", "timeoutSeconds", "successCondition", "insecureSkipVerify"})
+_TASK_KEYS = frozenset(
+    {"name", "template", "depends", "dependencies", "arguments", "withParam", "withItems", "when"}
+)
+_HTTP_KEYS = frozenset(
+    {"url", "method", "headers", "body", "timeoutSeconds", "successCondition", "insecureSkipVerify"}
+)
 _RETRY_POLICIES = ("Always", "OnFailure", "OnError")
 _DEPENDS_TERM = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9]*)(?:\.([A-Za-z]+))?$")
 # Plain ``X`` in ``depends`` means X.Succeeded || X.Skipped || X.Daemoned (Argo's expandDependency);
@@ -91,10 +96,12 @@ class Text:
 
     @property
     def literal(self) -> bool:
+        """True when the field has no placeholders."""
         return len(self.parts) == 1
 
     @property
     def refs(self) -> tuple[str, ...]:
+        """The variable names the field uses, in order."""
         return self.parts[1::2]
 
     def render(self, scopes: tuple[Mapping[str, str], ...]) -> str:
@@ -117,6 +124,8 @@ class Text:
 
 @dataclass(frozen=True, slots=True)
 class ParamSpec:
+    """A declared workflow parameter: its default (None when required) and allowed values."""
+
     name: str
     value: str | None
     enum: tuple[str, ...] | None
@@ -124,6 +133,8 @@ class ParamSpec:
 
 @dataclass(frozen=True, slots=True)
 class RetrySpec:
+    """A template's ``retryStrategy``, durations in seconds."""
+
     limit: int
     policy: str
     duration: float | None
@@ -134,6 +145,8 @@ class RetrySpec:
 
 @dataclass(frozen=True, slots=True)
 class HttpTemplate:
+    """An HTTP template, its fields pre-split for substitution."""
+
     name: str
     url: Text
     method: Text
@@ -148,6 +161,8 @@ class HttpTemplate:
 
 @dataclass(frozen=True, slots=True)
 class Task:
+    """A DAG task with its dependencies, arguments and loop, checked against the template it calls."""
+
     name: str
     template: HttpTemplate
     deps: tuple[tuple[str, frozenset[str]], ...]  # (task, phases that satisfy the dependency)
@@ -159,11 +174,14 @@ class Task:
 
     @property
     def expands(self) -> bool:
+        """True for a fan-out (``withParam``/``withItems``) task."""
         return self.with_param is not None or self.with_items is not None
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledWorkflow:
+    """What the local engine executes: parameters, tasks in topological order, leaves, failFast."""
+
     name: str
     kind: str
     entrypoint: str
@@ -173,6 +191,7 @@ class CompiledWorkflow:
     fail_fast: bool
 
     def task(self, name: str) -> Task:
+        """The task called ``name``; KeyError for anything else."""
         for t in self.tasks:
             if t.name == name:
                 return t
@@ -180,6 +199,7 @@ class CompiledWorkflow:
 
     @property
     def required_parameters(self) -> tuple[str, ...]:
+        """Parameters without a default, which every run must supply."""
         return tuple(p.name for p in self.parameters if p.value is None)
 
 
@@ -245,13 +265,16 @@ class _Vars:
                 return
         if name == "item" or name.startswith("item."):
             if not self.item:
-                raise InvalidWorkflowError(f"{path}: '{{{{{name}}}}}' is used outside a withParam/withItems task")
+                raise InvalidWorkflowError(
+                    f"{path}: '{{{{{name}}}}}' is used outside a withParam/withItems task"
+                )
             return
         m = re.fullmatch(r"tasks\.([^.]+)\.outputs\.result", name)
         if m:
             if m.group(1) not in self.tasks:
                 raise InvalidWorkflowError(
-                    f"{path}: '{{{{{name}}}}}' refers to {m.group(1)!r}, which is not an ancestor of this task"
+                    f"{path}: '{{{{{name}}}}}' refers to {m.group(1)!r}, "
+                    "which is not an ancestor of this task"
                 )
             return
         raise _unsupported(path, f"variable '{{{{{name}}}}}' is")
@@ -311,18 +334,22 @@ def _workflow_params(spec: Mapping[str, Any], path: str) -> tuple[ParamSpec, ...
     return tuple(params)
 
 
-def _override_params(params: tuple[ParamSpec, ...], spec: Mapping[str, Any], path: str) -> tuple[ParamSpec, ...]:
+def _override_params(params: tuple[ParamSpec, ...], spec: Mapping[str, Any], path: str
+                     ) -> tuple[ParamSpec, ...]:
     """A Workflow that references a template supplies values for the template's parameters."""
     given = {p.name: p for p in _workflow_params(spec, path)}
     declared = {p.name for p in params}
     unknown = sorted(set(given) - declared)
     if unknown:
-        raise InvalidWorkflowError(f"{path}.arguments: parameters not declared by the template: {', '.join(unknown)}")
-    return tuple(
-        ParamSpec(p.name, given[p.name].value if p.name in given and given[p.name].value is not None else p.value,
-                  p.enum)
-        for p in params
-    )
+        raise InvalidWorkflowError(
+            f"{path}.arguments: parameters not declared by the template: {', '.join(unknown)}"
+        )
+
+    def value(p: ParamSpec) -> str | None:
+        override = given[p.name].value if p.name in given else None
+        return p.value if override is None else override
+
+    return tuple(ParamSpec(p.name, value(p), p.enum) for p in params)
 
 
 # --- templates --------------------------------------------------------------------------------------
@@ -411,7 +438,8 @@ def _http_template(tmpl: Mapping[str, Any], path: str, wf_params: frozenset[str]
                 raise InvalidWorkflowError(f"{hpath}.successCondition: {exc}") from None
             unknown = success.identifiers - {"response.statusCode", "response.body"}
             if unknown:
-                raise _unsupported(f"{hpath}.successCondition", f"identifier(s) {', '.join(sorted(unknown))} are")
+                raise _unsupported(f"{hpath}.successCondition",
+                                   f"identifier(s) {', '.join(sorted(unknown))} are")
         else:
             success_text = cond
     retry = _retry(tmpl["retryStrategy"], f"{path}.retryStrategy") if tmpl.get("retryStrategy") else None
@@ -435,7 +463,9 @@ def _template_kind(tmpl: Mapping[str, Any], path: str) -> str:
             raise _unsupported(f"{path}.{kind}", f"{kind} templates are")
     kinds = [k for k in ("dag", "http") if k in tmpl]
     if len(kinds) != 1:
-        raise InvalidWorkflowError(f"{path}: a template needs exactly one of dag/http, found {kinds or 'none'}")
+        raise InvalidWorkflowError(
+            f"{path}: a template needs exactly one of dag/http, found {kinds or 'none'}"
+        )
     allowed = {"name", "metadata", "inputs", "outputs", kinds[0]}
     if kinds[0] == "http":
         allowed.add("retryStrategy")  # a retried DAG is a construct of its own; we only retry calls
@@ -469,7 +499,8 @@ def _depends(task: Mapping[str, Any], path: str) -> list[tuple[str, frozenset[st
             raise InvalidWorkflowError(f"{path}.depends: cannot parse {term.strip()!r} in {text!r}")
         result = m.group(2)
         if result not in _DEPENDS_RESULTS:
-            raise _unsupported(f"{path}.depends", f"task result '{result}' (only plain names, .Succeeded, .Skipped) is")
+            raise _unsupported(f"{path}.depends",
+                               f"task result '{result}' (only plain names, .Succeeded, .Skipped) is")
         deps.append((m.group(1), _DEPENDS_RESULTS[result]))
     return deps
 
@@ -494,21 +525,14 @@ def _topological(names: list[str], deps: dict[str, list[str]], path: str) -> lis
     return order
 
 
-def _dag(tmpl: Mapping[str, Any], path: str, http: dict[str, HttpTemplate], template_kinds: dict[str, str],
-         wf_params: frozenset[str]) -> tuple[list[Task], bool]:
-    if tmpl.get("inputs"):
-        raise _unsupported(f"{path}.inputs", "inputs on the DAG template are")
-    dpath = f"{path}.dag"
-    dag = _mapping(tmpl["dag"], dpath)
-    if "target" in dag:
-        raise _unsupported(f"{dpath}.target", "dag.target is")
-    _check_keys(dag, frozenset({"tasks", "failFast"}), dpath, "dag")
-    raw_tasks = _list(dag.get("tasks") or [], f"{dpath}.tasks")
-    if not raw_tasks:
-        raise InvalidWorkflowError(f"{dpath}.tasks: a DAG needs at least one task")
+_Entries = dict[str, tuple[str, Mapping[str, Any]]]  # task name -> (its path, the raw task)
+_Deps = dict[str, list[tuple[str, frozenset[str]]]]  # task name -> (dependency, phases that satisfy it)
 
-    specs: dict[str, tuple[str, Mapping[str, Any]]] = {}
-    deps: dict[str, list[tuple[str, frozenset[str]]]] = {}
+
+def _dag_entries(raw_tasks: list[Any], dpath: str) -> tuple[_Entries, _Deps]:
+    """Each task's (path, raw mapping) and dependencies, by name; names and dependencies checked."""
+    specs: _Entries = {}
+    deps: _Deps = {}
     for i, raw in enumerate(raw_tasks):
         tpath = f"{dpath}.tasks[{i}]"
         t = _mapping(raw, tpath)
@@ -525,7 +549,86 @@ def _dag(tmpl: Mapping[str, Any], path: str, http: dict[str, HttpTemplate], temp
         for d, _ok in deps[name]:
             if d not in specs:
                 raise InvalidWorkflowError(f"{tpath}: depends on unknown task {d!r}")
+    return specs, deps
 
+
+def _called_template(t: Mapping[str, Any], tpath: str, http: Mapping[str, HttpTemplate],
+                     template_kinds: Mapping[str, str]) -> HttpTemplate:
+    tmpl_name = _string(t.get("template"), f"{tpath}.template")
+    if tmpl_name not in template_kinds:
+        raise InvalidWorkflowError(f"{tpath}.template: no template named {tmpl_name!r}")
+    if template_kinds[tmpl_name] != "http":
+        raise _unsupported(f"{tpath}.template",
+                           f"calling the {template_kinds[tmpl_name]} template {tmpl_name!r} "
+                           "(only HTTP templates may be called from a task) is")
+    return http[tmpl_name]
+
+
+def _loop_items(t: Mapping[str, Any], tpath: str, allowed: _Vars
+                ) -> tuple[Text | None, tuple[Any, ...] | None]:
+    """(withParam, withItems) of a task; at most one of them is set."""
+    if "withParam" in t and "withItems" in t:
+        raise InvalidWorkflowError(f"{tpath}: cannot use both withParam and withItems")
+    with_param = _text(t["withParam"], f"{tpath}.withParam", allowed) if "withParam" in t else None
+    with_items = None
+    if "withItems" in t:
+        items = _list(t["withItems"], f"{tpath}.withItems")
+        if any("{{" in str(item) for item in items):
+            raise _unsupported(f"{tpath}.withItems", "placeholders inside withItems are")
+        with_items = tuple(items)
+    return with_param, with_items
+
+
+def _task_args(t: Mapping[str, Any], tpath: str, target: HttpTemplate, allowed: _Vars
+               ) -> list[tuple[str, Text]]:
+    """The task's arguments, checked against the inputs the called template declares."""
+    args_raw = _mapping(t.get("arguments") or {}, f"{tpath}.arguments")
+    if args_raw.get("artifacts"):
+        raise _unsupported(f"{tpath}.arguments.artifacts", "artifacts are")
+    _check_keys(args_raw, frozenset({"parameters", "artifacts"}), f"{tpath}.arguments", "arguments")
+    items = _name_value_items(args_raw.get("parameters"), f"{tpath}.arguments.parameters",
+                              frozenset({"name", "value", "description"}), "argument", "valueFrom is")
+    args = [
+        (_string(p.get("name"), f"{ppath}.name"), _text(str(p.get("value", "")), f"{ppath}.value", allowed))
+        for p, ppath in items
+    ]
+    given = {n for n, _ in args}
+    declared = {n for n, _ in target.inputs}
+    if given - declared:
+        raise InvalidWorkflowError(f"{tpath}.arguments: {', '.join(sorted(given - declared))} not declared "
+                                   f"as inputs of template {target.name!r}")
+    missing = sorted(n for n, default in target.inputs if default is None and n not in given)
+    if missing:
+        raise InvalidWorkflowError(f"{tpath}.arguments: template {target.name!r} needs {', '.join(missing)}")
+    return args
+
+
+def _task(name: str, tpath: str, t: Mapping[str, Any], deps: list[tuple[str, frozenset[str]]],
+          ancestors: frozenset[str], http: Mapping[str, HttpTemplate], template_kinds: Mapping[str, str],
+          wf_params: frozenset[str]) -> Task:
+    target = _called_template(t, tpath, http, template_kinds)
+    with_param, with_items = _loop_items(t, tpath, _Vars(wf_params, tasks=ancestors))
+    allowed = _Vars(wf_params, tasks=ancestors, item=with_param is not None or with_items is not None)
+    args = _task_args(t, tpath, target, allowed)
+    when = _text(t["when"], f"{tpath}.when", allowed) if t.get("when") else None
+    texts = [tx for _, tx in args] + [x for x in (with_param, when) if x is not None]
+    refs = {r.split(".")[1] for tx in texts for r in tx.refs if r.startswith("tasks.")}
+    return Task(name, target, tuple(deps), tuple(args), with_param, with_items, when, tuple(sorted(refs)))
+
+
+def _dag(tmpl: Mapping[str, Any], path: str, http: dict[str, HttpTemplate], template_kinds: dict[str, str],
+         wf_params: frozenset[str]) -> tuple[list[Task], bool]:
+    if tmpl.get("inputs"):
+        raise _unsupported(f"{path}.inputs", "inputs on the DAG template are")
+    dpath = f"{path}.dag"
+    dag = _mapping(tmpl["dag"], dpath)
+    if "target" in dag:
+        raise _unsupported(f"{dpath}.target", "dag.target is")
+    _check_keys(dag, frozenset({"tasks", "failFast"}), dpath, "dag")
+    raw_tasks = _list(dag.get("tasks") or [], f"{dpath}.tasks")
+    if not raw_tasks:
+        raise InvalidWorkflowError(f"{dpath}.tasks: a DAG needs at least one task")
+    specs, deps = _dag_entries(raw_tasks, dpath)
     order = _topological(list(specs), {n: [d for d, _ in ds] for n, ds in deps.items()}, dpath)
     ancestors: dict[str, frozenset[str]] = {}
     for n in order:
@@ -533,56 +636,14 @@ def _dag(tmpl: Mapping[str, Any], path: str, http: dict[str, HttpTemplate], temp
         for d, _ in deps[n]:
             acc |= {d} | ancestors[d]
         ancestors[n] = frozenset(acc)
-
-    tasks: list[Task] = []
-    for name in order:
-        tpath, t = specs[name]
-        tmpl_name = _string(t.get("template"), f"{tpath}.template")
-        if tmpl_name not in template_kinds:
-            raise InvalidWorkflowError(f"{tpath}.template: no template named {tmpl_name!r}")
-        if template_kinds[tmpl_name] != "http":
-            raise _unsupported(f"{tpath}.template", f"calling the {template_kinds[tmpl_name]} template {tmpl_name!r} "
-                               "(only HTTP templates may be called from a task) is")
-        target = http[tmpl_name]
-        if "withParam" in t and "withItems" in t:
-            raise InvalidWorkflowError(f"{tpath}: cannot use both withParam and withItems")
-        expands = "withParam" in t or "withItems" in t
-        allowed = _Vars(wf_params, tasks=ancestors[name], item=expands)
-        with_param = _text(t["withParam"], f"{tpath}.withParam", _Vars(wf_params, tasks=ancestors[name])) \
-            if "withParam" in t else None
-        with_items = None
-        if "withItems" in t:
-            items = _list(t["withItems"], f"{tpath}.withItems")
-            if any("{{" in str(item) for item in items):
-                raise _unsupported(f"{tpath}.withItems", "placeholders inside withItems are")
-            with_items = tuple(items)
-        args_raw = _mapping(t.get("arguments") or {}, f"{tpath}.arguments")
-        if args_raw.get("artifacts"):
-            raise _unsupported(f"{tpath}.arguments.artifacts", "artifacts are")
-        _check_keys(args_raw, frozenset({"parameters", "artifacts"}), f"{tpath}.arguments", "arguments")
-        args = [
-            (_string(p.get("name"), f"{ppath}.name"), _text(str(p.get("value", "")), f"{ppath}.value", allowed))
-            for p, ppath in _name_value_items(args_raw.get("parameters"), f"{tpath}.arguments.parameters",
-                                              frozenset({"name", "value", "description"}), "argument", "valueFrom is")
-        ]
-        given = {n for n, _ in args}
-        declared = {n for n, _ in target.inputs}
-        if given - declared:
-            raise InvalidWorkflowError(f"{tpath}.arguments: {', '.join(sorted(given - declared))} not declared as "
-                                       f"inputs of template {tmpl_name!r}")
-        missing = sorted(n for n, default in target.inputs if default is None and n not in given)
-        if missing:
-            raise InvalidWorkflowError(f"{tpath}.arguments: template {tmpl_name!r} needs {', '.join(missing)}")
-        when = _text(t["when"], f"{tpath}.when", allowed) if t.get("when") else None
-        texts = [tx for _, tx in args] + [x for x in (with_param, when) if x is not None]
-        refs = {r.split(".")[1] for tx in texts for r in tx.refs if r.startswith("tasks.")}
-        tasks.append(Task(name, target, tuple(deps[name]), tuple(args), with_param, with_items, when,
-                          tuple(sorted(refs))))
+    tasks = [_task(name, *specs[name], deps[name], ancestors[name], http, template_kinds, wf_params)
+             for name in order]
     fail_fast = dag.get("failFast")
     return tasks, True if fail_fast is None else bool(fail_fast)
 
 
-def _spec_templates(spec: Mapping[str, Any], path: str, wf_params: frozenset[str]) -> tuple[str, list[Task], bool]:
+def _spec_templates(spec: Mapping[str, Any], path: str, wf_params: frozenset[str]
+                    ) -> tuple[str, list[Task], bool]:
     for key in spec:
         if key not in {"entrypoint", "arguments", "templates"} | _IGNORED_SPEC_KEYS:
             raise _unsupported(f"{path}.{key}", f"spec key {key!r} is")
@@ -622,7 +683,9 @@ def compile_workflow(manifest: Mapping[str, Any], templates: Mapping[str, Mappin
         raise InvalidWorkflowError(f"apiVersion: expected {API_VERSION!r}, got {m.get('apiVersion')!r}")
     kind = m.get("kind")
     if kind not in KINDS:
-        raise UnsupportedWorkflowError(f"kind: {kind!r} is not supported by the local engine (use one of {KINDS})")
+        raise UnsupportedWorkflowError(
+            f"kind: {kind!r} is not supported by the local engine (use one of {KINDS})"
+        )
     meta = _mapping(m.get("metadata") or {}, "metadata")
     name = str(meta.get("name") or meta.get("generateName") or kind)
     spec = _mapping(m.get("spec"), "spec")
@@ -631,15 +694,16 @@ def compile_workflow(manifest: Mapping[str, Any], templates: Mapping[str, Mappin
         ref = _mapping(spec["workflowTemplateRef"], "spec.workflowTemplateRef")
         if ref.get("clusterScope"):
             raise _unsupported("spec.workflowTemplateRef.clusterScope", "clusterScope is")
-        _check_keys(ref, frozenset({"name", "clusterScope"}), "spec.workflowTemplateRef", "workflowTemplateRef")
+        _check_keys(ref, frozenset({"name", "clusterScope"}), "spec.workflowTemplateRef",
+                    "workflowTemplateRef")
         for key in spec:
             if key not in {"workflowTemplateRef", "arguments"} | _IGNORED_SPEC_KEYS:
                 raise _unsupported(f"spec.{key}", f"spec key {key!r} next to workflowTemplateRef is")
-        ref_name = ref.get("name")
+        ref_name = _string(ref.get("name"), "spec.workflowTemplateRef.name")
         if not templates or ref_name not in templates:
             raise InvalidWorkflowError(
-                f"spec.workflowTemplateRef: template {ref_name!r} not given; pass templates={{name: manifest}} "
-                "or compile the WorkflowTemplate itself"
+                f"spec.workflowTemplateRef: template {ref_name!r} not given; "
+                "pass templates={name: manifest} or compile the WorkflowTemplate itself"
             )
         base = compile_workflow(templates[ref_name])
         return CompiledWorkflow(name, kind, base.entrypoint, _override_params(base.parameters, spec, "spec"),

@@ -55,6 +55,7 @@ _BINARY_BP = {
 _PREFIX_BP = 6
 
 Evaluator = Callable[[Mapping[str, Any]], Any]
+Fail = Callable[[str], ExpressionError]  # builds the error naming the whole expression
 
 
 def _unquote(raw: str) -> str:
@@ -189,7 +190,9 @@ class _Parser:
                 v = env[name]
             except KeyError:
                 known = ", ".join(sorted(env)) or "none"
-                raise ExpressionError(f"unknown identifier {name!r} in expression {text!r} (bound: {known})") from None
+                raise ExpressionError(
+                    f"unknown identifier {name!r} in expression {text!r} (bound: {known})"
+                ) from None
             num = _as_number(v)
             return v if num is None else num
 
@@ -206,64 +209,77 @@ class _Parser:
         return -v
 
     def binary(self, op: str, left: Evaluator, right: Evaluator) -> Evaluator:
-        fail = self.fail
-        if op in ("&&", "||"):
-            want = op == "||"  # the value that short-circuits
+        return _BINARY_BUILDERS[op](op, left, right, self.fail)
 
-            def logical(env: Mapping[str, Any]) -> bool:
-                a = left(env)
-                if not isinstance(a, bool):
-                    raise fail(f"{op!r} needs bools, got {_type_name(a)} {a!r}")
-                if a is want:
-                    return a
-                b = right(env)
-                if not isinstance(b, bool):
-                    raise fail(f"{op!r} needs bools, got {_type_name(b)} {b!r}")
-                return b
 
-            return logical
-        if op in ("==", "!="):
-            negate = op == "!="
+def _logical(op: str, left: Evaluator, right: Evaluator, fail: Fail) -> Evaluator:
+    want = op == "||"  # the value that short-circuits
 
-            def equality(env: Mapping[str, Any]) -> bool:
-                a, b = left(env), right(env)
-                same = type(a) is type(b) and a == b
-                return same is not negate
+    def logical(env: Mapping[str, Any]) -> bool:
+        a = left(env)
+        if not isinstance(a, bool):
+            raise fail(f"{op!r} needs bools, got {_type_name(a)} {a!r}")
+        if a is want:
+            return a
+        b = right(env)
+        if not isinstance(b, bool):
+            raise fail(f"{op!r} needs bools, got {_type_name(b)} {b!r}")
+        return b
 
-            return equality
-        if op in ("<", "<=", ">", ">="):
-            cmp = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__}[op]
-            scmp = {"<": str.__lt__, "<=": str.__le__, ">": str.__gt__, ">=": str.__ge__}[op]
+    return logical
 
-            def compare(env: Mapping[str, Any]) -> bool:
-                a, b = left(env), right(env)
-                if isinstance(a, float) and isinstance(b, float):
-                    return cmp(a, b)
-                if isinstance(a, str) and isinstance(b, str):
-                    return scmp(a, b)
-                raise fail(f"cannot compare {_type_name(a)} {a!r} {op} {_type_name(b)} {b!r}")
 
-            return compare
-        if op == "+":
+def _equality(op: str, left: Evaluator, right: Evaluator, fail: Fail) -> Evaluator:
+    negate = op == "!="
 
-            def plus(env: Mapping[str, Any]) -> Any:
-                a, b = left(env), right(env)
-                if isinstance(a, float) and isinstance(b, float):
-                    return a + b
-                if isinstance(a, str) or isinstance(b, str):
-                    return _go_str(a) + _go_str(b)
-                raise fail(f"cannot add {_type_name(a)} {a!r} and {_type_name(b)} {b!r}")
+    def equality(env: Mapping[str, Any]) -> bool:
+        a, b = left(env), right(env)
+        same = type(a) is type(b) and a == b
+        return same is not negate
 
-            return plus
-        arith = {"-": _sub, "*": _mul, "/": _div, "%": _mod}[op]
+    return equality
 
-        def arithmetic(env: Mapping[str, Any]) -> float:
-            a, b = left(env), right(env)
-            if not (isinstance(a, float) and isinstance(b, float)):
-                raise fail(f"{op!r} needs numbers, got {_type_name(a)} {a!r} and {_type_name(b)} {b!r}")
-            return arith(a, b)
 
-        return arithmetic
+_FLOAT_CMP = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__}
+_STR_CMP = {"<": str.__lt__, "<=": str.__le__, ">": str.__gt__, ">=": str.__ge__}
+
+
+def _comparison(op: str, left: Evaluator, right: Evaluator, fail: Fail) -> Evaluator:
+    cmp, scmp = _FLOAT_CMP[op], _STR_CMP[op]
+
+    def compare(env: Mapping[str, Any]) -> bool:
+        a, b = left(env), right(env)
+        if isinstance(a, float) and isinstance(b, float):
+            return cmp(a, b)
+        if isinstance(a, str) and isinstance(b, str):
+            return scmp(a, b)
+        raise fail(f"cannot compare {_type_name(a)} {a!r} {op} {_type_name(b)} {b!r}")
+
+    return compare
+
+
+def _plus(op: str, left: Evaluator, right: Evaluator, fail: Fail) -> Evaluator:
+    def plus(env: Mapping[str, Any]) -> Any:
+        a, b = left(env), right(env)
+        if isinstance(a, float) and isinstance(b, float):
+            return a + b
+        if isinstance(a, str) or isinstance(b, str):
+            return _go_str(a) + _go_str(b)
+        raise fail(f"cannot add {_type_name(a)} {a!r} and {_type_name(b)} {b!r}")
+
+    return plus
+
+
+def _arithmetic(op: str, left: Evaluator, right: Evaluator, fail: Fail) -> Evaluator:
+    arith = _ARITH[op]
+
+    def arithmetic(env: Mapping[str, Any]) -> float:
+        a, b = left(env), right(env)
+        if not (isinstance(a, float) and isinstance(b, float)):
+            raise fail(f"{op!r} needs numbers, got {_type_name(a)} {a!r} and {_type_name(b)} {b!r}")
+        return arith(a, b)
+
+    return arithmetic
 
 
 def _sub(a: float, b: float) -> float:
@@ -288,6 +304,16 @@ def _mod(a: float, b: float) -> float:
     return math.fmod(a, b)
 
 
+_ARITH: dict[str, Callable[[float, float], float]] = {"-": _sub, "*": _mul, "/": _div, "%": _mod}
+_BINARY_BUILDERS: dict[str, Callable[[str, Evaluator, Evaluator, Fail], Evaluator]] = {
+    "&&": _logical, "||": _logical,
+    "==": _equality, "!=": _equality,
+    "<": _comparison, "<=": _comparison, ">": _comparison, ">=": _comparison,
+    "+": _plus,
+    "-": _arithmetic, "*": _arithmetic, "/": _arithmetic, "%": _arithmetic,
+}
+
+
 class Expression:
     """A parsed expression; evaluate it many times with different bindings."""
 
@@ -301,12 +327,16 @@ class Expression:
         self.identifiers = frozenset(parser.identifiers)
 
     def evaluate(self, names: Mapping[str, Any] | None = None) -> Any:
+        """The expression's value with identifiers bound from ``names``."""
         return self._fn(names or {})
 
     def evaluate_bool(self, names: Mapping[str, Any] | None = None) -> bool:
+        """Like :meth:`evaluate`; ExpressionError unless the value is a bool."""
         value = self._fn(names or {})
         if not isinstance(value, bool):
-            raise ExpressionError(f"expected a boolean from {self.text!r}, got {_type_name(value)} {value!r}")
+            raise ExpressionError(
+                f"expected a boolean from {self.text!r}, got {_type_name(value)} {value!r}"
+            )
         return value
 
     def __repr__(self) -> str:
@@ -320,4 +350,5 @@ def compile_expression(text: str, *, bare_words: bool = False) -> Expression:
 
 
 def evaluate(text: str, names: Mapping[str, Any] | None = None, *, bare_words: bool = False) -> Any:
+    """Parse (cached) and evaluate ``text`` in one go."""
     return compile_expression(text, bare_words=bare_words).evaluate(names)

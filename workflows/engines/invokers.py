@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-from ftg_common import faas
+from ftg_common import catalog, faas
 from ftg_common.faas import Response
 
 if TYPE_CHECKING:
@@ -48,9 +48,13 @@ _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class Invoker(Protocol):
+    """How the engine reaches functions."""
+
     def submit(
         self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None
-    ) -> cf.Future[Response]: ...
+    ) -> cf.Future[Response]:
+        """Start one HTTP-shaped call; the Future holds the response or the transport error."""
+        ...
 
 
 class InvocationError(RuntimeError):
@@ -58,8 +62,8 @@ class InvocationError(RuntimeError):
 
 
 def default_modules() -> dict[str, str]:
-    """Function name -> handler module, for the project's four functions."""
-    return {name: faas.module_name(name) for name in faas.FUNCTION_NAMES}
+    """Function name -> handler module, for every function in the catalog."""
+    return {spec.name: spec.module for spec in catalog.FUNCTIONS}
 
 
 def function_from_url(url: str) -> str:
@@ -75,16 +79,6 @@ def _not_found(function: str, known: Mapping[str, str]) -> Response:
     # What an OpenFaaS gateway answers for an undeployed function, so a typo fails like it would there.
     msg = {"error": f"function not found: {function!r} (known: {', '.join(sorted(known))})"}
     return Response(404, {"Content-Type": "application/json"}, json.dumps(msg))
-
-
-def _invoke_module(module: str, body: bytes, headers: dict[str, str]) -> Response:
-    try:
-        handler = importlib.import_module(module)
-        result = handler.handle(faas.Event(body=body, headers=dict(headers)), faas.Context())
-        return faas.render_response(result)
-    except Exception as exc:  # the function's own bug must not take the engine down
-        log.exception("handler %s raised", module)
-        return Response(500, {"Content-Type": "text/plain"}, f"{type(exc).__name__}: {exc}")
 
 
 def _completed(value: Response | None = None, error: BaseException | None = None) -> cf.Future[Response]:
@@ -125,7 +119,7 @@ class InProcessInvoker(_ModuleInvoker):
         self.modules = dict(default_modules() if modules is None else modules)
 
     def _run(self, module: str, body: bytes, headers: dict[str, str]) -> cf.Future[Response]:
-        return _completed(_invoke_module(module, body, headers))
+        return _completed(faas.invoke(module, faas.Event(body=body, headers=headers)))
 
 
 def _init_worker(modules: tuple[str, ...]) -> None:
@@ -154,8 +148,10 @@ def _worker_pid(hold_s: float) -> int:
 
 
 class PoolInvoker(_ModuleInvoker):
-    """A warm pool of spawned worker processes, each with the handler modules already imported (and their
-    optional module-level ``warmup()`` called).
+    """A warm pool of spawned worker processes.
+
+    Each worker has the handler modules already imported (and their optional module-level ``warmup()``
+    called).
 
     ``spawn`` (not ``fork``): the parent runs threads (engine, HTTP pool), and forking a threaded process
     can deadlock on locks held at fork time. A call that times out keeps its worker busy until it returns.
@@ -199,16 +195,18 @@ class PoolInvoker(_ModuleInvoker):
 
     def _run(self, module: str, body: bytes, headers: dict[str, str]) -> cf.Future[Response]:
         with self._lock:
+            event = faas.Event(body=body, headers=headers)
             try:
-                return self._executor.submit(_invoke_module, module, body, headers)
+                return self._executor.submit(faas.invoke, module, event)
             except cf.BrokenExecutor:
                 # A worker died (OOM, segfault): start a fresh pool rather than failing every later call.
                 log.warning("process pool broken; starting a new one")
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = self._new_executor()
-                return self._executor.submit(_invoke_module, module, body, headers)
+                return self._executor.submit(faas.invoke, module, event)
 
     def close(self) -> None:
+        """Stop the workers, cancelling calls not yet started."""
         with self._lock:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
@@ -235,7 +233,8 @@ class HttpInvoker:
         self.session = session
         self._executor = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ftg-http")
 
-    def _call(self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None) -> Response:
+    def _call(self, url: str, method: str, headers: dict[str, str], body: bytes,
+              timeout: float | None) -> Response:
         try:
             resp = self.session.request(method, url, headers=headers, data=body, timeout=timeout)
         except self._request_error as exc:
@@ -245,12 +244,14 @@ class HttpInvoker:
     def submit(
         self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None
     ) -> cf.Future[Response]:
+        """Send the request on the thread pool; ValueError for anything but http(s) URLs."""
         scheme = urlsplit(url).scheme
         if scheme not in ("http", "https"):
             raise ValueError(f"HttpInvoker handles http(s) URLs only, got {url!r}")
         return self._executor.submit(self._call, url, method, dict(headers), body, timeout)
 
     def close(self) -> None:
+        """Drop queued requests and close the connection pool."""
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.session.close()
 
@@ -271,6 +272,7 @@ class RoutingInvoker:
     def submit(
         self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None
     ) -> cf.Future[Response]:
+        """Route by URL scheme; ValueError for a scheme neither invoker handles."""
         scheme = url.split(":", 1)[0] if ":" in url else ""
         if scheme == "local":
             return self.local.submit(url, method, headers, body, timeout)
@@ -279,6 +281,7 @@ class RoutingInvoker:
         raise ValueError(f"no invoker for URL {url!r} (schemes: local, http, https)")
 
     def close(self) -> None:
+        """Close both invokers."""
         for inv in (self.local, self.http):
             close = getattr(inv, "close", None)
             if close is not None:

@@ -26,7 +26,8 @@ It follows Argo Workflows v4.1.2 for the subset defined in :mod:`workflows.engin
 Substitution is one pass over pre-split strings; a name with no value (e.g. the result of a skipped task)
 makes that node **Error**. Calls are submitted through an invoker (see :mod:`workflows.engines.invokers`);
 ready tasks and all fan-out children are submitted at once and awaited together. ``timeoutSeconds`` bounds
-each attempt's wait; the abandoned call may still finish in its worker.
+each attempt's wait; the abandoned call may still finish in its worker. The driver's direct calls
+(:meth:`LocalEngine.call`) go through the same invoker, so they reach the same workers or gateway.
 """
 
 from __future__ import annotations
@@ -39,10 +40,23 @@ import logging
 import queue
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from ftg_common.faas import Response
+from workflows.engines.base import (
+    ERROR,
+    FAILED,
+    FAILED_OR_ERROR,
+    OMITTED,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    FanInError,
+    NodeStatus,
+    WorkflowRun,
+    call_function,
+    fan_in,
+)
 from workflows.engines.compiler import (
     CompiledWorkflow,
     HttpTemplate,
@@ -58,6 +72,7 @@ from workflows.engines.invokers import Invoker
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "LOCAL_GATEWAY",
     "CompiledWorkflow",
     "InvalidWorkflowError",
     "LocalEngine",
@@ -67,105 +82,18 @@ __all__ = [
     "WorkflowRun",
     "WorkflowSpecError",
     "compile_workflow",
+    "resolve_parameters",
 ]
 
-SUCCEEDED, FAILED, ERROR, SKIPPED, OMITTED, RUNNING = "Succeeded", "Failed", "Error", "Skipped", "Omitted", "Running"
-_FAILED_OR_ERROR = (FAILED, ERROR)
+LOCAL_GATEWAY = "local://gateway"
 
 
 class WorkflowParameterError(ValueError):
     """The run's parameters do not match the workflow's declared parameters."""
 
 
-@dataclass(slots=True)
-class NodeStatus:
-    name: str  # task name, or "task(i:item)" for a fan-out child, as Argo displays it
-    task: str
-    template: str
-    type: str  # "HTTP", "TaskGroup" or "Skipped"
-    phase: str = RUNNING
-    result: str | None = None
-    status_code: int | None = None
-    attempts: int = 0
-    started: float | None = None  # epoch seconds
-    finished: float | None = None
-    duration_s: float | None = None  # node wall time, retries and backoff included (as Argo shows it)
-    call_s: float = 0.0  # time spent waiting on calls only, summed over attempts (what a function bills)
-    message: str = ""
-    children: list[str] = field(default_factory=list)
-
-    @property
-    def fulfilled(self) -> bool:
-        return self.phase != RUNNING
-
-
-@dataclass
-class WorkflowRun:
-    name: str
-    phase: str
-    nodes: list[NodeStatus]  # creation order: tasks as they start, each group followed by its children
-    message: str
-    parameters: dict[str, str]
-    started: float
-    finished: float
-    duration_s: float
-    _index: dict[str, NodeStatus] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self._index = {n.name: n for n in self.nodes}
-
-    @property
-    def succeeded(self) -> bool:
-        return self.phase == SUCCEEDED
-
-    def node(self, name: str) -> NodeStatus:
-        """The node called ``name`` (a task name, or ``task(i:item)`` for a fan-out child)."""
-        try:
-            return self._index[name]
-        except KeyError:
-            raise KeyError(f"no node {name!r} (nodes: {', '.join(self._index)})") from None
-
-    def outputs(self, task: str) -> str | None:
-        """``{{tasks.<task>.outputs.result}}`` as a downstream task would see it (the fan-in array for loops)."""
-        node = self.node(task)
-        if node.type == "TaskGroup":
-            return _fan_in(node, self._index)
-        return node.result
-
-    def output_json(self, task: str) -> Any:
-        text = self.outputs(task)
-        if text is None:
-            raise ValueError(f"task {task!r} has no result (phase {self.node(task).phase})")
-        return json.loads(text)
-
-    def failed_nodes(self) -> list[NodeStatus]:
-        return [n for n in self.nodes if n.phase in _FAILED_OR_ERROR]
-
-    def http_nodes(self) -> list[NodeStatus]:
-        """Nodes that called a function (at least one attempt): what invocation counts and costs are made of.
-        TaskGroup nodes only span their children, and skipped/omitted nodes never ran."""
-        return [n for n in self.nodes if n.type == "HTTP" and n.attempts]
-
-
 class _NodeError(ValueError):
     """Turns the node being prepared into an Error node with this message."""
-
-
-def _fan_in(group: NodeStatus, nodes: Mapping[str, NodeStatus]) -> str:
-    parts: list[str] = []
-    for child_name in group.children:  # children are recorded in loop order
-        child = nodes[child_name]
-        if child.phase != SUCCEEDED or child.result is None:
-            continue
-        try:
-            value = json.loads(child.result)
-        except ValueError:
-            raise _NodeError(
-                f"cannot aggregate results of {group.task!r}: {child_name!r} returned invalid JSON "
-                f"{child.result[:80]!r}"
-            ) from None
-        parts.append(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
-    return "[" + ",".join(parts) + "]"
 
 
 def _item_text(item: Any) -> str:
@@ -203,8 +131,8 @@ class _Call:
 
     __slots__ = ("node", "template", "request", "attempt", "open", "future", "first_start", "t0", "group")
 
-    def __init__(self, node: NodeStatus, template: HttpTemplate, request: tuple[str, str, dict[str, str], bytes],
-                 group: _TaskState | None) -> None:
+    def __init__(self, node: NodeStatus, template: HttpTemplate,
+                 request: tuple[str, str, dict[str, str], bytes], group: _TaskState | None) -> None:
         self.node = node
         self.template = template
         self.request = request
@@ -282,11 +210,15 @@ class _Execution:
                 call.open = False
                 if call.future is not None:
                     call.future.cancel()
-                self.attempt_done(call, FAILED, f"timeout: no response within {call.template.timeout:g}s", None)
+                why = f"timeout: no response within {call.template.timeout:g}s"
+                self.attempt_done(call, FAILED, why, None)
 
     def schedule(self) -> None:
-        """Start (or omit) every waiting task whose dependencies are fulfilled; topological order makes one pass
-        enough, because a task decided here is visible to its dependents later in the same pass."""
+        """Start (or omit) every waiting task whose dependencies are fulfilled.
+
+        Topological order makes one pass enough: a task decided here is visible to its dependents later in
+        the same pass.
+        """
         still: list[_TaskState] = []
         for st in self.waiting:
             task = st.task
@@ -311,7 +243,8 @@ class _Execution:
         self.waiting = still
 
     # --- nodes ------------------------------------------------------------------------------------
-    def new_node(self, name: str, task: Task, type_: str, phase: str = RUNNING, message: str = "") -> NodeStatus:
+    def new_node(self, name: str, task: Task, type_: str, phase: str = RUNNING,
+                 message: str = "") -> NodeStatus:
         node = NodeStatus(name, task.name, task.template.name, type_, phase, message=message)
         node.started = time.time()
         self.nodes[name] = node
@@ -335,7 +268,7 @@ class _Execution:
 
     def finish_task(self, st: _TaskState, node: NodeStatus) -> None:
         st.node = node
-        if node.phase in _FAILED_OR_ERROR:
+        if node.phase in FAILED_OR_ERROR:
             self.failed = True
 
     # --- starting tasks ---------------------------------------------------------------------------
@@ -345,7 +278,7 @@ class _Execution:
             node = self.states[ref].node
             if node is None:
                 continue
-            value = _fan_in(node, self.nodes) if node.type == "TaskGroup" else node.result
+            value = fan_in(node, self.nodes) if node.type == "TaskGroup" else node.result
             if value is not None:
                 scope[f"tasks.{ref}.outputs.result"] = value
         return scope
@@ -365,10 +298,12 @@ class _Execution:
                 except ValueError:
                     items = None
                 if not isinstance(items, list):
-                    raise _NodeError(f"withParam value could not be parsed as a JSON list: {raw.strip()[:200]}")
+                    raise _NodeError(
+                        f"withParam value could not be parsed as a JSON list: {raw.strip()[:200]}"
+                    )
             elif task.with_items is not None:
                 items = list(task.with_items)
-        except _NodeError as exc:
+        except (_NodeError, FanInError) as exc:
             self.finish_task(st, self.new_node(task.name, task, "Skipped", ERROR, str(exc)))
             return
 
@@ -412,9 +347,9 @@ class _Execution:
                 except KeyError as key:
                     raise _unresolved(key, f"argument {name!r}") from None
             for name, default in tmpl.inputs:
-                key = f"inputs.parameters.{name}"
-                if key not in inputs and default is not None:
-                    inputs[key] = default
+                input_key = f"inputs.parameters.{name}"
+                if input_key not in inputs and default is not None:
+                    inputs[input_key] = default
             tscopes = (inputs, self.globals)
             try:
                 url = tmpl.url.render(tscopes)
@@ -475,7 +410,9 @@ class _Execution:
                 message = "" if ok else f"received non-2xx response code: {resp.status}"
             else:
                 ok = cond.evaluate_bool({"response.statusCode": resp.status, "response.body": resp.body})
-                message = "" if ok else f"successCondition '{cond.text}' evaluated false (status {resp.status})"
+                message = "" if ok else (
+                    f"successCondition '{cond.text}' evaluated false (status {resp.status})"
+                )
         except (ExpressionError, KeyError) as exc:
             ok, message = False, f"successCondition: {exc}"
         self.attempt_done(call, SUCCEEDED if ok else FAILED, message, resp)
@@ -513,7 +450,7 @@ class _Execution:
                 wait = min(wait, spec.cap)
             if deadline is not None and now + wait > deadline:
                 return "; backoff would exceed max duration limit"
-        retry_on = {"Always": _FAILED_OR_ERROR, "OnFailure": (FAILED,), "OnError": (ERROR,)}[spec.policy]
+        retry_on = {"Always": FAILED_OR_ERROR, "OnFailure": (FAILED,), "OnError": (ERROR,)}[spec.policy]
         if phase not in retry_on:
             return ""
         if call.attempt > spec.limit:
@@ -536,7 +473,7 @@ class _Execution:
         group_phase, why = SUCCEEDED, ""
         for name in gnode.children:  # Argo keeps the last failed child's phase
             child = self.nodes[name]
-            if child.phase in _FAILED_OR_ERROR:
+            if child.phase in FAILED_OR_ERROR:
                 group_phase, why = child.phase, f"child '{name}' {child.phase.lower()}: {child.message}"
         self.close_node(gnode, group_phase, why)
         self.finish_task(group, gnode)
@@ -547,17 +484,17 @@ class _Execution:
         for task in self.wf.tasks:  # topological: dependencies first
             phase = self.states[task.name].phase
             if phase == OMITTED:
-                inherited = [branch[d] for d, _ in task.deps if branch.get(d) in _FAILED_OR_ERROR]
+                inherited = [branch[d] for d, _ in task.deps if branch.get(d) in FAILED_OR_ERROR]
                 phase = inherited[0] if inherited else SUCCEEDED
             branch[task.name] = phase or ""
         result = SUCCEEDED
         for leaf in self.wf.leaves:
-            if branch[leaf] in _FAILED_OR_ERROR:
+            if branch[leaf] in FAILED_OR_ERROR:
                 result = branch[leaf]
                 if self.wf.fail_fast:
                     break
-        failures = [n for n in self.nodes.values() if n.phase in _FAILED_OR_ERROR and n.type != "TaskGroup"]
-        failures = failures or [n for n in self.nodes.values() if n.phase in _FAILED_OR_ERROR]
+        failures = [n for n in self.nodes.values() if n.phase in FAILED_OR_ERROR and n.type != "TaskGroup"]
+        failures = failures or [n for n in self.nodes.values() if n.phase in FAILED_OR_ERROR]
         if result == SUCCEEDED and failures:
             result = failures[0].phase  # a failure whose branch never reached a leaf (failFast stopped it)
         if result == SUCCEEDED:
@@ -566,39 +503,85 @@ class _Execution:
         return result, f"{first.name}: {first.message}" if first else "DAG did not complete"
 
 
+def resolve_parameters(compiled: CompiledWorkflow, parameters: Mapping[str, str]) -> dict[str, str]:
+    """The run's parameter values: those given, then the declared defaults.
+
+    Raises:
+        WorkflowParameterError: an undeclared, non-string, missing or out-of-enum parameter.
+    """
+    declared = {p.name: p for p in compiled.parameters}
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise WorkflowParameterError(
+            f"unknown parameter(s) for {compiled.name}: {', '.join(unknown)} "
+            f"(declared: {', '.join(declared)})"
+        )
+    bad = sorted(k for k, v in parameters.items() if not isinstance(v, str))
+    if bad:
+        raise WorkflowParameterError(f"parameter values must be strings: {', '.join(bad)}")
+    values: dict[str, str] = {}
+    missing: list[str] = []
+    for name, spec in declared.items():
+        value = parameters.get(name, spec.value)
+        if value is None:
+            missing.append(name)
+            continue
+        if spec.enum is not None and value not in spec.enum:
+            raise WorkflowParameterError(f"parameter {name}={value!r} is not one of {list(spec.enum)}")
+        values[name] = value
+    if missing:
+        raise WorkflowParameterError(
+            f"missing required parameter(s) for {compiled.name}: {', '.join(missing)}"
+        )
+    return values
+
+
 class LocalEngine:
-    """Runs compiled workflows, calling functions through ``invoker``."""
+    """Runs one compiled workflow in this process, calling functions through ``invoker``.
 
-    def __init__(self, invoker: Invoker) -> None:
+    Args:
+        invoker: how calls reach the functions; the engine owns it (``close`` closes it).
+        compiled: the workflow to run; the project's iteration template when omitted.
+        gateway: base URL of the functions for :meth:`call` (``local://gateway`` runs them through the
+            local invoker, an ``http(s)://`` URL through the HTTP one).
+    """
+
+    def __init__(self, invoker: Invoker, compiled: CompiledWorkflow | None = None, *,
+                 gateway: str = LOCAL_GATEWAY) -> None:
+        if compiled is None:
+            from workflows.iteration import iteration_manifest  # Hera is only needed for the default
+
+            compiled = compile_workflow(iteration_manifest())
         self.invoker = invoker
+        self.compiled = compiled
+        self._gateway = gateway.rstrip("/")
 
-    @staticmethod
-    def resolve_parameters(compiled: CompiledWorkflow, parameters: Mapping[str, str]) -> dict[str, str]:
-        declared = {p.name: p for p in compiled.parameters}
-        unknown = sorted(set(parameters) - set(declared))
-        if unknown:
-            raise WorkflowParameterError(
-                f"unknown parameter(s) for {compiled.name}: {', '.join(unknown)} (declared: {', '.join(declared)})"
-            )
-        bad = sorted(k for k, v in parameters.items() if not isinstance(v, str))
-        if bad:
-            raise WorkflowParameterError(f"parameter values must be strings: {', '.join(bad)}")
-        values: dict[str, str] = {}
-        missing: list[str] = []
-        for name, spec in declared.items():
-            value = parameters.get(name, spec.value)
-            if value is None:
-                missing.append(name)
-                continue
-            if spec.enum is not None and value not in spec.enum:
-                raise WorkflowParameterError(f"parameter {name}={value!r} is not one of {list(spec.enum)}")
-            values[name] = value
-        if missing:
-            raise WorkflowParameterError(f"missing required parameter(s) for {compiled.name}: {', '.join(missing)}")
-        return values
+    @property
+    def gateway(self) -> str:
+        """Base URL of the function gateway."""
+        return self._gateway
 
-    def run(self, compiled: CompiledWorkflow, parameters: Mapping[str, str],
+    def run(self, parameters: Mapping[str, str],
             on_node: Callable[[NodeStatus], None] | None = None) -> WorkflowRun:
-        """Execute once. ``on_node`` is called (on this thread) as each node reaches its final phase."""
-        params = self.resolve_parameters(compiled, parameters)
-        return _Execution(self.invoker, compiled, params, on_node).run()
+        """Execute the workflow once.
+
+        Args:
+            parameters: workflow parameter values (strings); declared defaults fill the rest.
+            on_node: called (on this thread) as each node reaches its final phase.
+
+        Raises:
+            WorkflowParameterError: the parameters do not match the declared ones.
+        """
+        params = resolve_parameters(self.compiled, parameters)
+        return _Execution(self.invoker, self.compiled, params, on_node).run()
+
+    def call(self, function: str, body: Mapping[str, Any], *,
+             headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Call one function directly through the invoker (see :meth:`Engine.call`)."""
+        return call_function(self.invoker, self._gateway, function, body, headers)
+
+    def close(self) -> None:
+        """Close the invoker (its worker pool and HTTP connections)."""
+        close = getattr(self.invoker, "close", None)
+        if callable(close):
+            close()

@@ -1,0 +1,1 @@
+"""A small OpenFaaS-compatible gateway that serves the functions on one machine."""

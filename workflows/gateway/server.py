@@ -5,7 +5,8 @@
 Routes (the subset of the OpenFaaS gateway API the project uses): ``POST /function/<name>`` (sync),
 ``GET /healthz``, ``GET /system/functions`` and Prometheus ``GET /metrics`` with
 ``gateway_function_invocation_total{function_name,code}``, ``gateway_functions_seconds`` and
-``gateway_service_count``. Handlers run in this process through the python3-http adapter.
+``gateway_service_count``. It serves every function of :mod:`ftg_common.catalog`; handlers run in this
+process through the python3-http adapter (:func:`ftg_common.faas.invoke`), so a handler that raises is a 500.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from prometheus_client import (
     generate_latest,
 )
 
-from ftg_common.faas import FUNCTION_NAMES, UnknownFunctionError, call
+from ftg_common import catalog, faas
+from ftg_common.catalog import FUNCTION_NAMES
 
 MAX_BODY = 8 * 2**20
 
 
 class GatewayMetrics:
+    """The gateway's Prometheus series and per-function invocation counts (for ``/system/functions``)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.invocations = Counter("gateway_function_invocation", "Function invocations",
@@ -45,6 +49,7 @@ class GatewayMetrics:
         self.lock = threading.Lock()
 
     def observe(self, function: str, code: int, seconds: float) -> None:
+        """Record one invocation of ``function`` that answered ``code`` after ``seconds``."""
         self.invocations.labels(function_name=function, code=str(code)).inc()
         self.seconds.labels(function_name=function, code=str(code)).observe(seconds)
         with self.lock:
@@ -52,13 +57,16 @@ class GatewayMetrics:
 
 
 def make_handler(metrics: GatewayMetrics) -> type[BaseHTTPRequestHandler]:
+    """The request handler class of a gateway that records into ``metrics``."""
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def log_message(self, fmt: str, *args: object) -> None:  # quiet: metrics carry the signal
             pass
 
-        def _send(self, code: int, body: bytes, ctype: str = "application/json", extra: dict | None = None) -> None:
+        def _send(self, code: int, body: bytes, ctype: str = "application/json",
+                  extra: dict[str, str] | None = None) -> None:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -78,8 +86,8 @@ def make_handler(metrics: GatewayMetrics) -> type[BaseHTTPRequestHandler]:
             elif self.path == "/system/functions":
                 with metrics.lock:
                     self._json(200, [{"name": n, "replicas": 1, "availableReplicas": 1,
-                                      "invocationCount": metrics.counts.get(n, 0), "image": f"faastraingym/{n}"}
-                                     for n in FUNCTION_NAMES])
+                                      "invocationCount": metrics.counts.get(n, 0),
+                                      "image": f"faastraingym/{n}"} for n in FUNCTION_NAMES])
             else:
                 self._json(404, {"error": f"no route {self.path}"})
 
@@ -93,17 +101,20 @@ def make_handler(metrics: GatewayMetrics) -> type[BaseHTTPRequestHandler]:
                 self._json(413, {"error": f"body larger than {MAX_BODY} bytes"})
                 return
             body = self.rfile.read(length)
-            start = time.perf_counter()
             try:
-                resp = call(name, body, {k: v for k, v in self.headers.items()})
-            except UnknownFunctionError as exc:
+                spec = catalog.function(name)
+            except catalog.UnknownFunctionError as exc:
                 self._json(404, {"error": str(exc)})
                 return
+            start = time.perf_counter()
+            resp = faas.invoke(spec.module, faas.Event(body=body, headers=dict(self.headers.items())))
             seconds = time.perf_counter() - start
             metrics.observe(name, resp.status, seconds)
-            headers = {k: v for k, v in resp.headers.items() if k.lower() not in ("content-type", "content-length")}
+            framing = ("content-type", "content-length")  # _send writes these itself
+            headers = {k: v for k, v in resp.headers.items() if k.lower() not in framing}
             headers["X-Duration-Seconds"] = f"{seconds:.6f}"
-            self._send(resp.status, resp.body.encode(), resp.headers.get("Content-Type", "text/plain"), headers)
+            ctype = resp.headers.get("Content-Type", "text/plain")
+            self._send(resp.status, resp.body.encode(), ctype, headers)
 
     return Handler
 
@@ -117,6 +128,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
 
 
 def main() -> None:
+    """``python -m workflows.gateway.server``: serve in the foreground."""
     ap = argparse.ArgumentParser(description="OpenFaaS-compatible gateway serving the four functions")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)

@@ -1,4 +1,4 @@
-"""Object-store key validation shared by every backend.
+"""Object-store key syntax, checked by every backend (which keys exist is `ftg_common.layout`'s job).
 
 Keys become file paths (FileStore) and S3 object names, so both backends accept exactly the same
 alphabet: relative POSIX paths of ``[A-Za-z0-9._-]`` segments. Anything that could escape the store
@@ -38,6 +38,7 @@ def validate_key(key: object) -> str:
 
 
 def is_valid_key(key: str) -> bool:
+    """True when ``validate_key`` accepts ``key``."""
     try:
         validate_key(key)
     except InvalidKeyError:

@@ -1,9 +1,12 @@
-"""Forward and backward passes of the actor-critic MLP in numpy, on one flat parameter buffer.
+"""The actor-critic MLP in numpy, on one flat parameter buffer.
+
+Holds the forward pass (inference and training share it) and the hand-written backward pass of the
+policy-updater.
 
 The update path's cost is dominated by per-operation overhead, not arithmetic: the networks are tiny
 (4-64-64-2) and a minibatch is a few hundred rows. numpy's per-call overhead is a fraction of an
 autograd graph's, so hand-written gradients make a PPO epoch several times cheaper than torch on CPU.
-``tests/test_numpy_train.py`` checks every gradient against torch autograd.
+The tests check every gradient against torch autograd.
 
 Layout: every named tensor of the spec (``pi.0.weight`` ... ``log_std``) is a view into one float32
 vector, so gradient-norm clipping and Adam are a handful of vector operations.
@@ -16,6 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ftg_common.policy.spec import PolicySpec, check_tensors, tensor_shapes
+
+
+Layer = tuple[np.ndarray, np.ndarray]
 
 
 class FlatParams:
@@ -35,18 +41,34 @@ class FlatParams:
         self.flat = np.zeros(start, dtype=np.float32) if flat is None else flat
         if self.flat.shape != (start,) or self.flat.dtype != np.float32:
             raise ValueError(f"flat parameters must be float32 [{start}], got {self.flat.dtype} {self.flat.shape}")
+        # Views stay valid while ``flat`` is updated in place (as Adam does); built once because
+        # the forward pass of a rollout step is dominated by per-call overhead, not arithmetic.
+        self._views = {name: self._slice(name, self.flat) for name in self.names}
+        depth = len(spec.net_arch)
+        # (weight [in, out], bias [out]) per layer: transposed views, still writing through to ``flat``.
+        self.layers: dict[str, list[Layer]] = {
+            net: [(self._views[f"{net}.{i}.weight"].T, self._views[f"{net}.{i}.bias"]) for i in range(depth)]
+            + [(self._views[f"{net}.out.weight"].T, self._views[f"{net}.out.bias"])]
+            for net in ("pi", "vf")
+        }
+
+    def _slice(self, name: str, buf: np.ndarray) -> np.ndarray:
+        a, b = self.offsets[name]
+        return buf[a:b].reshape(self.shapes[name])
 
     def view(self, name: str, buf: np.ndarray | None = None) -> np.ndarray:
-        a, b = self.offsets[name]
-        return (self.flat if buf is None else buf)[a:b].reshape(self.shapes[name])
+        """Tensor ``name`` as a view into the parameters, or into ``buf`` (same layout, e.g. a gradient)."""
+        return self._views[name] if buf is None else self._slice(name, buf)
 
     def load(self, tensors: dict[str, np.ndarray]) -> FlatParams:
+        """Copy a flat tensor dict (exact names and shapes of the spec) into the parameters."""
         check_tensors(self.spec, tensors)
         for name in self.names:
             self.view(name)[...] = tensors[name]
         return self
 
     def tensors(self, buf: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Name -> copy of each tensor (of the parameters, or of ``buf``)."""
         return {name: self.view(name, buf).copy() for name in self.names}
 
 
@@ -59,26 +81,38 @@ class Cache:
     vf_acts: list[np.ndarray]
 
 
-def _mlp_forward(p: FlatParams, net: str, x: np.ndarray, relu: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+def mlp_forward(layers: list[Layer], x: np.ndarray, relu: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One MLP on x [B, in]: hidden layers with tanh (or ReLU), then a linear output layer.
+
+    Args:
+        layers: (weight [in, out], bias [out]) per layer, the output layer last.
+        x: [B, in] inputs.
+        relu: ReLU activations instead of tanh.
+
+    Returns:
+        (output [B, out], the hidden layers' activations, each [B, width]).
+    """
+    *hidden, (w_out, b_out) = layers
     acts = []
-    for i in range(len(p.spec.net_arch)):
-        x = x @ p.view(f"{net}.{i}.weight").T
-        x += p.view(f"{net}.{i}.bias")
+    for w, b in hidden:
+        # A fresh matmul result, so the in-place ops below never touch the caller's array.
+        x = x @ w
+        x += b
         if relu:
             np.maximum(x, 0.0, out=x)
         else:
             np.tanh(x, out=x)
         acts.append(x)
-    y = x @ p.view(f"{net}.out.weight").T
-    y += p.view(f"{net}.out.bias")
+    y = x @ w_out
+    y += b_out
     return y, acts
 
 
 def forward(p: FlatParams, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, Cache]:
-    """obs [B, obs_dim] -> (actor head [B, out_dim] (logits or Gaussian mean), values [B], cache)."""
+    """Both nets on obs [B, obs_dim]: (actor head [B, out_dim] (logits or mean), values [B], cache)."""
     relu = p.spec.activation == "relu"
-    head, pi_acts = _mlp_forward(p, "pi", obs, relu)
-    value, vf_acts = _mlp_forward(p, "vf", obs, relu)
+    head, pi_acts = mlp_forward(p.layers["pi"], obs, relu)
+    value, vf_acts = mlp_forward(p.layers["vf"], obs, relu)
     return head, value[:, 0], Cache(obs, pi_acts, vf_acts)
 
 
@@ -105,8 +139,14 @@ def backward(p: FlatParams, cache: Cache, g_head: np.ndarray, g_values: np.ndarr
     """Gradient of the loss w.r.t. every parameter, in the flat layout.
 
     Args:
-        g_head: [B, out_dim] d loss / d actor head. g_values: [B] d loss / d V.
+        p: the parameters the forward pass used.
+        cache: what ``forward`` returned for this minibatch.
+        g_head: [B, out_dim] d loss / d actor head.
+        g_values: [B] d loss / d V.
         g_log_std: [action_dim] d loss / d log_std (Box actions only).
+
+    Returns:
+        [p.size] float32 gradient, laid out like ``p.flat``.
     """
     grad = np.zeros(p.size, dtype=np.float32)
     relu = p.spec.activation == "relu"

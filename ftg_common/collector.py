@@ -1,0 +1,76 @@
+"""The rollout-collector's steps around the pure rollout.
+
+Its shard's envs, the env state carried from the previous iteration, and the objects it leaves in the
+store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ftg_common import layout
+from ftg_common.config import RunConfig
+from ftg_common.envs.vector import CarryMismatchError, EnvCarry, ShardEnvs
+from ftg_common.errors import Conflict
+from ftg_common.rollout import Rollout
+from ftg_common.store.base import ObjectStore
+from ftg_common.warm import WarmPool
+
+__all__ = ["resume_envs", "save_shard", "shard_envs"]
+
+
+def _build(env_id: str, kwargs_json: str, n_envs: int, seed: int, offset: int) -> ShardEnvs:
+    return ShardEnvs(env_id, json.loads(kwargs_json), n_envs, seed, offset)
+
+
+_ENVS: WarmPool[ShardEnvs] = WarmPool(_build, max_idle=16)
+
+
+@contextmanager
+def shard_envs(cfg: RunConfig, shard: int) -> Iterator[ShardEnvs]:
+    """Shard ``shard``'s envs for the length of the block (reused by a warm instance).
+
+    Their state is whatever the last call left: :func:`resume_envs` restores the run's.
+    """
+    ppo = cfg.ppo
+    m = ppo.envs_per_shard
+    with _ENVS.lend(ppo.env_id, json.dumps(ppo.env_kwargs, sort_keys=True), m, cfg.seed, shard * m) as envs:
+        yield envs
+
+
+def resume_envs(envs: ShardEnvs, store: ObjectStore, run_id: str, iteration: int, shard: int) -> None:
+    """Start ``envs`` where the shard's collector of the previous iteration left its episodes.
+
+    Iteration 0 starts fresh episodes.
+
+    Raises:
+        KeyNotFoundError: the previous iteration left no carry for the shard.
+        Conflict: the stored carry does not fit these envs (field ``shard``).
+    """
+    try:
+        carry = None
+        if iteration > 0:
+            arrays, meta = store.get_tensors_with_metadata(layout.carry_key(run_id, iteration - 1, shard))
+            carry = EnvCarry.from_stored(arrays, meta)
+        envs.start(carry)
+    except CarryMismatchError as exc:
+        raise Conflict(str(exc), "shard") from exc
+
+
+def save_shard(
+    store: ObjectStore, run_id: str, iteration: int, shard: int, rollout: Rollout, envs: ShardEnvs
+) -> tuple[str, str]:
+    """Write the shard's trajectory and the carry the next iteration resumes from.
+
+    Returns:
+        (trajectory key, carry key).
+    """
+    key = layout.traj_key(run_id, iteration, shard)
+    # The policy that acts in iteration i is version i.
+    store.put_tensors(key, rollout.tensors(), metadata={"policy_version": str(iteration)})
+    carry = envs.carry()
+    carry_key = layout.carry_key(run_id, iteration, shard)
+    store.put_tensors(carry_key, carry.arrays, metadata=carry.metadata())
+    return key, carry_key

@@ -1,0 +1,14 @@
+"""The policy-updater's work, one room per job.
+
+- :mod:`.plan` — what an update will do, as a pure function of the config, the counters and the seed:
+  learning rate and clip range from their schedules, the minibatch order of every epoch.
+- :mod:`.loop` — the one PPO epoch/minibatch loop (advantage normalisation, ``target_kl`` early stop,
+  statistics), written against the :class:`~ftg_common.update.loop.PPOBackend` protocol.
+- :mod:`.numpy_backend` (default, hand-written gradients) and :mod:`.torch_backend` (autograd
+  reference; also the seeded initial weights) — the two backends behind that protocol.
+- :mod:`.ppo` — the pure core: ``train(version, batch, config, iteration) -> (version + 1, stats)``.
+- :mod:`.fence` — the compare-and-set that lets exactly one update of an iteration commit.
+
+Reading and writing versions is :mod:`ftg_common.checkpoints`. A second algorithm brings its own loop
+and backend and reuses the plan, checkpoints and fence.
+"""
