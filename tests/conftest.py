@@ -44,16 +44,16 @@ SERVICE_FIXTURES = frozenset(
         "s3_store",
         "redis_url",
         "redis_meta",
-        "gateway",  # tests/test_gateway.py: the OpenFaaS-compatible gateway over HTTP
-        "cluster",  # tests/test_argo_engine.py: a fake Argo API server and the gateway
-        "gateway_stub",  # tests/test_local_engine.py: an HTTP server answering like a gateway
+        "gateway",  # tests/integration/test_gateway.py: the OpenFaaS-compatible gateway over HTTP
+        "cluster",  # tests/workflows/test_argo_engine.py: a fake Argo API server and the gateway
+        "gateway_stub",  # tests/workflows/test_local_engine.py: an HTTP server answering like a gateway
     }
 )
 # Parametrized fixtures that pick a backend with request.getfixturevalue, which the collected fixture
 # closure can't see: fixture name -> the parameter values that need a service.
 SERVICE_PARAMS = {
-    "store": frozenset({"s3"}),  # tests/test_store.py
-    "meta": frozenset({"redis"}),  # tests/test_meta.py
+    "store": frozenset({"s3"}),  # tests/integration/test_store.py
+    "meta": frozenset({"redis"}),  # tests/integration/test_meta.py
 }
 # Tests that run the CLI in a subprocess with no fixture to say so, by module file and function name.
 CLI_TESTS = {
@@ -70,7 +70,13 @@ CLI_TESTS = {
 }
 
 
+# Every test in these folders is an integration test, whatever fixtures it uses.
+INTEGRATION_DIRS = frozenset({"integration", "e2e"})
+
+
 def _needs_a_service(item: pytest.Item) -> bool:
+    if item.path.parent.name in INTEGRATION_DIRS:
+        return True
     if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
         return True
     params = getattr(getattr(item, "callspec", None), "params", {})

@@ -1,17 +1,27 @@
-"""The A/B table of a sweep: per configuration, final-return IQM with bootstrap CI over seeds,
-steps and time to threshold, wall time and cost. Pure functions over run summaries."""
+"""The A/B table of a sweep.
+
+Per configuration: final-return IQM with a bootstrap CI over seeds, steps and time to threshold, wall
+time and cost. Pure functions over run summaries; printing and logging happen at the caller.
+"""
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ftg_common.algos.stats import bootstrap_ci, iqm
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @dataclass(frozen=True)
 class TrialRow:
+    """One trial's summary as the table needs it (None where the trial has not got that far)."""
+
     run_id: str
     config: str
     seed: int
@@ -27,6 +37,8 @@ class TrialRow:
 
 @dataclass(frozen=True)
 class ConfigRow:
+    """One configuration's line of the A/B table."""
+
     config: str
     seeds: int
     finished: int
@@ -50,16 +62,20 @@ def _median(xs: list[float]) -> float | None:
 def compare(
     trials: list[TrialRow], usd_per_gb_s: float, dedicated_usd_per_hour: float, seed: int = 0
 ) -> list[ConfigRow]:
-    """One row per configuration, in first-seen order. The CI is a percentile bootstrap of the IQM
-    over seeds (95 %); with one seed it collapses to the point value."""
+    """One row per configuration, in first-seen order.
+
+    The CI is a percentile bootstrap of the IQM over seeds (95 %); with one seed it collapses to the
+    point value.
+    """
     rows: list[ConfigRow] = []
     for name in dict.fromkeys(t.config for t in trials):
         group = [t for t in trials if t.config == name]
         finals = [t.final_return for t in group if t.final_return is not None]
         lo = hi = point = None
         if finals:
-            point = float(iqm(finals))
-            lo, hi = bootstrap_ci(finals, seed=seed) if len(finals) > 1 else (point, point)
+            sample = np.asarray(finals, dtype=np.float64)
+            point = float(iqm(sample))
+            lo, hi = bootstrap_ci(sample, seed=seed) if len(finals) > 1 else (point, point)
         reached = [t for t in group if t.threshold_step is not None]
         wall = sum(t.wall_s for t in group)
         gb_s = sum(t.gb_s for t in group)
@@ -73,7 +89,7 @@ def compare(
                 ci_high=None if hi is None else float(hi),
                 final_mean=float(statistics.fmean(finals)) if finals else None,
                 reached=len(reached),
-                median_steps_to_threshold=_median([float(t.threshold_step) for t in reached]),
+                median_steps_to_threshold=_median([float(t.threshold_step) for t in reached if t.threshold_step is not None]),
                 median_time_to_threshold_s=_median([t.threshold_time_s for t in reached if t.threshold_time_s is not None]),
                 median_wall_s=_median([t.wall_s for t in group]),
                 total_gb_s=gb_s,
@@ -93,6 +109,7 @@ def best_trial(trials: list[TrialRow]) -> TrialRow | None:
 
 
 def rows_as_dicts(rows: list[ConfigRow]) -> list[dict[str, Any]]:
+    """The table as JSON-ready dicts (``compare --json`` and the MLflow artifact)."""
     return [asdict(r) for r in rows]
 
 
@@ -101,6 +118,7 @@ def _fmt(x: float | None, nd: int = 1) -> str:
 
 
 def to_markdown(rows: list[ConfigRow], threshold: float | None) -> str:
+    """The table as GitHub markdown."""
     head = (
         "| config | seeds | final return IQM [95% CI] | mean | reached "
         f"{_fmt(threshold, 0)} | median steps to thr. | median time to thr. (s) | median wall (s) | GB-s | "
@@ -117,7 +135,8 @@ def to_markdown(rows: list[ConfigRow], threshold: float | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_rich_table(rows: list[ConfigRow], threshold: float | None, title: str):
+def to_rich_table(rows: list[ConfigRow], threshold: float | None, title: str) -> Table:
+    """The table for the terminal."""
     from rich.table import Table
 
     table = Table(title=title)

@@ -9,7 +9,7 @@ import pytest
 from ftg_common import runtime
 from ftg_common.config import PPOConfig, RunConfig
 from tests.argo_fake import FakeArgo
-from tests.test_iteration import _schema, _validator, unknown_keys
+from tests.workflows.test_iteration import _schema, _validator, unknown_keys
 from workflows.driver import RunDriver
 from workflows.engines.argo import ArgoEngine, nodes_from_status
 from workflows.gateway.server import serve

@@ -25,7 +25,7 @@ from ftg_common.policy.spec import (
 )
 from ftg_common.policy.torch_policy import ActorCritic
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 ARCHS = [([64, 64], "tanh"), ([32], "relu")]
 

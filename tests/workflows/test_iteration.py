@@ -25,7 +25,7 @@ from workflows.iteration import (
     render_yaml,
 )
 
-SCHEMA_PATH = Path(__file__).parent / "schemas" / "argo-workflows-schema.json"
+SCHEMA_PATH = Path(__file__).parents[1] / "schemas" / "argo-workflows-schema.json"
 DEF = "io.argoproj.workflow.v1alpha1."
 
 SAMPLE_PARAMS = {

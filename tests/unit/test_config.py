@@ -10,7 +10,7 @@ import pytest
 
 from ftg_common.config import PPOConfig, RunConfig, SweepError, load_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOOD = """
 name: demo
 seeds: [0, 1]

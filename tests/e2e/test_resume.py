@@ -17,7 +17,7 @@ from ftg_common import layout, runtime
 from ftg_common.config import PPOConfig, RunConfig
 from workflows.driver import RunDriver
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(n_envs=4, n_steps=32, shards=2, batch_size=64, n_epochs=4, total_steps=128 * 16,
              eval_every_steps=512, eval_episodes=3)
 

@@ -8,7 +8,7 @@ import yaml
 
 from workflows.iteration import render_yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_argo_manifest_is_the_rendered_template() -> None:

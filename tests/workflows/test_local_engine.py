@@ -37,7 +37,7 @@ from workflows.engines.local import (
 from workflows.iteration import iteration_manifest, iteration_workflow
 
 # The fake handlers' package, however pytest put this directory on sys.path.
-FAKE = (__name__.rpartition(".")[0] + ".fakefuncs").lstrip(".")
+FAKE = "tests.fakefuncs"
 FAKE_MODULES = {
     "echo": f"{FAKE}.echo",
     "flaky": f"{FAKE}.flaky",

@@ -1,0 +1,1 @@
+"""End to end: learning, sweeps through the CLI, kill and resume."""

@@ -1,0 +1,1 @@
+"""Function tests: each handler through the python3-http contract (in-process and WSGI)."""
