@@ -64,7 +64,9 @@ class PPOConfig(_Strict):
         if self.batch_size > self.rollout_size:
             raise ValueError(f"batch_size ({self.batch_size}) exceeds n_envs * n_steps ({self.rollout_size})")
         if self.total_steps < self.rollout_size:
-            raise ValueError(f"total_steps ({self.total_steps}) is less than one rollout ({self.rollout_size})")
+            raise ValueError(
+                f"total_steps ({self.total_steps}) is less than one rollout ({self.rollout_size})"
+            )
         return self
 
     @property
@@ -155,7 +157,10 @@ class SweepConfig(_Strict):
         return v
 
     def trial_configs(self) -> dict[str, PPOConfig]:
-        """Each named config merged over ``defaults`` and validated (errors name ``configs.<name>.<field>``)."""
+        """Each named config merged over ``defaults`` and validated.
+
+        Errors name the field as ``configs.<name>.<field>``.
+        """
         from pydantic import ValidationError
 
         out: dict[str, PPOConfig] = {}

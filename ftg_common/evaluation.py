@@ -14,7 +14,11 @@ if TYPE_CHECKING:
 
 
 def run_episodes(
-    env_id: str, env_kwargs: dict[str, Any], policy: NumpyPolicy, seeds: list[int], envs: list[gym.Env] | None = None
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    policy: NumpyPolicy,
+    seeds: list[int],
+    envs: list[gym.Env] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One episode per seed with the policy's deterministic action. Returns (returns [E], lengths [E])."""
     envs = envs if envs is not None else [make_env(env_id, env_kwargs) for _ in seeds]
@@ -23,7 +27,12 @@ def run_episodes(
     box = isinstance(space, gym.spaces.Box)
     low = np.asarray(space.low) if isinstance(space, gym.spaces.Box) else None
     high = np.asarray(space.high) if isinstance(space, gym.spaces.Box) else None
-    obs = np.stack([np.asarray(env.reset(seed=s)[0], dtype=np.float32).reshape(-1) for env, s in zip(envs, seeds, strict=True)])
+    obs = np.stack(
+        [
+            np.asarray(env.reset(seed=s)[0], dtype=np.float32).reshape(-1)
+            for env, s in zip(envs, seeds, strict=True)
+        ]
+    )
     returns = np.zeros(e, dtype=np.float64)
     lengths = np.zeros(e, dtype=np.int64)
     live = np.arange(e)

@@ -54,12 +54,16 @@ def iter_prefix(run_id: str, iteration: int) -> str:
 
 def traj_key(run_id: str, iteration: int, shard: int) -> str:
     """Trajectory a rollout-collector shard wrote in an iteration."""
-    return f"{iter_prefix(run_id, iteration)}/traj/{validate_index(shard, 'shard', MAX_SHARD):04d}.safetensors"
+    return (
+        f"{iter_prefix(run_id, iteration)}/traj/{validate_index(shard, 'shard', MAX_SHARD):04d}.safetensors"
+    )
 
 
 def carry_key(run_id: str, iteration: int, shard: int) -> str:
     """Environment state at the end of a shard's rollout; the next iteration's shard starts from it."""
-    return f"{iter_prefix(run_id, iteration)}/carry/{validate_index(shard, 'shard', MAX_SHARD):04d}.safetensors"
+    return (
+        f"{iter_prefix(run_id, iteration)}/carry/{validate_index(shard, 'shard', MAX_SHARD):04d}.safetensors"
+    )
 
 
 def batch_key(run_id: str, iteration: int) -> str:

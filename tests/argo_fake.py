@@ -35,8 +35,15 @@ def argo_status(run: WorkflowRun) -> dict[str, Any]:
     children_of_root = []
     for n in run.nodes:
         nid = ids[n.name]
-        base = {"id": nid, "name": f"{root}.{n.name}", "displayName": n.name, "templateName": n.template,
-                "phase": n.phase, "startedAt": _ts(n.started), "finishedAt": _ts(n.finished)}
+        base = {
+            "id": nid,
+            "name": f"{root}.{n.name}",
+            "displayName": n.name,
+            "templateName": n.template,
+            "phase": n.phase,
+            "startedAt": _ts(n.started),
+            "finishedAt": _ts(n.finished),
+        }
         if n.message:
             base["message"] = n.message
         if "(" not in n.name:
@@ -49,9 +56,15 @@ def argo_status(run: WorkflowRun) -> dict[str, Any]:
                 aid = f"{nid}-a{k}"
                 last = k == n.attempts - 1
                 attempt: dict[str, Any] = {
-                    "id": aid, "name": f"{root}.{n.name}({k})", "displayName": f"{n.name}({k})",
-                    "type": "HTTP", "templateName": n.template, "phase": n.phase if last else "Failed",
-                    "startedAt": _ts(n.started), "finishedAt": _ts(n.finished)}
+                    "id": aid,
+                    "name": f"{root}.{n.name}({k})",
+                    "displayName": f"{n.name}({k})",
+                    "type": "HTTP",
+                    "templateName": n.template,
+                    "phase": n.phase if last else "Failed",
+                    "startedAt": _ts(n.started),
+                    "finishedAt": _ts(n.finished),
+                }
                 if last and n.result is not None:
                     attempt["outputs"] = {"result": n.result}
                 nodes[aid] = attempt
@@ -62,10 +75,22 @@ def argo_status(run: WorkflowRun) -> dict[str, Any]:
             nodes[nid] = node
         else:
             nodes[nid] = {**base, "type": "Skipped"}
-    nodes[root] = {"id": root, "name": root, "displayName": root, "type": "DAG", "templateName": "iteration",
-                   "phase": run.phase, "children": children_of_root}
-    return {"phase": run.phase, "startedAt": _ts(run.started), "finishedAt": _ts(run.finished),
-            "message": run.message, "nodes": nodes}
+    nodes[root] = {
+        "id": root,
+        "name": root,
+        "displayName": root,
+        "type": "DAG",
+        "templateName": "iteration",
+        "phase": run.phase,
+        "children": children_of_root,
+    }
+    return {
+        "phase": run.phase,
+        "startedAt": _ts(run.started),
+        "finishedAt": _ts(run.finished),
+        "message": run.message,
+        "nodes": nodes,
+    }
 
 
 class FakeArgo:
@@ -117,8 +142,14 @@ class _ArgoHandler(BaseHTTPRequestHandler):
     def _record(self) -> dict[str, Any] | None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
-        self.fake.requests.append({"method": self.command, "path": self.path, "body": body,
-                                   "authorization": self.headers.get("Authorization")})
+        self.fake.requests.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "body": body,
+                "authorization": self.headers.get("Authorization"),
+            }
+        )
         return body
 
     def _authorised(self) -> bool:
@@ -136,8 +167,7 @@ class _ArgoHandler(BaseHTTPRequestHandler):
             tpl = body["template"]
             name = tpl["metadata"]["name"]
             if name in self.fake.templates:
-                self._reply(409, {"code": 6,
-                                  "message": f"workflowtemplates \"{name}\" already exists"})
+                self._reply(409, {"code": 6, "message": f'workflowtemplates "{name}" already exists'})
                 return
             tpl["metadata"]["resourceVersion"] = "1"
             self.fake.templates[name] = tpl

@@ -8,16 +8,27 @@ from workflows.compare import TrialRow, best_trial, compare, to_markdown
 from workflows.cost import invocation_gb_seconds, parse_memory
 
 
-def _row(config: str, seed: int, final: float | None, step: int | None = None, t: float | None = None,
-         wall: float = 10.0, gb_s: float = 2.0, status: str = "finished") -> TrialRow:
+def _row(
+    config: str,
+    seed: int,
+    final: float | None,
+    step: int | None = None,
+    t: float | None = None,
+    wall: float = 10.0,
+    gb_s: float = 2.0,
+    status: str = "finished",
+) -> TrialRow:
     return TrialRow(f"s-{config}-{seed}", config, seed, status, final, step, t, t, wall, 100_000, gb_s)
 
 
 def test_per_config_rows_with_hand_computed_values() -> None:
     trials = [
-        _row("a", 0, 500.0, 12_000, 2.0), _row("a", 1, 480.0, 20_000, 4.0), _row("a", 2, 100.0),
+        _row("a", 0, 500.0, 12_000, 2.0),
+        _row("a", 1, 480.0, 20_000, 4.0),
+        _row("a", 2, 100.0),
         _row("a", 3, 490.0, 16_000, 3.0),
-        _row("b", 0, 200.0), _row("b", 1, 300.0, wall=20.0, gb_s=4.0),
+        _row("b", 0, 200.0),
+        _row("b", 1, 300.0, wall=20.0, gb_s=4.0),
     ]
     rows = compare(trials, usd_per_gb_s=0.5, dedicated_usd_per_hour=3600.0)
     a, b = rows

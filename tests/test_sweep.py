@@ -43,3 +43,58 @@ def test_failing_trial_is_reported_and_the_others_complete(ftg_env) -> None:
     runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("faastraingym").experiment_id])
     status = {r.data.tags.get("ftg.config"): r.info.status for r in runs if "ftg.config" in r.data.tags}
     assert status == {"good": "FINISHED", "broken": "FAILED"}
+
+
+GOOD_ONLY = """
+name: early
+seeds: [0, 1]
+max_parallel: 2
+defaults: {total_steps: 512, n_envs: 4, n_steps: 32, shards: 2, batch_size: 64, n_epochs: 2,
+           eval_every_steps: 256, eval_episodes: 2}
+configs:
+  good: {}
+"""
+
+
+def test_models_logged_as_trials_finish_are_registered_once_and_serve_any_batch(ftg_env) -> None:
+    import mlflow
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from ftg_common.settings import get_settings
+    from workflows.sweep import finalize, finalize_trials_as_they_finish, open_services, submit
+
+    services = open_services(get_settings(), tracking=True)
+    try:
+        finalize_trials_as_they_finish(services)
+        submit(load_sweep(GOOD_ONLY), services, Console(record=True, width=160), sweep_id="early-1")
+        finalize(
+            "early-1", services, Console(record=True, width=160)
+        )  # a second finalize (resume) adds nothing
+    finally:
+        services.close()
+
+    mlflow.set_tracking_uri(f"sqlite:///{ftg_env}/mlflow.db")
+    client = MlflowClient()
+    versions = client.search_model_versions("name='ftg-early'")
+    assert len(versions) == 2
+    assert {v.run_id for v in versions} == {
+        r.info.run_id
+        for r in client.search_runs([client.get_experiment_by_name("faastraingym").experiment_id])
+        if r.data.tags.get("ftg.config") == "good"
+    }
+    model = mlflow.pyfunc.load_model("models:/ftg-early@champion")
+    for batch in (1, 5):
+        assert np.asarray(model.predict(np.zeros((batch, 4), dtype=np.float32))).shape == (batch, 2)
+
+
+def test_tracker_that_cannot_open_mlflow_fails_on_use_not_on_construction(ftg_env) -> None:
+    from ftg_common.settings import Settings
+    from workflows.tracking import Tracker, TrackingUnavailable
+
+    tracker = Tracker(Settings(tracking_uri="no-such-scheme://nowhere"))
+    tracker.log_metrics("run", {"x": 1.0}, step=0)
+    tracker.flush()  # queued metrics are dropped, never waited on forever
+    with pytest.raises(TrackingUnavailable, match="cannot open MLflow"):
+        tracker.start_parent("sweep", {})
+    tracker.close()

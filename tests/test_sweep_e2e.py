@@ -18,18 +18,50 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_sweep_learns_cartpole_and_is_tracked(tmp_path: Path) -> None:
     sweep = tmp_path / "e2e.yaml"
-    sweep.write_text(json.dumps({
-        "name": "e2e", "seeds": [0, 1], "max_parallel": 2,
-        "defaults": {"env_id": "CartPole-v1", "total_steps": 256 * 160, "eval_every_steps": 2048,
-                     "eval_episodes": 10, "threshold": 475},
-        "configs": {"zoo": {"n_envs": 8, "n_steps": 32, "batch_size": 256, "n_epochs": 20, "gamma": 0.98,
-                            "gae_lambda": 0.8, "learning_rate": 0.001, "ent_coef": 0.0}},
-    }))
-    env = {**os.environ, "FTG_STORE_URL": f"file://{tmp_path}/store", "FTG_META_URL": f"sqlite:///{tmp_path}/meta.db",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "FTG_LOCAL_WORKERS": "2"}
+    sweep.write_text(
+        json.dumps(
+            {
+                "name": "e2e",
+                "seeds": [0, 1],
+                "max_parallel": 2,
+                "defaults": {
+                    "env_id": "CartPole-v1",
+                    "total_steps": 256 * 160,
+                    "eval_every_steps": 2048,
+                    "eval_episodes": 10,
+                    "threshold": 475,
+                },
+                "configs": {
+                    "zoo": {
+                        "n_envs": 8,
+                        "n_steps": 32,
+                        "batch_size": 256,
+                        "n_epochs": 20,
+                        "gamma": 0.98,
+                        "gae_lambda": 0.8,
+                        "learning_rate": 0.001,
+                        "ent_coef": 0.0,
+                    }
+                },
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "FTG_STORE_URL": f"file://{tmp_path}/store",
+        "FTG_META_URL": f"sqlite:///{tmp_path}/meta.db",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "FTG_LOCAL_WORKERS": "2",
+    }
     cli = [sys.executable, str(ROOT / "workflows" / "ppo_sweep.py")]
-    out = subprocess.run([*cli, "submit", "--config", str(sweep)], env=env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=900)
+    out = subprocess.run(
+        [*cli, "submit", "--config", str(sweep)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "A/B comparison" in out.stdout
 
@@ -70,10 +102,18 @@ def test_sweep_learns_cartpole_and_is_tracked(tmp_path: Path) -> None:
     assert logits.shape == (3, 2) and list(logits.argmax(axis=1)) == [1, 0, 1]
 
     sweep_id = parent.data.tags["ftg.sweep_id"]
-    cmp = subprocess.run([*cli, "compare", sweep_id, "--json"], env=env, cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120)
+    cmp = subprocess.run(
+        [*cli, "compare", sweep_id, "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cmp.returncode == 0, cmp.stderr
     (row,) = json.loads(cmp.stdout)
     assert row["config"] == "zoo" and row["reached"] == 2 and row["final_iqm"] >= 475
-    st = subprocess.run([*cli, "status", sweep_id], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    st = subprocess.run(
+        [*cli, "status", sweep_id], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert st.returncode == 0 and st.stdout.count("finished") == 2

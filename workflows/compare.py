@@ -89,8 +89,12 @@ def compare(
                 ci_high=None if hi is None else float(hi),
                 final_mean=float(statistics.fmean(finals)) if finals else None,
                 reached=len(reached),
-                median_steps_to_threshold=_median([float(t.threshold_step) for t in reached if t.threshold_step is not None]),
-                median_time_to_threshold_s=_median([t.threshold_time_s for t in reached if t.threshold_time_s is not None]),
+                median_steps_to_threshold=_median(
+                    [float(t.threshold_step) for t in reached if t.threshold_step is not None]
+                ),
+                median_time_to_threshold_s=_median(
+                    [t.threshold_time_s for t in reached if t.threshold_time_s is not None]
+                ),
                 median_wall_s=_median([t.wall_s for t in group]),
                 total_gb_s=gb_s,
                 faas_usd=gb_s * usd_per_gb_s,
@@ -129,7 +133,8 @@ def to_markdown(rows: list[ConfigRow], threshold: float | None) -> str:
         lines.append(
             f"| {r.config} | {r.seeds} | {_fmt(r.final_iqm)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] | "
             f"{_fmt(r.final_mean)} | {r.reached}/{r.seeds} | {_fmt(r.median_steps_to_threshold, 0)} | "
-            f"{_fmt(r.median_time_to_threshold_s, 2)} | {_fmt(r.median_wall_s, 1)} | {_fmt(r.total_gb_s, 1)} | "
+            f"{_fmt(r.median_time_to_threshold_s, 2)} | {_fmt(r.median_wall_s, 1)} | "
+            f"{_fmt(r.total_gb_s, 1)} | "
             f"{r.faas_usd:.5f} | {r.dedicated_usd:.5f} |"
         )
     return "\n".join(lines) + "\n"
@@ -140,14 +145,32 @@ def to_rich_table(rows: list[ConfigRow], threshold: float | None, title: str) ->
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("config", "seeds", "final IQM [95% CI]", "mean", f"≥{_fmt(threshold, 0)}", "steps→thr",
-                "time→thr s", "wall s", "GB-s", "FaaS $", "dedicated $"):
+    for col in (
+        "config",
+        "seeds",
+        "final IQM [95% CI]",
+        "mean",
+        f"≥{_fmt(threshold, 0)}",
+        "steps→thr",
+        "time→thr s",
+        "wall s",
+        "GB-s",
+        "FaaS $",
+        "dedicated $",
+    ):
         table.add_column(col, justify="left" if col == "config" else "right")
     for r in rows:
         table.add_row(
-            r.config, str(r.seeds), f"{_fmt(r.final_iqm)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]",
-            _fmt(r.final_mean), f"{r.reached}/{r.seeds}", _fmt(r.median_steps_to_threshold, 0),
-            _fmt(r.median_time_to_threshold_s, 2), _fmt(r.median_wall_s, 1), _fmt(r.total_gb_s, 1),
-            f"{r.faas_usd:.5f}", f"{r.dedicated_usd:.5f}",
+            r.config,
+            str(r.seeds),
+            f"{_fmt(r.final_iqm)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]",
+            _fmt(r.final_mean),
+            f"{r.reached}/{r.seeds}",
+            _fmt(r.median_steps_to_threshold, 0),
+            _fmt(r.median_time_to_threshold_s, 2),
+            _fmt(r.median_wall_s, 1),
+            _fmt(r.total_gb_s, 1),
+            f"{r.faas_usd:.5f}",
+            f"{r.dedicated_usd:.5f}",
         )
     return table

@@ -174,8 +174,9 @@ class RunDriver:
                 )
         else:
             self.store.put_json(key, cfg.to_stored())
-        self.meta.create_run(cfg.run_id, sweep_id=cfg.sweep_id,
-                             extra={"config_name": self.config_name, "seed": cfg.seed})
+        self.meta.create_run(
+            cfg.run_id, sweep_id=cfg.sweep_id, extra={"config_name": self.config_name, "seed": cfg.seed}
+        )
         if not self.store.exists(layout.ckpt_state_key(cfg.run_id, 0)):
             body = {"run_id": cfg.run_id, "iteration": 0, "config_digest": cfg.digest(), "mode": "init"}
             headers = {"traceparent": new_traceparent(self.trace_id)}
@@ -266,18 +267,32 @@ class RunDriver:
             self._track(i, agg, upd, ev, summary, elapsed, sps)
             self.on_progress(
                 TrialProgress(
-                    run_id=cfg.run_id, config_name=self.config_name, seed=cfg.seed, iteration=i + 1,
-                    n_iterations=n_iter, steps=summary.steps, total_steps=n_iter * ppo.rollout_size,
-                    train_return=agg.mean_return, eval_return=summary.final_return,
-                    steps_per_second=sps, eta_seconds=remaining / sps if sps > 0 else None,
+                    run_id=cfg.run_id,
+                    config_name=self.config_name,
+                    seed=cfg.seed,
+                    iteration=i + 1,
+                    n_iterations=n_iter,
+                    steps=summary.steps,
+                    total_steps=n_iter * ppo.rollout_size,
+                    train_return=agg.mean_return,
+                    eval_return=summary.final_return,
+                    steps_per_second=sps,
+                    eta_seconds=remaining / sps if sps > 0 else None,
                 )
             )
         self.meta.set_status(cfg.run_id, "finished")
         self.on_progress(
             TrialProgress(
-                run_id=cfg.run_id, config_name=self.config_name, seed=cfg.seed, iteration=n_iter,
-                n_iterations=n_iter, steps=summary.steps, total_steps=n_iter * ppo.rollout_size,
-                eval_return=summary.final_return, status="finished", eta_seconds=0.0,
+                run_id=cfg.run_id,
+                config_name=self.config_name,
+                seed=cfg.seed,
+                iteration=n_iter,
+                n_iterations=n_iter,
+                steps=summary.steps,
+                total_steps=n_iter * ppo.rollout_size,
+                eval_return=summary.final_return,
+                status="finished",
+                eta_seconds=0.0,
             )
         )
         return summary
@@ -292,8 +307,16 @@ class RunDriver:
             summary.threshold_time_s = round(summary.train_s, 4)
             summary.threshold_time_incl_eval_s = round(summary.wall_s, 4)
 
-    def _track(self, i: int, agg: AggregateResult, upd: UpdateResult, ev: EvalResult | None, s: RunSummary,
-               elapsed: float, sps: float) -> None:
+    def _track(
+        self,
+        i: int,
+        agg: AggregateResult,
+        upd: UpdateResult,
+        ev: EvalResult | None,
+        s: RunSummary,
+        elapsed: float,
+        sps: float,
+    ) -> None:
         if self.tracker is None or self.mlflow_run_id is None:
             return
         metrics: dict[str, float | None] = {
@@ -314,6 +337,12 @@ class RunDriver:
             mn.COST_GB_S: s.gb_s,
         }
         if ev is not None:
-            metrics.update({mn.EVAL_MEAN_RETURN: ev.mean_return, mn.EVAL_IQM_RETURN: ev.iqm_return,
-                            mn.EVAL_STD_RETURN: ev.std_return, mn.EVAL_MEAN_LENGTH: ev.mean_length})
+            metrics.update(
+                {
+                    mn.EVAL_MEAN_RETURN: ev.mean_return,
+                    mn.EVAL_IQM_RETURN: ev.iqm_return,
+                    mn.EVAL_STD_RETURN: ev.std_return,
+                    mn.EVAL_MEAN_LENGTH: ev.mean_length,
+                }
+            )
         self.tracker.log_metrics(self.mlflow_run_id, metrics, step=s.steps)

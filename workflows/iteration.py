@@ -154,8 +154,9 @@ def _check_params(params: dict[str, str]) -> None:
         raise ValueError(f"iteration parameters must be strings: {', '.join(bad)}")
 
 
-def iteration_workflow(params: dict[str, str], template_name: str = TEMPLATE_NAME,
-                       namespace: str | None = None) -> dict[str, Any]:
+def iteration_workflow(
+    params: dict[str, str], template_name: str = TEMPLATE_NAME, namespace: str | None = None
+) -> dict[str, Any]:
     """The Workflow the cluster driver submits for one iteration: a reference to the template plus arguments.
 
     One Workflow per iteration keeps each object small and clear of Argo's recursion cap. The name is
@@ -180,8 +181,9 @@ def iteration_workflow(params: dict[str, str], template_name: str = TEMPLATE_NAM
 def main(argv: list[str] | None = None) -> int:
     """``python -m workflows.iteration``: print the template, or refresh the golden file."""
     parser = argparse.ArgumentParser(description="Render the iteration WorkflowTemplate as YAML.")
-    parser.add_argument("--write-golden", action="store_true",
-                        help="rewrite tests/golden/iteration-template.yaml")
+    parser.add_argument(
+        "--write-golden", action="store_true", help="rewrite tests/golden/iteration-template.yaml"
+    )
     args = parser.parse_args(argv)
     text = render_yaml()
     if args.write_golden:

@@ -20,8 +20,15 @@ def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
 
 
 def adam_step(
-    param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray, step: int,
-    lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    step: int,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
 ) -> None:
     """One Adam update in place. ``step`` counts from 1 (this update included)."""
     exp_avg *= np.float32(beta1)

@@ -120,7 +120,9 @@ class LossGrads:
     g_log_std: np.ndarray | None
 
 
-def _value_loss_grad(values: np.ndarray, mb: Minibatch[np.ndarray], coefs: LossCoefs) -> tuple[float, np.ndarray]:
+def _value_loss_grad(
+    values: np.ndarray, mb: Minibatch[np.ndarray], coefs: LossCoefs
+) -> tuple[float, np.ndarray]:
     """Mean squared value error (optionally SB3-clipped) and its gradient w.r.t. values [B]."""
     b = values.shape[0]
     if coefs.clip_range_vf is None:

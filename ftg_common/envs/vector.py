@@ -124,7 +124,9 @@ class ShardEnvs:
         if carry.codec != self.codec:
             raise CarryMismatchError(f"carry codec {carry.codec!r} does not match env codec {self.codec!r}")
         if a["obs"].shape != (self.n_envs, self.obs_dim):
-            raise CarryMismatchError(f"carry holds obs {a['obs'].shape}, expected {(self.n_envs, self.obs_dim)}")
+            raise CarryMismatchError(
+                f"carry holds obs {a['obs'].shape}, expected {(self.n_envs, self.obs_dim)}"
+            )
         self.ep_index[:] = a["ep_index"]
         for j, env in enumerate(self.envs):
             self._reset_env(j)

@@ -20,7 +20,6 @@ import numpy as np
 
 from ftg_common.policy.spec import PolicySpec, check_tensors, tensor_shapes
 
-
 Layer = tuple[np.ndarray, np.ndarray]
 
 
@@ -40,7 +39,9 @@ class FlatParams:
         self.size = start
         self.flat = np.zeros(start, dtype=np.float32) if flat is None else flat
         if self.flat.shape != (start,) or self.flat.dtype != np.float32:
-            raise ValueError(f"flat parameters must be float32 [{start}], got {self.flat.dtype} {self.flat.shape}")
+            raise ValueError(
+                f"flat parameters must be float32 [{start}], got {self.flat.dtype} {self.flat.shape}"
+            )
         # Views stay valid while ``flat`` is updated in place (as Adam does); built once because
         # the forward pass of a rollout step is dominated by per-call overhead, not arithmetic.
         self._views = {name: self._slice(name, self.flat) for name in self.names}
@@ -116,8 +117,15 @@ def forward(p: FlatParams, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, Cac
     return head, value[:, 0], Cache(obs, pi_acts, vf_acts)
 
 
-def _mlp_backward(p: FlatParams, net: str, g_out: np.ndarray, cache: Cache, acts: list[np.ndarray],
-                  grad: np.ndarray, relu: bool) -> None:
+def _mlp_backward(
+    p: FlatParams,
+    net: str,
+    g_out: np.ndarray,
+    cache: Cache,
+    acts: list[np.ndarray],
+    grad: np.ndarray,
+    relu: bool,
+) -> None:
     """Accumulate d loss / d params of one net into ``grad`` given d loss / d output [B, out]."""
     n = len(acts)
     p.view(f"{net}.out.weight", grad)[...] = g_out.T @ acts[-1]
@@ -134,8 +142,9 @@ def _mlp_backward(p: FlatParams, net: str, g_out: np.ndarray, cache: Cache, acts
             g = g @ p.view(f"{net}.{i}.weight")
 
 
-def backward(p: FlatParams, cache: Cache, g_head: np.ndarray, g_values: np.ndarray,
-             g_log_std: np.ndarray | None = None) -> np.ndarray:
+def backward(
+    p: FlatParams, cache: Cache, g_head: np.ndarray, g_values: np.ndarray, g_log_std: np.ndarray | None = None
+) -> np.ndarray:
     """Gradient of the loss w.r.t. every parameter, in the flat layout.
 
     Args:

@@ -32,7 +32,8 @@ class NumpyPolicy:
         self._params = FlatParams(spec).load(tensors)
         # Contiguous [in, out] copies made once: each forward pass is then x @ W + b with no strided reads.
         self._layers: dict[str, list[Layer]] = {
-            net: [(np.ascontiguousarray(w), b.copy()) for w, b in layers] for net, layers in self._params.layers.items()
+            net: [(np.ascontiguousarray(w), b.copy()) for w, b in layers]
+            for net, layers in self._params.layers.items()
         }
         self._relu = spec.activation == "relu"
         self._discrete = spec.action_kind == "discrete"

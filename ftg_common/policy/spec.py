@@ -63,7 +63,9 @@ class PolicySpec(BaseModel):
             for name in ("action_low", "action_high"):
                 bound = getattr(self, name)
                 if bound is not None and len(bound) != self.action_dim:
-                    raise ValueError(f"{name} has {len(bound)} entries, expected action_dim={self.action_dim}")
+                    raise ValueError(
+                        f"{name} has {len(bound)} entries, expected action_dim={self.action_dim}"
+                    )
         return self
 
     @property
@@ -117,7 +119,8 @@ class PolicySpec(BaseModel):
                 **common,
             )
         raise ValueError(
-            f"unsupported action space {action_space!r}: only gymnasium.spaces.Discrete and 1-D Box are supported"
+            f"unsupported action space {action_space!r}: "
+            "only gymnasium.spaces.Discrete and 1-D Box are supported"
         )
 
     def to_json(self) -> str:

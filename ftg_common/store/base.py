@@ -62,7 +62,9 @@ class ObjectStore(ABC):
         """Read and parse a JSON object; KeyNotFoundError if absent."""
         return json.loads(self.get_bytes(key))
 
-    def put_tensors(self, key: str, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    def put_tensors(
+        self, key: str, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
+    ) -> None:
         """Write arrays (and optional string metadata) as safetensors."""
         from ftg_common.tensorio import encode
 

@@ -31,7 +31,8 @@ def committed_result(store: ObjectStore, meta: MetaStore, run_id: str, iteration
         return _recorded(store, run_id, iteration)
     if run["version"] != iteration:
         raise Conflict(
-            f"run {run_id} is at policy version {run['version']}; iteration {iteration} needs version {iteration}",
+            f"run {run_id} is at policy version {run['version']}; "
+            f"iteration {iteration} needs version {iteration}",
             "iteration",
         )
     return None

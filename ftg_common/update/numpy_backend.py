@@ -48,8 +48,15 @@ class NumpyPPOBackend:
         grad, self._pending = self._pending, None
         norm = clip_grad_norm(grad, self.max_grad_norm)
         self._step += 1
-        adam_step(self.params.flat, grad, self.exp_avg, self.exp_avg_sq, self._step, learning_rate,
-                  eps=self.adam_eps)
+        adam_step(
+            self.params.flat,
+            grad,
+            self.exp_avg,
+            self.exp_avg_sq,
+            self._step,
+            learning_rate,
+            eps=self.adam_eps,
+        )
         return norm
 
     @property

@@ -38,7 +38,9 @@ def scheduled(kind: str, initial: float, progress_remaining: float) -> float:
     return linear_schedule(initial, progress_remaining) if kind == "linear" else initial
 
 
-def minibatch_order(seed: int, iteration: int, n_rows: int, minibatch: int, n_epochs: int) -> tuple[tuple[np.ndarray, ...], ...]:
+def minibatch_order(
+    seed: int, iteration: int, n_rows: int, minibatch: int, n_epochs: int
+) -> tuple[tuple[np.ndarray, ...], ...]:
     """A fresh permutation of the rows per epoch, cut into minibatches; seeded by (run seed, iteration)."""
     rng = derive_rng(seed, MINIBATCH, iteration)
     epochs = []

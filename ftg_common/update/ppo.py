@@ -55,12 +55,15 @@ def make_backend(ppo: PPOConfig, version: PolicyVersion, plan: UpdatePlan) -> PP
     if ppo.update_backend == "torch":
         from ftg_common.update.torch_backend import TorchPPOBackend
 
-        return TorchPPOBackend(version, learning_rate=plan.learning_rate, adam_eps=ppo.adam_eps,
-                               max_grad_norm=ppo.max_grad_norm)
+        return TorchPPOBackend(
+            version, learning_rate=plan.learning_rate, adam_eps=ppo.adam_eps, max_grad_norm=ppo.max_grad_norm
+        )
     return NumpyPPOBackend(version, adam_eps=ppo.adam_eps, max_grad_norm=ppo.max_grad_norm)
 
 
-def train(version: PolicyVersion, batch: dict[str, np.ndarray], cfg: RunConfig, iteration: int) -> tuple[PolicyVersion, UpdateStats]:
+def train(
+    version: PolicyVersion, batch: dict[str, np.ndarray], cfg: RunConfig, iteration: int
+) -> tuple[PolicyVersion, UpdateStats]:
     """Train ``version`` (which must be version ``iteration``) on the batch of ``iteration``.
 
     Args:
@@ -78,7 +81,9 @@ def train(version: PolicyVersion, batch: dict[str, np.ndarray], cfg: RunConfig, 
         raise ValueError(f"version {state.version} cannot train on the batch of iteration {iteration}")
     plan = plan_update(ppo, cfg.seed, state.total_steps, iteration, int(batch["advantages"].shape[0]))
     backend = make_backend(ppo, version, plan)
-    loop = run_epochs(backend, batch, plan, normalize_advantage=ppo.normalize_advantage, target_kl=ppo.target_kl)
+    loop = run_epochs(
+        backend, batch, plan, normalize_advantage=ppo.normalize_advantage, target_kl=ppo.target_kl
+    )
     new_state = CheckpointState(
         version=iteration + 1,
         iteration=iteration,

@@ -47,8 +47,9 @@ def initial_version(cfg: RunConfig) -> PolicyVersion:
     ppo = cfg.ppo
     env = make_env(ppo.env_id, ppo.env_kwargs)
     try:
-        spec = PolicySpec.from_spaces(env.observation_space, env.action_space, ppo.net_arch, ppo.activation,
-                                      ppo.log_std_init)
+        spec = PolicySpec.from_spaces(
+            env.observation_space, env.action_space, ppo.net_arch, ppo.activation, ppo.log_std_init
+        )
     finally:
         env.close()
     model = ActorCritic(spec)
@@ -62,7 +63,9 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for idx, st in opt.state_dict()["state"].items():
         for name, value in st.items():
-            out[f"{idx}.{name}"] = value.detach().cpu().numpy().copy() if torch.is_tensor(value) else np.asarray(value)
+            out[f"{idx}.{name}"] = (
+                value.detach().cpu().numpy().copy() if torch.is_tensor(value) else np.asarray(value)
+            )
     return out
 
 
@@ -78,7 +81,9 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, np.nda
 class TorchPPOBackend:
     """The actor-critic and Adam in torch (fused CPU kernel: ~15 % faster here, deterministic on CPU)."""
 
-    def __init__(self, version: PolicyVersion, *, learning_rate: float, adam_eps: float, max_grad_norm: float) -> None:
+    def __init__(
+        self, version: PolicyVersion, *, learning_rate: float, adam_eps: float, max_grad_norm: float
+    ) -> None:
         self.model = ActorCritic(version.state.spec)
         self.model.load_flat_tensors(version.weights)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=learning_rate, eps=adam_eps, fused=True)
@@ -90,8 +95,12 @@ class TorchPPOBackend:
 
     def evaluate(self, mb: Minibatch[np.ndarray], coefs: LossCoefs) -> dict[str, float]:
         """Loss statistics of ``mb``; the loss graph is kept for :meth:`apply`."""
-        t = Minibatch(*(torch.from_numpy(np.ascontiguousarray(a)) for a in (
-            mb.obs, mb.actions, mb.old_log_prob, mb.advantages, mb.old_values, mb.returns)))
+        t = Minibatch(
+            *(
+                torch.from_numpy(np.ascontiguousarray(a))
+                for a in (mb.obs, mb.actions, mb.old_log_prob, mb.advantages, mb.old_values, mb.returns)
+            )
+        )
         logp, entropy, values = self.model.evaluate_actions(t.obs, t.actions)
         self._loss, stats = ppo_loss(logp, entropy, values, t, coefs)
         return {k: float(v) for k, v in stats.items()}

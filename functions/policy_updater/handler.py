@@ -29,7 +29,9 @@ def initialise(req: UpdateRequest, ctx: FunctionContext) -> UpdateResult:
     if req.iteration != 0:
         raise BadRequest("mode 'init' creates version 0 and needs iteration 0", "iteration")
     keys = checkpoints.write_version(ctx.store, req.run_id, _torch().initial_version(ctx.config))
-    return UpdateResult(key=keys.policy, ckpt_key=keys.checkpoint, version=0, iteration=0, total_steps=0, seconds=0.0)
+    return UpdateResult(
+        key=keys.policy, ckpt_key=keys.checkpoint, version=0, iteration=0, total_steps=0, seconds=0.0
+    )
 
 
 def update(req: UpdateRequest, ctx: FunctionContext) -> UpdateResult:
@@ -38,7 +40,9 @@ def update(req: UpdateRequest, ctx: FunctionContext) -> UpdateResult:
         return initialise(req, ctx)
     expected = layout.batch_key(req.run_id, req.iteration)
     if req.batch is None or req.batch.key != expected:
-        raise BadRequest(f"mode 'update' needs the aggregator's result for {expected!r} in 'batch'", "batch.key")
+        raise BadRequest(
+            f"mode 'update' needs the aggregator's result for {expected!r} in 'batch'", "batch.key"
+        )
     prior = fence.committed_result(ctx.store, ctx.meta, req.run_id, req.iteration)
     if prior is not None:
         return prior

@@ -18,8 +18,16 @@ from ftg_common.config import PPOConfig, RunConfig
 from workflows.driver import RunDriver
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = dict(n_envs=4, n_steps=32, shards=2, batch_size=64, n_epochs=4, total_steps=128 * 16,
-             eval_every_steps=512, eval_episodes=3)
+SMALL = dict(
+    n_envs=4,
+    n_steps=32,
+    shards=2,
+    batch_size=64,
+    n_epochs=4,
+    total_steps=128 * 16,
+    eval_every_steps=512,
+    eval_episodes=3,
+)
 
 
 def _driver(cfg: RunConfig, services, **kw) -> RunDriver:
@@ -76,8 +84,9 @@ def _meta_row(db: Path, seed: int) -> tuple[str, int] | None:
         return None
     try:
         with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute("SELECT status, last_iteration FROM runs WHERE run_id LIKE ?",
-                                (f"%-s{seed}",)).fetchone()
+            return conn.execute(
+                "SELECT status, last_iteration FROM runs WHERE run_id LIKE ?", (f"%-s{seed}",)
+            ).fetchone()
     except sqlite3.OperationalError:
         return None
 
@@ -91,25 +100,55 @@ def _final_weights(d: Path, seed: int) -> bytes:
 def test_killed_sweep_resumes_from_its_last_committed_iteration(tmp_path: Path) -> None:
     """Two trials run one at a time; the sweep is killed during the first. ``resume RUN_ID`` finishes
     that trial, ``resume SWEEP_ID`` runs the one never started and closes the sweep."""
-    spec = {"name": "resume-test", "seeds": [3, 4], "max_parallel": 1,
-            "configs": {"zoo": {"n_envs": 8, "n_steps": 32, "batch_size": 256, "n_epochs": 5,
-                                "total_steps": 256 * 60, "eval_every_steps": 2048, "eval_episodes": 3}}}
+    spec = {
+        "name": "resume-test",
+        "seeds": [3, 4],
+        "max_parallel": 1,
+        "configs": {
+            "zoo": {
+                "n_envs": 8,
+                "n_steps": 32,
+                "batch_size": 256,
+                "n_epochs": 5,
+                "total_steps": 256 * 60,
+                "eval_every_steps": 2048,
+                "eval_episodes": 3,
+            }
+        },
+    }
     sweep = tmp_path / "resume.yaml"
     sweep.write_text(json.dumps(spec))
     cli = [sys.executable, str(ROOT / "workflows" / "ppo_sweep.py")]
 
     def env_for(d: Path) -> dict[str, str]:
         d.mkdir()
-        return {**os.environ, "FTG_STORE_URL": f"file://{d}/store", "FTG_META_URL": f"sqlite:///{d}/meta.db",
-                "MLFLOW_TRACKING_URI": f"sqlite:///{d}/mlflow.db", "FTG_LOCAL_WORKERS": "2"}
+        return {
+            **os.environ,
+            "FTG_STORE_URL": f"file://{d}/store",
+            "FTG_META_URL": f"sqlite:///{d}/meta.db",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{d}/mlflow.db",
+            "FTG_LOCAL_WORKERS": "2",
+        }
 
     ref_env = env_for(tmp_path / "ref")
-    subprocess.run([*cli, "submit", "--config", str(sweep), "--no-tracking"], env=ref_env,
-                   cwd=tmp_path / "ref", check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [*cli, "submit", "--config", str(sweep), "--no-tracking"],
+        env=ref_env,
+        cwd=tmp_path / "ref",
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
 
     env = env_for(tmp_path / "killed")
-    proc = subprocess.Popen([*cli, "submit", "--config", str(sweep)], env=env, cwd=tmp_path / "killed",
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [*cli, "submit", "--config", str(sweep)],
+        env=env,
+        cwd=tmp_path / "killed",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     db = tmp_path / "killed" / "meta.db"
     deadline = time.monotonic() + 300
     while True:
@@ -128,14 +167,26 @@ def test_killed_sweep_resumes_from_its_last_committed_iteration(tmp_path: Path) 
     with sqlite3.connect(db) as conn:
         (run_id,) = conn.execute("SELECT run_id FROM runs WHERE run_id LIKE '%-s3'").fetchone()
         (sweep_id,) = conn.execute("SELECT sweep_id FROM sweeps").fetchone()
-    out = subprocess.run([*cli, "resume", run_id], env=env, cwd=tmp_path / "killed", capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run(
+        [*cli, "resume", run_id],
+        env=env,
+        cwd=tmp_path / "killed",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert _meta_row(db, 3) == ("finished", 59) and _meta_row(db, 4) == ("created", -1)
     assert "A/B comparison" not in out.stdout  # the sweep is not complete yet
 
-    out = subprocess.run([*cli, "resume", sweep_id], env=env, cwd=tmp_path / "killed", capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run(
+        [*cli, "resume", sweep_id],
+        env=env,
+        cwd=tmp_path / "killed",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert _meta_row(db, 4) == ("finished", 59) and "A/B comparison" in out.stdout
     for seed in (3, 4):
@@ -163,19 +214,44 @@ def test_a_run_is_driven_by_one_driver_at_a_time(services) -> None:
 @pytest.mark.slow
 def test_ctrl_c_interrupts_cleanly_and_names_the_resume_command(tmp_path: Path) -> None:
     sweep = tmp_path / "ctrlc.yaml"
-    sweep.write_text(json.dumps({
-        "name": "ctrlc", "seeds": [0], "max_parallel": 2,
-        "configs": {"a": {"total_steps": 256 * 2000}, "b": {"total_steps": 256 * 2000, "n_epochs": 5}},
-    }))
-    env = {**os.environ, "FTG_STORE_URL": f"file://{tmp_path}/store", "FTG_META_URL": f"sqlite:///{tmp_path}/meta.db",
-           "FTG_LOCAL_WORKERS": "2"}
+    sweep.write_text(
+        json.dumps(
+            {
+                "name": "ctrlc",
+                "seeds": [0],
+                "max_parallel": 2,
+                "configs": {
+                    "a": {"total_steps": 256 * 2000},
+                    "b": {"total_steps": 256 * 2000, "n_epochs": 5},
+                },
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "FTG_STORE_URL": f"file://{tmp_path}/store",
+        "FTG_META_URL": f"sqlite:///{tmp_path}/meta.db",
+        "FTG_LOCAL_WORKERS": "2",
+    }
     log = tmp_path / "out.log"
     with open(log, "w") as out:
         # A terminal's Ctrl-C signals the whole foreground process group: driver and warm workers.
-        proc = subprocess.Popen([sys.executable, str(ROOT / "workflows" / "ppo_sweep.py"), "submit",
-                                 "--config", str(sweep), "--no-tracking"], env=env, cwd=tmp_path, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "workflows" / "ppo_sweep.py"),
+                "submit",
+                "--config",
+                str(sweep),
+                "--no-tracking",
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         deadline = time.monotonic() + 300
         while not ((r := _meta_row(tmp_path / "meta.db", 0)) and r[1] >= 5):
             assert proc.poll() is None and time.monotonic() < deadline

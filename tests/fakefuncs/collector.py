@@ -20,4 +20,6 @@ def handle(event: Any, context: Any) -> dict[str, Any]:
     if shard == 8:
         return {"statusCode": 200, "body": "not json"}
     time.sleep(max(0.0, 0.12 - 0.04 * shard))
-    return ok({"key": f"traj/{shard:04d}", "shard": shard, "run_id": req["run_id"], "iteration": req["iteration"]})
+    return ok(
+        {"key": f"traj/{shard:04d}", "shard": shard, "run_id": req["run_id"], "iteration": req["iteration"]}
+    )

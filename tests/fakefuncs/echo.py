@@ -17,5 +17,11 @@ def warmup() -> None:
 
 
 def handle(event: Any, context: Any) -> dict[str, Any]:
-    return ok({"echo": request(event), "traceparent": event.headers.get("traceparent"), "pid": os.getpid(),
-               "warmed": WARMED})
+    return ok(
+        {
+            "echo": request(event),
+            "traceparent": event.headers.get("traceparent"),
+            "pid": os.getpid(),
+            "warmed": WARMED,
+        }
+    )

@@ -23,8 +23,15 @@ from ftg_common.schemas import RunRef
 from tests.funcs import freeze_config, iterate, new_run, post
 
 FUNCTIONS = ["rollout-collector", "reward-aggregator", "policy-updater", "policy-evaluator"]
-_SHARD_RESULT = {"key": "k", "carry_key": "c", "shard": 0, "steps": 1, "policy_version": 0,
-                 "episode_returns": [], "episode_lengths": []}
+_SHARD_RESULT = {
+    "key": "k",
+    "carry_key": "c",
+    "shard": 0,
+    "steps": 1,
+    "policy_version": 0,
+    "episode_returns": [],
+    "episode_lengths": [],
+}
 # What each function needs beside the run reference, so a test body has only the fault it means to have.
 FUNCTION_FIELDS: dict[str, dict[str, Any]] = {
     "rollout-collector": {"shard": 0},
@@ -66,8 +73,13 @@ def test_retried_steps_rewrite_identical_bytes(ftg_env: Path) -> None:
     first = iterate(cfg, 0)
     store = runtime.store()
     run = cfg.run_id
-    keys = [layout.traj_key(run, 0, 0), layout.carry_key(run, 0, 1), layout.batch_key(run, 0),
-            layout.policy_key(run, 1), layout.ckpt_weights_key(run, 1)]
+    keys = [
+        layout.traj_key(run, 0, 0),
+        layout.carry_key(run, 0, 1),
+        layout.batch_key(run, 0),
+        layout.policy_key(run, 1),
+        layout.ckpt_weights_key(run, 1),
+    ]
     before = {k: store.get_bytes(k) for k in keys}
     ref = {"run_id": cfg.run_id, "iteration": 0, "config_digest": cfg.digest()}
     again = [post("rollout-collector", {**ref, "shard": s}).json() for s in range(2)]
@@ -297,8 +309,16 @@ def test_rollout_path_imports_neither_torch_nor_mlflow() -> None:
 
 def test_box_action_env_runs_through_all_functions(ftg_env: Path) -> None:
     """Pendulum-v1: Gaussian policy, clipped env actions, time-limit truncation bootstrapped."""
-    cfg = new_run(env_id="Pendulum-v1", n_envs=2, n_steps=128, shards=2, batch_size=64, n_epochs=2,
-                  total_steps=256 * 3, gamma=0.9)
+    cfg = new_run(
+        env_id="Pendulum-v1",
+        n_envs=2,
+        n_steps=128,
+        shards=2,
+        batch_size=64,
+        n_epochs=2,
+        total_steps=256 * 3,
+        gamma=0.9,
+    )
     lengths, truncated = [], 0
     for i in range(2):
         out = iterate(cfg, i, evaluate=(i == 1))

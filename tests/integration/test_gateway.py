@@ -31,9 +31,16 @@ def test_iteration_dag_over_http_gateway(gateway: str) -> None:
 
     cfg = new_run(n_envs=4, n_steps=16, shards=2, batch_size=32, n_epochs=1, total_steps=64 * 4)
     engine = LocalEngine(RoutingInvoker(local=InProcessInvoker(), http=HttpInvoker()), gateway=gateway)
-    params = {"run-id": cfg.run_id, "iteration": "0", "iterations": "4", "eval-every": "1",
-              "gateway": gateway, "shards": "[0, 1]", "config-digest": cfg.digest(),
-              "traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
+    params = {
+        "run-id": cfg.run_id,
+        "iteration": "0",
+        "iterations": "4",
+        "eval-every": "1",
+        "gateway": gateway,
+        "shards": "[0, 1]",
+        "config-digest": cfg.digest(),
+        "traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+    }
     run = engine.run(params)
     engine.close()
     assert run.phase == "Succeeded", run.message
@@ -46,8 +53,12 @@ def test_iteration_dag_over_http_gateway(gateway: str) -> None:
     assert "gateway_functions_seconds_bucket" in text and "gateway_service_count" in text
     code, text = _get(f"{gateway}/system/functions")
     counts = {f["name"]: f["invocationCount"] for f in json.loads(text)}
-    assert counts == {"rollout-collector": 2, "reward-aggregator": 1, "policy-updater": 1,
-                      "policy-evaluator": 1}
+    assert counts == {
+        "rollout-collector": 2,
+        "reward-aggregator": 1,
+        "policy-updater": 1,
+        "policy-evaluator": 1,
+    }
 
 
 def test_gateway_errors_are_json(gateway: str) -> None:
@@ -71,10 +82,14 @@ def test_container_entry_point_serves_one_handler(ftg_env, monkeypatch) -> None:
     from functions import serve as entry
 
     def call(body: bytes) -> tuple[str, dict, bytes]:
-        environ: dict = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)),
-                         "wsgi.input": io.BytesIO(body)}
+        environ: dict = {
+            "REQUEST_METHOD": "POST",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+        }
         setup_testing_defaults(environ)
         seen: dict = {}
+
         def start_response(status: str, headers: list[tuple[str, str]]) -> None:
             seen.update(status=status, headers=dict(headers))
 

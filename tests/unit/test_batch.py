@@ -83,8 +83,15 @@ def test_no_shards_is_an_error() -> None:
 
 
 def _result(shard: int, key: str | None = None) -> CollectResult:
-    return CollectResult(key=key or traj_key("r", 4, shard), carry_key="c", shard=shard, steps=1,
-                         policy_version=4, episode_returns=[], episode_lengths=[])
+    return CollectResult(
+        key=key or traj_key("r", 4, shard),
+        carry_key="c",
+        shard=shard,
+        steps=1,
+        policy_version=4,
+        episode_returns=[],
+        episode_lengths=[],
+    )
 
 
 def test_shard_keys_come_in_shard_order_and_are_checked() -> None:

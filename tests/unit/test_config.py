@@ -73,8 +73,13 @@ def test_config_digest_is_stable_and_sensitive() -> None:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "workflows" / "ppo_sweep.py"), *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "workflows" / "ppo_sweep.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 def test_cli_rejects_a_bad_sweep_file_naming_the_field(tmp_path: Path) -> None:

@@ -37,7 +37,11 @@ def _assert_same(a: list[tuple], b: list[tuple]) -> None:
     [
         ("CartPole-v1", STATE_CODEC, 40),
         ("CartPole-v1", REPLAY_CODEC, 40),
-        ("Pendulum-v1", STATE_CODEC, 230),  # crosses Pendulum's 200-step time limit: truncation survives the carry
+        (
+            "Pendulum-v1",
+            STATE_CODEC,
+            230,
+        ),  # crosses Pendulum's 200-step time limit: truncation survives the carry
         ("Pendulum-v1", REPLAY_CODEC, 150),
         ("Acrobot-v1", STATE_CODEC, 30),
     ],

@@ -78,8 +78,14 @@ def test_termination_on_last_step_ignores_last_values() -> None:
     # T=2, r=[1,1], V=[0,0], terminated at t=1, last_values=99 (the next episode's start).
     # delta_1 = 1; delta_0 = 1 + 0.5*0 - 0 = 1; A_1 = 1; A_0 = 1 + 0.25*1 = 1.25
     adv, _ = compute_gae(
-        col(1.0, 1.0), col(0.0, 0.0), flags(2, 1), flags(2), np.zeros((2, 1), np.float32),
-        np.array([99.0], np.float32), gamma=GAMMA, gae_lambda=LAM,
+        col(1.0, 1.0),
+        col(0.0, 0.0),
+        flags(2, 1),
+        flags(2),
+        np.zeros((2, 1), np.float32),
+        np.array([99.0], np.float32),
+        gamma=GAMMA,
+        gae_lambda=LAM,
     )
     np.testing.assert_allclose(adv[:, 0], [1.25, 1.0], rtol=0, atol=1e-6)
 
@@ -133,7 +139,9 @@ def test_envs_are_independent() -> None:
     adv, ret = compute_gae(r, v, te, tr, tv, lv, gamma=0.99, gae_lambda=0.95)
     for j in range(4):
         s = slice(j, j + 1)
-        a1, r1 = compute_gae(r[:, s], v[:, s], te[:, s], tr[:, s], tv[:, s], lv[s], gamma=0.99, gae_lambda=0.95)
+        a1, r1 = compute_gae(
+            r[:, s], v[:, s], te[:, s], tr[:, s], tv[:, s], lv[s], gamma=0.99, gae_lambda=0.95
+        )
         np.testing.assert_array_equal(adv[:, s], a1)
         np.testing.assert_array_equal(ret[:, s], r1)
 

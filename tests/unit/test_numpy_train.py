@@ -16,9 +16,19 @@ from ftg_common.policy.spec import PolicySpec
 from ftg_common.policy.torch_policy import ActorCritic
 
 SPECS = {
-    "discrete-tanh": PolicySpec(obs_dim=4, action_kind="discrete", n_actions=3, net_arch=[64, 64], activation="tanh"),
-    "box-relu": PolicySpec(obs_dim=3, action_kind="box", action_dim=2, action_low=[-2, -2], action_high=[2, 2],
-                           net_arch=[32], activation="relu", log_std_init=-0.3),
+    "discrete-tanh": PolicySpec(
+        obs_dim=4, action_kind="discrete", n_actions=3, net_arch=[64, 64], activation="tanh"
+    ),
+    "box-relu": PolicySpec(
+        obs_dim=3,
+        action_kind="box",
+        action_dim=2,
+        action_low=[-2, -2],
+        action_high=[2, 2],
+        net_arch=[32],
+        activation="relu",
+        log_std_init=-0.3,
+    ),
 }
 
 
@@ -34,7 +44,9 @@ def _batch(spec: PolicySpec, model: ActorCritic, b: int, seed: int) -> dict[str,
     # Behaviour log-probs off by up to +-0.5 so that some ratios fall outside the clip range.
     old_logp = logp.numpy() + rng.uniform(-0.5, 0.5, b).astype(np.float32)
     return {
-        "obs": obs, "actions": actions, "log_probs": old_logp,
+        "obs": obs,
+        "actions": actions,
+        "log_probs": old_logp,
         "values": values.numpy() + rng.normal(0, 0.3, b).astype(np.float32),
         "advantages": rng.standard_normal(b).astype(np.float32) * 2 + 0.3,
         "returns": rng.standard_normal(b).astype(np.float32),
@@ -44,7 +56,9 @@ def _batch(spec: PolicySpec, model: ActorCritic, b: int, seed: int) -> dict[str,
 @pytest.mark.parametrize("name", sorted(SPECS))
 @pytest.mark.parametrize("clip_range_vf", [None, 0.2])
 @pytest.mark.parametrize("ent_coef", [0.0, 0.05])
-def test_loss_and_gradients_match_torch_autograd(name: str, clip_range_vf: float | None, ent_coef: float) -> None:
+def test_loss_and_gradients_match_torch_autograd(
+    name: str, clip_range_vf: float | None, ent_coef: float
+) -> None:
     spec = SPECS[name]
     model = ActorCritic(spec)
     model.init_weights(3)
@@ -56,11 +70,16 @@ def test_loss_and_gradients_match_torch_autograd(name: str, clip_range_vf: float
     # The autograd reference runs in float64, so it does not depend on float32 summation order
     # (BLAS kernel, torch's thread count, which other tests change).
     model.double()
-    t = {k: torch.from_numpy(v) if v.dtype.kind == "i" else torch.from_numpy(v).double() for k, v in batch.items()}
+    t = {
+        k: torch.from_numpy(v) if v.dtype.kind == "i" else torch.from_numpy(v).double()
+        for k, v in batch.items()
+    }
     adv_t = torch_normalize(t["advantages"])
     logp, ent, values = model.evaluate_actions(t["obs"], t["actions"])
     coefs = LossCoefs(clip_range=0.2, vf_coef=0.5, ent_coef=ent_coef, clip_range_vf=clip_range_vf)
-    loss_t, stats_t = ppo_loss(logp, ent, values, Minibatch.take(t, slice(None)).with_advantages(adv_t), coefs)
+    loss_t, stats_t = ppo_loss(
+        logp, ent, values, Minibatch.take(t, slice(None)).with_advantages(adv_t), coefs
+    )
     model.zero_grad()
     loss_t.backward()
     torch_grads = {n: p.grad.numpy() for n, p in model.named_parameters()}
@@ -124,7 +143,9 @@ def test_numpy_and_torch_backends_train_alike(ftg_env) -> None:
     from ftg_common.tensorio import decode
     from tests.funcs import iterate, new_run
 
-    common = dict(n_envs=4, n_steps=32, shards=1, batch_size=64, n_epochs=4, total_steps=128 * 4, ent_coef=0.01)
+    common = dict(
+        n_envs=4, n_steps=32, shards=1, batch_size=64, n_epochs=4, total_steps=128 * 4, ent_coef=0.01
+    )
     weights = {}
     for backend in ("numpy", "torch"):
         cfg = new_run(run_id=f"b-{backend}", seed=1, update_backend=backend, **common)

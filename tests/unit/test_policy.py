@@ -31,13 +31,21 @@ ARCHS = [([64, 64], "tanh"), ([32], "relu")]
 
 
 def discrete_spec(net_arch: list[int], activation: str) -> PolicySpec:
-    return PolicySpec(obs_dim=4, action_kind="discrete", n_actions=2, net_arch=net_arch, activation=activation)
+    return PolicySpec(
+        obs_dim=4, action_kind="discrete", n_actions=2, net_arch=net_arch, activation=activation
+    )
 
 
 def box_spec(net_arch: list[int], activation: str) -> PolicySpec:
     return PolicySpec(
-        obs_dim=3, action_kind="box", action_dim=1, action_low=[-2.0], action_high=[2.0],
-        net_arch=net_arch, activation=activation, log_std_init=-0.5,
+        obs_dim=3,
+        action_kind="box",
+        action_dim=1,
+        action_low=[-2.0],
+        action_high=[2.0],
+        net_arch=net_arch,
+        activation=activation,
+        log_std_init=-0.5,
     )
 
 
@@ -94,7 +102,9 @@ def test_numpy_matches_torch(spec: PolicySpec) -> None:
     with torch.no_grad():
         obs64 = torch.from_numpy(obs).double()
         act_t = torch.from_numpy(actions)
-        t_logp, _, t_val = ref.evaluate_actions(obs64, act_t if spec.action_kind == "discrete" else act_t.double())
+        t_logp, _, t_val = ref.evaluate_actions(
+            obs64, act_t if spec.action_kind == "discrete" else act_t.double()
+        )
         t_head = ref.forward_actor(obs64).numpy()
     assert_f32_close(pol.log_prob(obs, actions), t_logp.numpy())
     assert_f32_close(pol.value(obs), t_val.numpy())
@@ -163,10 +173,25 @@ def test_evaluate_actions_gradients_reach_every_parameter() -> None:
 def test_tensor_names_and_layout() -> None:
     spec = box_spec([64, 32], "tanh")
     flat = ActorCritic(spec).flat_tensors()
-    assert set(flat) == set(tensor_names(spec)) == {
-        "pi.0.weight", "pi.0.bias", "pi.1.weight", "pi.1.bias", "pi.out.weight", "pi.out.bias",
-        "vf.0.weight", "vf.0.bias", "vf.1.weight", "vf.1.bias", "vf.out.weight", "vf.out.bias", "log_std",
-    }
+    assert (
+        set(flat)
+        == set(tensor_names(spec))
+        == {
+            "pi.0.weight",
+            "pi.0.bias",
+            "pi.1.weight",
+            "pi.1.bias",
+            "pi.out.weight",
+            "pi.out.bias",
+            "vf.0.weight",
+            "vf.0.bias",
+            "vf.1.weight",
+            "vf.1.bias",
+            "vf.out.weight",
+            "vf.out.bias",
+            "log_std",
+        }
+    )
     assert flat["pi.0.weight"].shape == (64, 3)  # torch Linear layout [out, in]
     assert flat["pi.1.weight"].shape == (32, 64)
     assert flat["pi.out.weight"].shape == (1, 32)
@@ -259,7 +284,9 @@ def test_categorical_sampling_frequencies_match_softmax() -> None:
 
 
 def test_gaussian_sampling_moments_and_unclipped() -> None:
-    spec = PolicySpec(obs_dim=3, action_kind="box", action_dim=2, action_low=[-1, -1], action_high=[1, 1], net_arch=[8])
+    spec = PolicySpec(
+        obs_dim=3, action_kind="box", action_dim=2, action_low=[-1, -1], action_high=[1, 1], net_arch=[8]
+    )
     flat = ActorCritic(spec).flat_tensors()
     flat["pi.out.weight"][:] = 0.0
     flat["pi.out.bias"][:] = [0.5, -3.0]  # mean outside the bounds on purpose
@@ -327,8 +354,14 @@ def test_from_spaces_rejects_unsupported(obs_space, act_space, match: str) -> No
 
 def test_spec_json_round_trip_and_validation() -> None:
     spec = PolicySpec(
-        obs_dim=5, action_kind="box", action_dim=2, action_low=[-math.inf, -1.0],
-        action_high=[math.inf, 1.0], net_arch=[8, 8], activation="relu", log_std_init=-0.3,
+        obs_dim=5,
+        action_kind="box",
+        action_dim=2,
+        action_low=[-math.inf, -1.0],
+        action_high=[math.inf, 1.0],
+        net_arch=[8, 8],
+        activation="relu",
+        log_std_init=-0.3,
     )
     back = PolicySpec.from_json(spec.to_json())
     assert back == spec and back.action_low[0] == -math.inf

@@ -77,7 +77,9 @@ def test_value_clipping() -> None:
 
 def test_gradients_flow_and_stats_are_detached() -> None:
     new, old, adv, pred, old_v, ret, ent = _inputs(requires_grad=True)
-    loss, stats = ppo_loss(new, old, adv, pred, old_v, ret, ent, clip_range=CLIP, vf_coef=VF_COEF, ent_coef=ENT_COEF)
+    loss, stats = ppo_loss(
+        new, old, adv, pred, old_v, ret, ent, clip_range=CLIP, vf_coef=VF_COEF, ent_coef=ENT_COEF
+    )
     loss.backward()
     # d pg / d new_logp_i = -A_i * r_i / B where the unclipped term is active, 0 where clipped:
     #   i0: -2*1.1/5 = -0.44; i1, i2: 0; i3: 1*1.5/5 = 0.3; i4: -1*0.5/5 = -0.1

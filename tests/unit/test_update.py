@@ -30,7 +30,9 @@ def _version(spec: PolicySpec = SPEC, steps: int = 0, seed: int = 0) -> PolicyVe
     return PolicyVersion(state=state, weights=net.flat_tensors())
 
 
-def _batch(n: int = 256, seed: int = 0, adv_scale: float = 5.0, adv_shift: float = 3.0) -> dict[str, np.ndarray]:
+def _batch(
+    n: int = 256, seed: int = 0, adv_scale: float = 5.0, adv_shift: float = 3.0
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
         "obs": rng.standard_normal((n, 4)).astype(np.float32),
@@ -64,7 +66,11 @@ def test_minibatch_order_is_a_fresh_permutation_per_epoch_and_reproducible() -> 
         assert sorted(np.concatenate(epoch).tolist()) == list(range(256))
     assert not np.array_equal(np.concatenate(epochs[0]), np.concatenate(epochs[1]))
     again = minibatch_order(seed=3, iteration=5, n_rows=256, minibatch=64, n_epochs=3)
-    assert all(np.array_equal(a, b) for e1, e2 in zip(epochs, again) for a, b in zip(e1, e2))
+    assert all(
+        np.array_equal(a, b)
+        for e1, e2 in zip(epochs, again, strict=True)
+        for a, b in zip(e1, e2, strict=True)
+    )
     other = minibatch_order(seed=3, iteration=6, n_rows=256, minibatch=64, n_epochs=3)
     assert not np.array_equal(np.concatenate(epochs[0]), np.concatenate(other[0]))
 
@@ -85,7 +91,13 @@ class RecordingBackend:
 
     def evaluate(self, mb: Minibatch[np.ndarray], coefs: LossCoefs) -> dict[str, float]:
         self.minibatches.append(mb)
-        return {"pg_loss": 1.0, "value_loss": 2.0, "entropy_loss": -0.5, "approx_kl": self.kl, "clip_fraction": 0.1}
+        return {
+            "pg_loss": 1.0,
+            "value_loss": 2.0,
+            "entropy_loss": -0.5,
+            "approx_kl": self.kl,
+            "clip_fraction": 0.1,
+        }
 
     def apply(self, learning_rate: float) -> float:
         self.learning_rates.append(learning_rate)
@@ -93,7 +105,9 @@ class RecordingBackend:
 
 
 def _plan(epochs: int = 2) -> UpdatePlan:
-    return plan_update(PPO.model_copy(update={"n_epochs": epochs}), seed=0, steps_before=0, iteration=0, batch_size=256)
+    return plan_update(
+        PPO.model_copy(update={"n_epochs": epochs}), seed=0, steps_before=0, iteration=0, batch_size=256
+    )
 
 
 def test_loop_normalises_each_minibatch_advantages() -> None:
@@ -193,7 +207,9 @@ def test_train_advances_counters_and_is_deterministic() -> None:
     assert all(np.array_equal(new.weights[k], again.weights[k]) for k in new.weights)
     assert any(not np.array_equal(new.weights[k], version.weights[k]) for k in new.weights)
     result = stats.result(VersionKeys(policy="p", checkpoint="c"))
-    assert result.version == 1 and result.learning_rate == pytest.approx(PPO.learning_rate * (1 - 256 / 10_240))
+    assert result.version == 1 and result.learning_rate == pytest.approx(
+        PPO.learning_rate * (1 - 256 / 10_240)
+    )
 
 
 def test_train_refuses_a_version_that_does_not_match_the_iteration() -> None:

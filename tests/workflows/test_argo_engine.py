@@ -37,8 +37,16 @@ def test_driver_trains_through_the_argo_api(cluster) -> None:
     argo, gateway = cluster
     engine = ArgoEngine(argo.url, TOKEN, "ftg", poll_seconds=0.01, gateway=gateway)
     engine.ensure_template()
-    ppo = PPOConfig(n_envs=4, n_steps=16, shards=2, batch_size=32, n_epochs=2, total_steps=64 * 4,
-                    eval_every_steps=128, eval_episodes=2)
+    ppo = PPOConfig(
+        n_envs=4,
+        n_steps=16,
+        shards=2,
+        batch_size=32,
+        n_epochs=2,
+        total_steps=64 * 4,
+        eval_every_steps=128,
+        eval_episodes=2,
+    )
     cfg = RunConfig(run_id="argo-run", seed=0, ppo=ppo)
     try:
         summary = RunDriver(cfg, engine=engine, store=runtime.store(), meta=runtime.meta()).drive()
@@ -68,9 +76,12 @@ def test_template_is_replaced_when_it_exists(cluster) -> None:
     engine.ensure_template()
     engine.ensure_template()
     calls = [(r["method"], r["path"]) for r in argo.requests]
-    assert calls == [("POST", "/api/v1/workflow-templates/ftg"), ("POST", "/api/v1/workflow-templates/ftg"),
-                     ("GET", "/api/v1/workflow-templates/ftg/ftg-iteration"),
-                     ("PUT", "/api/v1/workflow-templates/ftg/ftg-iteration")]
+    assert calls == [
+        ("POST", "/api/v1/workflow-templates/ftg"),
+        ("POST", "/api/v1/workflow-templates/ftg"),
+        ("GET", "/api/v1/workflow-templates/ftg/ftg-iteration"),
+        ("PUT", "/api/v1/workflow-templates/ftg/ftg-iteration"),
+    ]
     assert argo.templates["ftg-iteration"]["metadata"]["resourceVersion"] == "2"
 
 
@@ -87,20 +98,52 @@ def test_node_mapping_folds_retries_and_groups() -> None:
         "phase": "Succeeded",
         "nodes": {
             "wf": {"id": "wf", "type": "DAG", "displayName": "wf", "phase": "Succeeded"},
-            "g": {"id": "g", "type": "TaskGroup", "displayName": "collect", "templateName": "collect",
-                  "phase": "Succeeded", "children": ["r0"], "startedAt": "2026-11-25T10:00:00Z",
-                  "finishedAt": "2026-11-25T10:00:04Z"},
-            "r0": {"id": "r0", "type": "Retry", "displayName": "collect(0:0)", "templateName": "collect",
-                   "phase": "Succeeded", "children": ["a0", "a1"], "startedAt": "2026-11-25T10:00:00Z",
-                   "finishedAt": "2026-11-25T10:00:04Z"},
-            "a0": {"id": "a0", "type": "HTTP", "displayName": "collect(0:0)(0)", "phase": "Failed",
-                   "startedAt": "2026-11-25T10:00:00Z", "finishedAt": "2026-11-25T10:00:01Z"},
-            "a1": {"id": "a1", "type": "HTTP", "displayName": "collect(0:0)(1)", "phase": "Succeeded",
-                   "startedAt": "2026-11-25T10:00:02Z", "finishedAt": "2026-11-25T10:00:04Z",
-                   "outputs": {"result": "{\"shard\": 0}"}},
-            "s": {"id": "s", "type": "Skipped", "displayName": "evaluate", "templateName": "evaluate",
-                  "phase": "Skipped", "startedAt": "2026-11-25T10:00:05Z",
-                  "finishedAt": "2026-11-25T10:00:05Z"},
+            "g": {
+                "id": "g",
+                "type": "TaskGroup",
+                "displayName": "collect",
+                "templateName": "collect",
+                "phase": "Succeeded",
+                "children": ["r0"],
+                "startedAt": "2026-11-25T10:00:00Z",
+                "finishedAt": "2026-11-25T10:00:04Z",
+            },
+            "r0": {
+                "id": "r0",
+                "type": "Retry",
+                "displayName": "collect(0:0)",
+                "templateName": "collect",
+                "phase": "Succeeded",
+                "children": ["a0", "a1"],
+                "startedAt": "2026-11-25T10:00:00Z",
+                "finishedAt": "2026-11-25T10:00:04Z",
+            },
+            "a0": {
+                "id": "a0",
+                "type": "HTTP",
+                "displayName": "collect(0:0)(0)",
+                "phase": "Failed",
+                "startedAt": "2026-11-25T10:00:00Z",
+                "finishedAt": "2026-11-25T10:00:01Z",
+            },
+            "a1": {
+                "id": "a1",
+                "type": "HTTP",
+                "displayName": "collect(0:0)(1)",
+                "phase": "Succeeded",
+                "startedAt": "2026-11-25T10:00:02Z",
+                "finishedAt": "2026-11-25T10:00:04Z",
+                "outputs": {"result": '{"shard": 0}'},
+            },
+            "s": {
+                "id": "s",
+                "type": "Skipped",
+                "displayName": "evaluate",
+                "templateName": "evaluate",
+                "phase": "Skipped",
+                "startedAt": "2026-11-25T10:00:05Z",
+                "finishedAt": "2026-11-25T10:00:05Z",
+            },
         },
     }
     nodes = {n.name: n for n in nodes_from_status(status)}

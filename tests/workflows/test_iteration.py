@@ -58,8 +58,11 @@ BATCH_RESULT = {
     "adv_std": 1.0,
     "seconds": 0.01,
 }
-SAMPLE_INPUTS = {"shard": "0", "shards": json.dumps([SHARD_RESULT, SHARD_RESULT]),
-                 "batch": json.dumps(BATCH_RESULT)}
+SAMPLE_INPUTS = {
+    "shard": "0",
+    "shards": json.dumps([SHARD_RESULT, SHARD_RESULT]),
+    "batch": json.dumps(BATCH_RESULT),
+}
 
 
 @cache
@@ -214,8 +217,12 @@ def test_every_http_template_is_bounded_and_retried() -> None:
 
 @pytest.mark.parametrize(
     ("name", "model"),
-    [("collect", CollectRequest), ("aggregate", AggregateRequest), ("update", UpdateRequest),
-     ("evaluate", EvalRequest)],
+    [
+        ("collect", CollectRequest),
+        ("aggregate", AggregateRequest),
+        ("update", UpdateRequest),
+        ("evaluate", EvalRequest),
+    ],
 )
 def test_bodies_are_valid_json_requests(name: str, model: Any) -> None:
     tmpl = _templates(iteration_manifest())[name]

@@ -68,8 +68,9 @@ class CannedInvoker:
         self._lock = threading.Lock()
         self._pool = cf.ThreadPoolExecutor(threads) if threads else None
 
-    def submit(self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None
-               ) -> cf.Future[Response]:
+    def submit(
+        self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None
+    ) -> cf.Future[Response]:
         with self._lock:
             self.calls.append((url, headers, body))
         if self._pool is not None:
@@ -96,8 +97,9 @@ class ThreadedInProcess:
         self.inner = InProcessInvoker(modules)
         self.pool = cf.ThreadPoolExecutor(threads)
 
-    def submit(self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None
-               ) -> cf.Future[Response]:
+    def submit(
+        self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None
+    ) -> cf.Future[Response]:
         return self.pool.submit(lambda: self.inner.submit(url, method, headers, body, timeout).result())
 
 
@@ -106,12 +108,22 @@ def echo_json(url: str, headers: dict[str, str], body: bytes) -> Response:
     return Response(200, {}, json.dumps(json.loads(body)))
 
 
-def http_template(name: str, function: str = "echo", body: str = "{}", inputs: tuple[str, ...] = (),
-                  retry: dict[str, Any] | None = None, timeout: int | None = 10,
-                  success: str | None = "response.statusCode == 200", **extra: Any) -> dict[str, Any]:
-    http: dict[str, Any] = {"url": f"{{{{workflow.parameters.gateway}}}}/function/{function}",
-                            "method": "POST",
-                            "headers": [{"name": "Content-Type", "value": "application/json"}], "body": body}
+def http_template(
+    name: str,
+    function: str = "echo",
+    body: str = "{}",
+    inputs: tuple[str, ...] = (),
+    retry: dict[str, Any] | None = None,
+    timeout: int | None = 10,
+    success: str | None = "response.statusCode == 200",
+    **extra: Any,
+) -> dict[str, Any]:
+    http: dict[str, Any] = {
+        "url": f"{{{{workflow.parameters.gateway}}}}/function/{function}",
+        "method": "POST",
+        "headers": [{"name": "Content-Type", "value": "application/json"}],
+        "body": body,
+    }
     if timeout is not None:
         http["timeoutSeconds"] = timeout
     if success is not None:
@@ -124,8 +136,12 @@ def http_template(name: str, function: str = "echo", body: str = "{}", inputs: t
     return tmpl
 
 
-def workflow(tasks: list[dict[str, Any]], templates: list[dict[str, Any]],
-             params: dict[str, str | None] | None = None, **dag_extra: Any) -> dict[str, Any]:
+def workflow(
+    tasks: list[dict[str, Any]],
+    templates: list[dict[str, Any]],
+    params: dict[str, str | None] | None = None,
+    **dag_extra: Any,
+) -> dict[str, Any]:
     declared = {"gateway": GATEWAY, **(params or {})}
     return {
         "apiVersion": "argoproj.io/v1alpha1",
@@ -133,8 +149,11 @@ def workflow(tasks: list[dict[str, Any]], templates: list[dict[str, Any]],
         "metadata": {"generateName": "test-"},
         "spec": {
             "entrypoint": "main",
-            "arguments": {"parameters": [{"name": k} if v is None else {"name": k, "value": v}
-                                         for k, v in declared.items()]},
+            "arguments": {
+                "parameters": [
+                    {"name": k} if v is None else {"name": k, "value": v} for k, v in declared.items()
+                ]
+            },
             "templates": [{"name": "main", "dag": {"tasks": tasks, **dag_extra}}, *templates],
         },
     }
@@ -151,8 +170,12 @@ def args(**values: str) -> dict[str, Any]:
     return {"parameters": [{"name": k, "value": v} for k, v in values.items()]}
 
 
-def run(manifest: dict[str, Any], invoker: Any, params: dict[str, str] | None = None,
-        on_node: Callable[[NodeStatus], None] | None = None) -> WorkflowRun:
+def run(
+    manifest: dict[str, Any],
+    invoker: Any,
+    params: dict[str, str] | None = None,
+    on_node: Callable[[NodeStatus], None] | None = None,
+) -> WorkflowRun:
     return LocalEngine(invoker, compile_workflow(manifest)).run(params or {}, on_node=on_node)
 
 
@@ -160,8 +183,9 @@ def phases(result: WorkflowRun) -> dict[str, str]:
     return {n.name: n.phase for n in result.nodes}
 
 
-def iteration_params(shards: list[int], iteration: int = 0, iterations: int = 3,
-                     every: int = 2) -> dict[str, str]:
+def iteration_params(
+    shards: list[int], iteration: int = 0, iterations: int = 3, every: int = 2
+) -> dict[str, str]:
     return {
         "run-id": "test-run",
         "iteration": str(iteration),
@@ -197,15 +221,22 @@ def test_depends_orders_tasks_and_passes_results() -> None:
     inv = CannedInvoker(echo_json)
     manifest = workflow(
         [
-            task("d", "join", depends="b && c.Succeeded",
-                 arguments=args(x="{{tasks.b.outputs.result}}", y="{{tasks.c.outputs.result}}")),
+            task(
+                "d",
+                "join",
+                depends="b && c.Succeeded",
+                arguments=args(x="{{tasks.b.outputs.result}}", y="{{tasks.c.outputs.result}}"),
+            ),
             task("b", "one", depends="a", arguments=args(x='"b"')),
             task("c", "one", dependencies=["a"], arguments=args(x='"c"')),
             task("a", "one", arguments=args(x='"a"')),
         ],
-        [http_template("one", body='{"v": {{inputs.parameters.x}}}', inputs=("x",)),
-         http_template("join", body='{"b": {{inputs.parameters.x}}, "c": {{inputs.parameters.y}}}',
-                       inputs=("x", "y"))],
+        [
+            http_template("one", body='{"v": {{inputs.parameters.x}}}', inputs=("x",)),
+            http_template(
+                "join", body='{"b": {{inputs.parameters.x}}, "c": {{inputs.parameters.y}}}', inputs=("x", "y")
+            ),
+        ],
     )
     result = run(manifest, inv)
     assert result.phase == "Succeeded", result.message
@@ -240,18 +271,32 @@ def test_with_param_items_and_item_fields() -> None:
     inv = CannedInvoker(echo_json)
     items = [{"a": 1, "b": "x"}, {"a": 2, "b": "y(z)"}]
     manifest = workflow(
-        [task("fan", "t", withParam="{{workflow.parameters.items}}",
-              arguments=args(a="{{item.a}}", b="{{item.b}}", whole="{{item}}"))],
-        [http_template("t", body='{"a": {{inputs.parameters.a}}, "b": "{{inputs.parameters.b}}", '
-                                 '"whole": {{inputs.parameters.whole}}}', inputs=("a", "b", "whole"))],
+        [
+            task(
+                "fan",
+                "t",
+                withParam="{{workflow.parameters.items}}",
+                arguments=args(a="{{item.a}}", b="{{item.b}}", whole="{{item}}"),
+            )
+        ],
+        [
+            http_template(
+                "t",
+                body='{"a": {{inputs.parameters.a}}, "b": "{{inputs.parameters.b}}", '
+                '"whole": {{inputs.parameters.whole}}}',
+                inputs=("a", "b", "whole"),
+            )
+        ],
         params={"items": None},
     )
     result = run(manifest, inv, {"items": json.dumps(items)})
     assert result.phase == "Succeeded"
     assert [n.name for n in result.nodes] == ["fan", "fan(0:a:1,b:x)", "fan(1:a:2,b:yz)"]  # Argo drops ()
     assert result.node("fan").type == "TaskGroup"
-    assert result.output_json("fan") == [{"a": 1, "b": "x", "whole": items[0]},
-                                         {"a": 2, "b": "y(z)", "whole": items[1]}]
+    assert result.output_json("fan") == [
+        {"a": 1, "b": "x", "whole": items[0]},
+        {"a": 2, "b": "y(z)", "whole": items[1]},
+    ]
 
 
 def test_item_values_are_json_serialised_unless_strings() -> None:
@@ -259,13 +304,24 @@ def test_item_values_are_json_serialised_unless_strings() -> None:
         return Response(200, {}, json.dumps(body.decode()))
 
     inv = CannedInvoker(record)
-    manifest = workflow([task("t", "t", withItems=[1, "two", {"k": [1, 2]}, [3, 4], True, 1.5],
-                              arguments=args(v="{{item}}"))],
-                        [http_template("t", body="{{inputs.parameters.v}}", inputs=("v",))])
+    manifest = workflow(
+        [
+            task(
+                "t", "t", withItems=[1, "two", {"k": [1, 2]}, [3, 4], True, 1.5], arguments=args(v="{{item}}")
+            )
+        ],
+        [http_template("t", body="{{inputs.parameters.v}}", inputs=("v",))],
+    )
     result = run(manifest, inv)
     assert [b.decode() for _, _, b in inv.calls] == ["1", "two", '{"k":[1,2]}', "[3,4]", "true", "1.5"]
-    assert [n.name for n in result.nodes[1:]] == ["t(0:1)", "t(1:two)", "t(2:k:[1,2])", "t(3:[3,4])",
-                                                 "t(4:true)", "t(5:1.5)"]
+    assert [n.name for n in result.nodes[1:]] == [
+        "t(0:1)",
+        "t(1:two)",
+        "t(2:k:[1,2])",
+        "t(3:[3,4])",
+        "t(4:true)",
+        "t(5:1.5)",
+    ]
 
 
 def test_fan_in_keeps_loop_order_when_children_finish_out_of_order() -> None:
@@ -278,10 +334,14 @@ def test_fan_in_keeps_loop_order_when_children_finish_out_of_order() -> None:
 
     inv = CannedInvoker(reverse_sleep, threads=8)
     manifest = workflow(
-        [task("collect", "c", withParam="[0, 1, 2, 3]", arguments=args(shard="{{item}}")),
-         task("agg", "a", depends="collect", arguments=args(shards="{{tasks.collect.outputs.result}}"))],
-        [http_template("c", body='{"shard": {{inputs.parameters.shard}}}', inputs=("shard",)),
-         http_template("a", body='{"shards": {{inputs.parameters.shards}}}', inputs=("shards",))],
+        [
+            task("collect", "c", withParam="[0, 1, 2, 3]", arguments=args(shard="{{item}}")),
+            task("agg", "a", depends="collect", arguments=args(shards="{{tasks.collect.outputs.result}}")),
+        ],
+        [
+            http_template("c", body='{"shard": {{inputs.parameters.shard}}}', inputs=("shard",)),
+            http_template("a", body='{"shards": {{inputs.parameters.shards}}}', inputs=("shards",)),
+        ],
     )
     result = run(manifest, inv)
     inv.close()
@@ -300,17 +360,27 @@ def test_failed_child_fails_the_group_and_only_successes_are_aggregated(tmp_path
     inv = CannedInvoker(fail_two)
     retry = {"limit": "1", "retryPolicy": "Always", "backoff": {"duration": "1ms"}}
     manifest = workflow(
-        [task("collect", "c", withParam="[0, 1, 2, 3]", arguments=args(shard="{{item}}")),
-         task("agg", "a", depends="collect", arguments=args(shards="{{tasks.collect.outputs.result}}")),
-         task("after", "a", depends="agg", arguments=args(shards="[]"))],
-        [http_template("c", body='{"shard": {{inputs.parameters.shard}}}', inputs=("shard",), retry=retry),
-         http_template("a", body='{"shards": {{inputs.parameters.shards}}}', inputs=("shards",))],
+        [
+            task("collect", "c", withParam="[0, 1, 2, 3]", arguments=args(shard="{{item}}")),
+            task("agg", "a", depends="collect", arguments=args(shards="{{tasks.collect.outputs.result}}")),
+            task("after", "a", depends="agg", arguments=args(shards="[]")),
+        ],
+        [
+            http_template("c", body='{"shard": {{inputs.parameters.shard}}}', inputs=("shard",), retry=retry),
+            http_template("a", body='{"shards": {{inputs.parameters.shards}}}', inputs=("shards",)),
+        ],
     )
     result = run(manifest, inv)
     assert result.phase == "Failed"
-    assert phases(result) == {"collect": "Failed", "collect(0:0)": "Succeeded", "collect(1:1)": "Succeeded",
-                              "collect(2:2)": "Failed", "collect(3:3)": "Succeeded", "agg": "Omitted",
-                              "after": "Omitted"}
+    assert phases(result) == {
+        "collect": "Failed",
+        "collect(0:0)": "Succeeded",
+        "collect(1:1)": "Succeeded",
+        "collect(2:2)": "Failed",
+        "collect(3:3)": "Succeeded",
+        "agg": "Omitted",
+        "after": "Omitted",
+    }
     assert result.node("collect(2:2)").attempts == 2
     assert "collect(2:2)" in result.message and "500" in result.message
     assert len(inv.calls) == 5  # 4 children + 1 retry; the downstream tasks never ran
@@ -320,8 +390,10 @@ def test_failed_child_fails_the_group_and_only_successes_are_aggregated(tmp_path
 
 def test_empty_with_param_skips_the_task_and_its_result_is_unresolved() -> None:
     manifest = workflow(
-        [task("collect", "c", withParam="[]", arguments=args(v="{{item}}")),
-         task("agg", "c", depends="collect", arguments=args(v="{{tasks.collect.outputs.result}}"))],
+        [
+            task("collect", "c", withParam="[]", arguments=args(v="{{item}}")),
+            task("agg", "c", depends="collect", arguments=args(v="{{tasks.collect.outputs.result}}")),
+        ],
         [http_template("c", body="{{inputs.parameters.v}}", inputs=("v",))],
     )
     result = run(manifest, CannedInvoker(echo_json))
@@ -334,7 +406,9 @@ def test_empty_with_param_skips_the_task_and_its_result_is_unresolved() -> None:
 def test_with_param_that_is_not_a_json_list_errors() -> None:
     manifest = workflow(
         [task("fan", "c", withParam="{{workflow.parameters.items}}", arguments=args(v="{{item}}"))],
-        [http_template("c", body="{{inputs.parameters.v}}", inputs=("v",))], params={"items": None})
+        [http_template("c", body="{{inputs.parameters.v}}", inputs=("v",))],
+        params={"items": None},
+    )
     result = run(manifest, CannedInvoker(echo_json), {"items": '{"not": "a list"}'})
     assert result.phase == "Error"
     assert result.node("fan").message.startswith("withParam value could not be parsed as a JSON list")
@@ -345,8 +419,10 @@ def test_fan_in_of_invalid_json_errors_the_consumer() -> None:
         return Response(200, {}, "plain text")
 
     manifest = workflow(
-        [task("fan", "c", withItems=[1, 2], arguments=args(v="{{item}}")),
-         task("agg", "c", depends="fan", arguments=args(v="{{tasks.fan.outputs.result}}"))],
+        [
+            task("fan", "c", withItems=[1, 2], arguments=args(v="{{item}}")),
+            task("agg", "c", depends="fan", arguments=args(v="{{tasks.fan.outputs.result}}")),
+        ],
         [http_template("c", body="{{inputs.parameters.v}}", inputs=("v",))],
     )
     result = run(manifest, CannedInvoker(text))
@@ -358,8 +434,9 @@ def test_fan_in_of_invalid_json_errors_the_consumer() -> None:
 # --- retries and timeouts ---------------------------------------------------------------------------
 
 
-def _flaky_manifest(state: Path, fail_times: int, limit: Any, policy: str = "Always",
-                    backoff: dict[str, Any] | None = None) -> dict[str, Any]:
+def _flaky_manifest(
+    state: Path, fail_times: int, limit: Any, policy: str = "Always", backoff: dict[str, Any] | None = None
+) -> dict[str, Any]:
     retry: dict[str, Any] = {"limit": limit, "retryPolicy": policy}
     retry["backoff"] = backoff or {"duration": "5ms", "factor": "2"}
     body = json.dumps({"state_file": str(state), "fail_times": fail_times})
@@ -396,8 +473,9 @@ def test_backoff_waits_between_attempts(tmp_path: Path) -> None:
 
 
 def test_backoff_max_duration_stops_retrying(tmp_path: Path) -> None:
-    manifest = _flaky_manifest(tmp_path / "s", 5, "5", backoff={"duration": "80ms", "factor": "2",
-                                                                "maxDuration": "100ms"})
+    manifest = _flaky_manifest(
+        tmp_path / "s", 5, "5", backoff={"duration": "80ms", "factor": "2", "maxDuration": "100ms"}
+    )
     result = run(manifest, InProcessInvoker(FAKE_MODULES))
     node = result.node("f")
     assert node.phase == "Failed"
@@ -407,9 +485,10 @@ def test_backoff_max_duration_stops_retrying(tmp_path: Path) -> None:
 
 def test_timeout_fails_the_attempt() -> None:
     inv = ThreadedInProcess(FAKE_MODULES)
-    manifest = workflow([task("s", "s")],
-                        [http_template("s", function="sleepy", body='{"sleep": 1.6}', timeout=1,
-                                       retry={"limit": "0"})])
+    manifest = workflow(
+        [task("s", "s")],
+        [http_template("s", function="sleepy", body='{"sleep": 1.6}', timeout=1, retry={"limit": "0"})],
+    )
     t0 = time.perf_counter()
     result = run(manifest, inv)
     elapsed = time.perf_counter() - t0
@@ -439,34 +518,50 @@ def test_bad_duration_is_refused() -> None:
 def test_when_false_skips_and_plain_depends_still_runs() -> None:
     inv = CannedInvoker(echo_json)
     manifest = workflow(
-        [task("maybe", "t", when="{{workflow.parameters.n}} > 5"),
-         task("next", "t", depends="maybe"),
-         task("strict", "t", depends="maybe.Succeeded"),
-         task("after-skip", "t", depends="maybe.Skipped")],
-        [http_template("t")], params={"n": None},
+        [
+            task("maybe", "t", when="{{workflow.parameters.n}} > 5"),
+            task("next", "t", depends="maybe"),
+            task("strict", "t", depends="maybe.Succeeded"),
+            task("after-skip", "t", depends="maybe.Skipped"),
+        ],
+        [http_template("t")],
+        params={"n": None},
     )
     result = run(manifest, inv, {"n": "3"})
-    assert phases(result) == {"maybe": "Skipped", "next": "Succeeded", "strict": "Omitted",
-                              "after-skip": "Succeeded"}
+    assert phases(result) == {
+        "maybe": "Skipped",
+        "next": "Succeeded",
+        "strict": "Omitted",
+        "after-skip": "Succeeded",
+    }
     assert result.node("maybe").message == "when '3 > 5' evaluated false"
     assert result.phase == "Succeeded"  # omitted by a condition, not by a failure
     result = run(manifest, inv, {"n": "7"})
-    assert phases(result) == {"maybe": "Succeeded", "next": "Succeeded", "strict": "Succeeded",
-                              "after-skip": "Omitted"}
+    assert phases(result) == {
+        "maybe": "Succeeded",
+        "next": "Succeeded",
+        "strict": "Succeeded",
+        "after-skip": "Omitted",
+    }
 
 
 def test_when_per_child_uses_the_item() -> None:
     inv = CannedInvoker(echo_json)
     manifest = workflow([task("fan", "t", withItems=[1, 2, 3], when="{{item}} != 2")], [http_template("t")])
     result = run(manifest, inv)
-    assert phases(result) == {"fan": "Succeeded", "fan(0:1)": "Succeeded", "fan(1:2)": "Skipped",
-                              "fan(2:3)": "Succeeded"}
+    assert phases(result) == {
+        "fan": "Succeeded",
+        "fan(0:1)": "Succeeded",
+        "fan(1:2)": "Skipped",
+        "fan(2:3)": "Succeeded",
+    }
     assert len(inv.calls) == 2
 
 
 def test_invalid_when_is_an_error_node() -> None:
-    manifest = workflow([task("t", "t", when="{{workflow.parameters.n}} >")], [http_template("t")],
-                        params={"n": "1"})
+    manifest = workflow(
+        [task("t", "t", when="{{workflow.parameters.n}} >")], [http_template("t")], params={"n": "1"}
+    )
     result = run(manifest, CannedInvoker(echo_json))
     assert result.phase == "Error"
     assert "invalid 'when' expression" in result.node("t").message
@@ -493,8 +588,9 @@ def test_default_success_is_2xx_and_conditions_can_read_the_body() -> None:
 
 
 def test_handler_exception_is_a_500() -> None:
-    result = run(workflow([task("t", "t")], [http_template("t", function="raises")]),
-                 InProcessInvoker(FAKE_MODULES))
+    result = run(
+        workflow([task("t", "t")], [http_template("t", function="raises")]), InProcessInvoker(FAKE_MODULES)
+    )
     assert result.node("t").status_code == 500
     assert "handler bug" in result.node("t").result
 
@@ -503,8 +599,9 @@ def test_handler_exception_is_a_500() -> None:
 
 
 def test_missing_and_unknown_parameters_are_named() -> None:
-    compiled = compile_workflow(workflow([task("t", "t")], [http_template("t")], params={"a": None, "b": None,
-                                                                                         "c": "3"}))
+    compiled = compile_workflow(
+        workflow([task("t", "t")], [http_template("t")], params={"a": None, "b": None, "c": "3"})
+    )
     engine = LocalEngine(CannedInvoker(echo_json), compiled)
     assert compiled.required_parameters == ("a", "b")
     with pytest.raises(WorkflowParameterError, match="missing required parameter.*: a, b"):
@@ -517,8 +614,11 @@ def test_missing_and_unknown_parameters_are_named() -> None:
 
 def test_defaults_and_enums() -> None:
     body = '{"x": "{{inputs.parameters.x}}", "y": "{{inputs.parameters.y}}"}'
-    manifest = workflow([task("t", "t", arguments=args(x="{{workflow.parameters.mode}}"))],
-                        [http_template("t", body=body, inputs=("x",))], params={"mode": "fast"})
+    manifest = workflow(
+        [task("t", "t", arguments=args(x="{{workflow.parameters.mode}}"))],
+        [http_template("t", body=body, inputs=("x",))],
+        params={"mode": "fast"},
+    )
     manifest["spec"]["templates"][1]["inputs"]["parameters"].append({"name": "y", "default": "dflt"})
     manifest["spec"]["arguments"]["parameters"][1]["enum"] = ["fast", "slow"]
     inv = CannedInvoker(echo_json)
@@ -529,10 +629,13 @@ def test_defaults_and_enums() -> None:
 
 
 def test_unresolved_result_of_a_skipped_task_is_an_error() -> None:
-    manifest = workflow([task("a", "t", when="false"),
-                         task("b", "u", depends="a", arguments=args(v="{{tasks.a.outputs.result}}"))],
-                        [http_template("t"),
-                         http_template("u", body="{{inputs.parameters.v}}", inputs=("v",))])
+    manifest = workflow(
+        [
+            task("a", "t", when="false"),
+            task("b", "u", depends="a", arguments=args(v="{{tasks.a.outputs.result}}")),
+        ],
+        [http_template("t"), http_template("u", body="{{inputs.parameters.v}}", inputs=("v",))],
+    )
     result = run(manifest, CannedInvoker(echo_json))
     assert phases(result) == {"a": "Skipped", "b": "Error"}
     assert result.node("b").message == "unresolved placeholder '{{tasks.a.outputs.result}}' in argument 'v'"
@@ -541,27 +644,41 @@ def test_unresolved_result_of_a_skipped_task_is_an_error() -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda m: m["spec"]["templates"][1]["http"].update(body="{{workflow.parameters.nope}}"),
-         r"spec\.templates\[1\]\.http\.body: "
-         r"'\{\{workflow\.parameters\.nope\}\}' names an undeclared workflow"),
-        (lambda m: m["spec"]["templates"][1]["http"].update(body="{{inputs.parameters.nope}}"),
-         "names an undeclared input parameter"),
-        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(arguments=args(v="{{item}}")),
-         "outside a withParam/withItems task"),
-        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(
-            arguments=args(v="{{tasks.b.outputs.result}}")),
-         "'b', which is not an ancestor"),
+        (
+            lambda m: m["spec"]["templates"][1]["http"].update(body="{{workflow.parameters.nope}}"),
+            r"spec\.templates\[1\]\.http\.body: "
+            r"'\{\{workflow\.parameters\.nope\}\}' names an undeclared workflow",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1]["http"].update(body="{{inputs.parameters.nope}}"),
+            "names an undeclared input parameter",
+        ),
+        (
+            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(arguments=args(v="{{item}}")),
+            "outside a withParam/withItems task",
+        ),
+        (
+            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(
+                arguments=args(v="{{tasks.b.outputs.result}}")
+            ),
+            "'b', which is not an ancestor",
+        ),
         (lambda m: m["spec"]["templates"][1]["http"].update(body="{{ unterminated"), "unterminated"),
         (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][1].update(depends="zz"), "unknown task 'zz'"),
         (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(depends="b"), "dependency cycle"),
-        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(template="nope"),
-         "no template named 'nope'"),
-        (lambda m: m["spec"]["templates"][1].update(inputs={"parameters": [{"name": "need"}]}),
-         "template 't' needs need"),
+        (
+            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(template="nope"),
+            "no template named 'nope'",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1].update(inputs={"parameters": [{"name": "need"}]}),
+            "template 't' needs need",
+        ),
     ],
 )
-def test_invalid_workflows_are_refused_at_compile_time(mutate: Callable[[dict[str, Any]], None],
-                                                       message: str) -> None:
+def test_invalid_workflows_are_refused_at_compile_time(
+    mutate: Callable[[dict[str, Any]], None], message: str
+) -> None:
     manifest = workflow([task("a", "t"), task("b", "t", depends="a")], [http_template("t")])
     mutate(manifest)
     with pytest.raises(InvalidWorkflowError, match=message):
@@ -571,52 +688,96 @@ def test_invalid_workflows_are_refused_at_compile_time(mutate: Callable[[dict[st
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda m: m["spec"]["templates"].append({"name": "c", "container": {"image": "busybox"}}),
-         r"spec\.templates\[2\]\.container: container templates are not supported by the local engine"),
-        (lambda m: m["spec"]["templates"].append({"name": "s", "steps": [[{"name": "x", "template": "t"}]]}),
-         r"spec\.templates\[2\]\.steps: steps templates are not supported"),
-        (lambda m: m["spec"]["templates"].append({"name": "s", "script": {"image": "python", "source": "1"}}),
-         r"spec\.templates\[2\]\.script: script templates are not supported"),
-        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(withSequence={"count": "3"}),
-         r"spec\.templates\[0\]\.dag\.tasks\[0\]\.withSequence: withSequence is not supported"),
-        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(continueOn={"failed": True}),
-         r"tasks\[0\]\.continueOn: continueOn is not supported"),
-        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(dependss="x"),
-         r"spec\.templates\[0\]\.dag\.tasks\[0\]\.dependss: task key 'dependss' is not supported"),
-        (lambda m: m["spec"]["templates"][1]["http"].update(timeoutSecond=3),
-         r"spec\.templates\[1\]\.http\.timeoutSecond: http key 'timeoutSecond' is not supported"),
-        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][1].update(depends="a || a"),
-         r"tasks\[1\]\.depends: '\|\|', '!' and parentheses"),
-        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][1].update(depends="a.Failed"),
-         r"task result 'Failed'"),
-        (lambda m: m["spec"]["templates"][0]["dag"].update(target="a"),
-         r"dag\.target: dag\.target is not supported"),
-        (lambda m: m["spec"]["templates"][1].update(retryStrategy={"retryPolicy": "Always"}),
-         "retryStrategy without 'limit'"),
-        (lambda m: m["spec"]["templates"][1].update(
-            retryStrategy={"limit": "1", "retryPolicy": "OnTransientError"}),
-         "retryPolicy 'OnTransientError' is not supported"),
-        (lambda m: m["spec"]["templates"][1].update(retryStrategy={"limit": "1", "expression": "true"}),
-         "retryStrategy.expression is not supported"),
+        (
+            lambda m: m["spec"]["templates"].append({"name": "c", "container": {"image": "busybox"}}),
+            r"spec\.templates\[2\]\.container: container templates are not supported by the local engine",
+        ),
+        (
+            lambda m: m["spec"]["templates"].append(
+                {"name": "s", "steps": [[{"name": "x", "template": "t"}]]}
+            ),
+            r"spec\.templates\[2\]\.steps: steps templates are not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"].append(
+                {"name": "s", "script": {"image": "python", "source": "1"}}
+            ),
+            r"spec\.templates\[2\]\.script: script templates are not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(withSequence={"count": "3"}),
+            r"spec\.templates\[0\]\.dag\.tasks\[0\]\.withSequence: withSequence is not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(continueOn={"failed": True}),
+            r"tasks\[0\]\.continueOn: continueOn is not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(dependss="x"),
+            r"spec\.templates\[0\]\.dag\.tasks\[0\]\.dependss: task key 'dependss' is not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1]["http"].update(timeoutSecond=3),
+            r"spec\.templates\[1\]\.http\.timeoutSecond: http key 'timeoutSecond' is not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][1].update(depends="a || a"),
+            r"tasks\[1\]\.depends: '\|\|', '!' and parentheses",
+        ),
+        (
+            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][1].update(depends="a.Failed"),
+            r"task result 'Failed'",
+        ),
+        (
+            lambda m: m["spec"]["templates"][0]["dag"].update(target="a"),
+            r"dag\.target: dag\.target is not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1].update(retryStrategy={"retryPolicy": "Always"}),
+            "retryStrategy without 'limit'",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1].update(
+                retryStrategy={"limit": "1", "retryPolicy": "OnTransientError"}
+            ),
+            "retryPolicy 'OnTransientError' is not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1].update(retryStrategy={"limit": "1", "expression": "true"}),
+            "retryStrategy.expression is not supported",
+        ),
         (lambda m: m["spec"].update(activeDeadlineSeconds=60), r"spec\.activeDeadlineSeconds: spec key"),
         (lambda m: m["spec"]["templates"][1]["http"].update(body="{{=asInt(1)}}"), "expression template"),
-        (lambda m: m["spec"]["templates"][1]["http"].update(body="{{workflow.name}}"),
-         r"variable '\{\{workflow\.name\}\}' is not supported"),
-        (lambda m: m["spec"]["templates"][1].update(synchronization={"semaphore": {}}),
-         "template key 'synchronization'"),
-        (lambda m: m["spec"]["templates"][1]["http"].update(successCondition="response.headers == 1"),
-         r"identifier\(s\) response\.headers are not supported"),
-        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(template="main"),
-         "calling the dag template 'main'"),
+        (
+            lambda m: m["spec"]["templates"][1]["http"].update(body="{{workflow.name}}"),
+            r"variable '\{\{workflow\.name\}\}' is not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1].update(synchronization={"semaphore": {}}),
+            "template key 'synchronization'",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1]["http"].update(successCondition="response.headers == 1"),
+            r"identifier\(s\) response\.headers are not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(template="main"),
+            "calling the dag template 'main'",
+        ),
         (lambda m: m.update(kind="CronWorkflow"), "kind: 'CronWorkflow' is not supported"),
-        (lambda m: m["spec"]["templates"][0].update(retryStrategy={"limit": "1"}),
-         "template key 'retryStrategy'"),
-        (lambda m: m["spec"]["templates"][1]["http"].update(insecureSkipVerify=True),
-         "skipping TLS verification"),
+        (
+            lambda m: m["spec"]["templates"][0].update(retryStrategy={"limit": "1"}),
+            "template key 'retryStrategy'",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1]["http"].update(insecureSkipVerify=True),
+            "skipping TLS verification",
+        ),
     ],
 )
-def test_unsupported_constructs_are_refused_with_their_path(mutate: Callable[[dict[str, Any]], None],
-                                                            message: str) -> None:
+def test_unsupported_constructs_are_refused_with_their_path(
+    mutate: Callable[[dict[str, Any]], None], message: str
+) -> None:
     manifest = workflow([task("a", "t"), task("b", "t", depends="a")], [http_template("t")])
     mutate(manifest)
     with pytest.raises(UnsupportedWorkflowError, match=message):
@@ -628,9 +789,11 @@ def test_unsupported_constructs_are_refused_with_their_path(mutate: Callable[[di
 
 @pytest.mark.parametrize("fail_fast", [True, False])
 def test_fail_fast_stops_new_tasks(fail_fast: bool) -> None:
-    manifest = workflow([task("bad", "bad"), task("good", "t"), task("later", "t", depends="good")],
-                        [http_template("t"), http_template("bad", function="bad-request")],
-                        failFast=fail_fast)
+    manifest = workflow(
+        [task("bad", "bad"), task("good", "t"), task("later", "t", depends="good")],
+        [http_template("t"), http_template("bad", function="bad-request")],
+        failFast=fail_fast,
+    )
     result = run(manifest, InProcessInvoker(FAKE_MODULES))
     assert result.phase == "Failed"
     assert phases(result)["bad"] == "Failed"
@@ -640,9 +803,10 @@ def test_fail_fast_stops_new_tasks(fail_fast: bool) -> None:
 
 def test_on_node_sees_every_final_node() -> None:
     seen: list[tuple[str, str]] = []
-    manifest = workflow([task("fan", "t", withItems=["x", "y"]),
-                         task("skip", "t", depends="fan", when="1 == 2")],
-                        [http_template("t")])
+    manifest = workflow(
+        [task("fan", "t", withItems=["x", "y"]), task("skip", "t", depends="fan", when="1 == 2")],
+        [http_template("t")],
+    )
     result = run(manifest, CannedInvoker(echo_json), on_node=lambda n: seen.append((n.name, n.phase)))
     assert sorted(seen) == sorted((n.name, n.phase) for n in result.nodes)
     assert seen[-1] == ("skip", "Skipped")
@@ -665,8 +829,15 @@ def test_iteration_template_end_to_end_in_process() -> None:
     engine = LocalEngine(InProcessInvoker(ITERATION_MODULES))  # the iteration template by default
     result = engine.run(iteration_params([0, 1, 2], iteration=1, every=2))
     assert result.phase == "Succeeded", result.message
-    assert [n.name for n in result.nodes] == ["collect", "collect(0:0)", "collect(1:1)", "collect(2:2)",
-                                             "aggregate", "update", "evaluate"]
+    assert [n.name for n in result.nodes] == [
+        "collect",
+        "collect(0:0)",
+        "collect(1:1)",
+        "collect(2:2)",
+        "aggregate",
+        "update",
+        "evaluate",
+    ]
     agg = result.output_json("aggregate")
     assert agg["traceparent"] == TRACEPARENT
     assert agg["echo"]["run_id"] == "test-run" and agg["echo"]["iteration"] == 1
@@ -696,9 +867,15 @@ def test_iteration_failure_excludes_failed_shard_and_stops_downstream() -> None:
     compiled = compile_workflow(fast_retries(iteration_manifest()))
     result = LocalEngine(InProcessInvoker(ITERATION_MODULES), compiled).run(iteration_params([0, 7, 1]))
     assert result.phase == "Failed"
-    assert phases(result) == {"collect": "Failed", "collect(0:0)": "Succeeded", "collect(1:7)": "Failed",
-                              "collect(2:1)": "Succeeded", "aggregate": "Omitted", "update": "Omitted",
-                              "evaluate": "Omitted"}
+    assert phases(result) == {
+        "collect": "Failed",
+        "collect(0:0)": "Succeeded",
+        "collect(1:7)": "Failed",
+        "collect(2:1)": "Succeeded",
+        "aggregate": "Omitted",
+        "update": "Omitted",
+        "evaluate": "Omitted",
+    }
     assert result.node("collect(1:7)").attempts == 3
     assert [s["shard"] for s in result.output_json("collect")] == [0, 1]
     assert result.message.startswith("collect(1:7):")
@@ -720,8 +897,14 @@ def test_iteration_on_the_warm_pool(pool: PoolInvoker) -> None:
     # submitted 0, 1, 2 but done 2 before 0: they ran side by side in different workers
     assert children[2].finished < children[0].finished, "fan-out children did not run in parallel"
     assert len({c.attempts for c in children}) == 1
-    assert [n.name for n in result.http_nodes()] == ["collect(0:0)", "collect(1:1)", "collect(2:2)",
-                                                     "aggregate", "update", "evaluate"]
+    assert [n.name for n in result.http_nodes()] == [
+        "collect(0:0)",
+        "collect(1:1)",
+        "collect(2:2)",
+        "aggregate",
+        "update",
+        "evaluate",
+    ]
     assert result.node("evaluate").phase == "Succeeded"
 
 
@@ -736,8 +919,9 @@ def test_call_returns_the_json_body_and_passes_headers() -> None:
 
 
 def test_call_refuses_non_200_and_unknown_functions() -> None:
-    engine = LocalEngine(InProcessInvoker({"policy-updater": f"{FAKE}.bad_request", "rollout-collector":
-                                           f"{FAKE}.raises"}))
+    engine = LocalEngine(
+        InProcessInvoker({"policy-updater": f"{FAKE}.bad_request", "rollout-collector": f"{FAKE}.raises"})
+    )
     with pytest.raises(FunctionCallError, match="policy-updater answered 400: .*bad input") as err:
         engine.call("policy-updater", {})
     assert err.value.status == 400
@@ -756,8 +940,6 @@ def test_call_over_a_dead_gateway_is_a_call_error() -> None:
         assert err.value.status is None
     finally:
         engine.close()
-
-
 
 
 def test_pool_warmup_starts_every_worker_with_handlers_imported(pool: PoolInvoker) -> None:
@@ -779,8 +961,12 @@ def test_pool_retries_across_processes(pool: PoolInvoker, tmp_path: Path) -> Non
 
 def test_local_url_parsing_and_unknown_functions() -> None:
     assert function_from_url("local://gateway/function/rollout-collector") == "rollout-collector"
-    for bad in ("http://gateway/function/x", "local://gateway/async-function/x", "local://gateway/function/",
-                "local://gateway/function/a/b"):
+    for bad in (
+        "http://gateway/function/x",
+        "local://gateway/async-function/x",
+        "local://gateway/function/",
+        "local://gateway/function/a/b",
+    ):
         with pytest.raises(ValueError, match="not a local function URL"):
             function_from_url(bad)
     resp = InProcessInvoker(FAKE_MODULES).submit(f"{GATEWAY}/function/nope", "POST", {}, b"", 1).result()
@@ -822,10 +1008,14 @@ def test_http_invoker_against_a_real_server(gateway_stub: str) -> None:
     with HttpInvoker() as http_inv:
         inv = RoutingInvoker(InProcessInvoker(FAKE_MODULES), http_inv)
         manifest = workflow(
-            [task("fan", "t", withItems=[1, 2, 3], arguments=args(v="{{item}}")),
-             task("missing", "m", depends="fan")],
-            [http_template("t", body='{"v": {{inputs.parameters.v}}}', inputs=("v",)),
-             http_template("m", function="nope", retry={"limit": "0"})],
+            [
+                task("fan", "t", withItems=[1, 2, 3], arguments=args(v="{{item}}")),
+                task("missing", "m", depends="fan"),
+            ],
+            [
+                http_template("t", body='{"v": {{inputs.parameters.v}}}', inputs=("v",)),
+                http_template("m", function="nope", retry={"limit": "0"}),
+            ],
         )
         headers = manifest["spec"]["templates"][1]["http"]["headers"]
         headers.append({"name": "traceparent", "value": TRACEPARENT})

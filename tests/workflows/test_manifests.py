@@ -18,8 +18,11 @@ def test_argo_manifest_is_the_rendered_template() -> None:
 def test_function_crs_match_stack_file() -> None:
     stack = yaml.safe_load((ROOT / "functions" / "stack.yml").read_text())["functions"]
     crs = list(yaml.safe_load_all((ROOT / "manifests" / "openfaas" / "functions.yaml").read_text()))
-    assert {cr["metadata"]["name"] for cr in crs} == set(stack) == {
-        "rollout-collector", "reward-aggregator", "policy-updater", "policy-evaluator"}
+    assert (
+        {cr["metadata"]["name"] for cr in crs}
+        == set(stack)
+        == {"rollout-collector", "reward-aggregator", "policy-updater", "policy-evaluator"}
+    )
     for cr in crs:
         assert cr["apiVersion"] == "openfaas.com/v1" and cr["kind"] == "Function"
         spec, fn = cr["spec"], stack[cr["metadata"]["name"]]
@@ -37,8 +40,10 @@ def test_stack_timeouts_are_consistent() -> None:
     for name, fn in stack["functions"].items():
         env = fn["environment"]
         assert fn["lang"] == "python3-http" and (ROOT / "functions" / fn["handler"] / "handler.py").exists()
-        secs = {k: int(str(env[k]).rstrip("s")) for k in ("exec_timeout", "read_timeout", "write_timeout",
-                                                          "upstream_timeout")}
+        secs = {
+            k: int(str(env[k]).rstrip("s"))
+            for k in ("exec_timeout", "read_timeout", "write_timeout", "upstream_timeout")
+        }
         assert secs["exec_timeout"] <= secs["upstream_timeout"], name
         assert fn["labels"]["com.openfaas.scale.min"] == "0"
 

@@ -73,7 +73,8 @@ def nodes_from_status(status: Mapping[str, Any]) -> list[NodeStatus]:
                 call_s=sum(_span(a) or 0.0 for a in attempts) if is_call else 0.0,
                 message=n.get("message", ""),
                 children=[raw[c].get("displayName", c) for c in n.get("children") or [] if c in raw]
-                if kind == "TaskGroup" else [],
+                if kind == "TaskGroup"
+                else [],
             )
         )
     return out
@@ -94,14 +95,24 @@ class ArgoEngine:
         gateway: the OpenFaaS gateway as both the cluster's steps and this process reach it.
     """
 
-    def __init__(self, host: str, token: str | None, namespace: str, verify_ssl: bool = True,
-                 template_name: str = TEMPLATE_NAME, poll_seconds: float = 1.0,
-                 timeout_seconds: float = 3600.0, session: Any | None = None, *,
-                 gateway: str = str(PARAMETERS["gateway"])) -> None:
+    def __init__(
+        self,
+        host: str,
+        token: str | None,
+        namespace: str,
+        verify_ssl: bool = True,
+        template_name: str = TEMPLATE_NAME,
+        poll_seconds: float = 1.0,
+        timeout_seconds: float = 3600.0,
+        session: Any | None = None,
+        *,
+        gateway: str = str(PARAMETERS["gateway"]),
+    ) -> None:
         from hera.workflows import WorkflowsService
 
-        self.service = WorkflowsService(host=host, token=token, namespace=namespace, verify_ssl=verify_ssl,
-                                        session=session)
+        self.service = WorkflowsService(
+            host=host, token=token, namespace=namespace, verify_ssl=verify_ssl, session=session
+        )
         self.namespace = namespace
         self.template_name = template_name
         self.poll_seconds = poll_seconds
@@ -146,8 +157,9 @@ class ArgoEngine:
         """
         from hera.workflows.models import Workflow, WorkflowCreateRequest
 
-        manifest = iteration_workflow(dict(parameters), template_name=self.template_name,
-                                      namespace=self.namespace)
+        manifest = iteration_workflow(
+            dict(parameters), template_name=self.template_name, namespace=self.namespace
+        )
         request = WorkflowCreateRequest(workflow=Workflow.model_validate(manifest))
         created = self.service.create_workflow(request, self.namespace)
         name = created.metadata.name
@@ -164,8 +176,9 @@ class ArgoEngine:
         """
         deadline = time.monotonic() + self.timeout_seconds
         while True:
-            wf = self.service.get_workflow(name, self.namespace).model_dump(by_alias=True, exclude_none=True,
-                                                                           mode="json")
+            wf = self.service.get_workflow(name, self.namespace).model_dump(
+                by_alias=True, exclude_none=True, mode="json"
+            )
             status = wf.get("status") or {}
             if status.get("phase") in DONE_PHASES:
                 break
@@ -173,16 +186,24 @@ class ArgoEngine:
                 raise ArgoError(f"workflow {name} still {status.get('phase')} after {self.timeout_seconds}s")
             time.sleep(self.poll_seconds)
         started, finished = _epoch(status.get("startedAt")) or 0.0, _epoch(status.get("finishedAt")) or 0.0
-        return WorkflowRun(name=name, phase=status["phase"], nodes=nodes_from_status(status),
-                           message=status.get("message", ""), parameters=dict(parameters), started=started,
-                           finished=finished, duration_s=max(0.0, finished - started))
+        return WorkflowRun(
+            name=name,
+            phase=status["phase"],
+            nodes=nodes_from_status(status),
+            message=status.get("message", ""),
+            parameters=dict(parameters),
+            started=started,
+            finished=finished,
+            duration_s=max(0.0, finished - started),
+        )
 
     def run(self, parameters: Mapping[str, str]) -> WorkflowRun:
         """Submit one iteration Workflow and wait for it (see :meth:`Engine.run`)."""
         return self.wait(self.submit(parameters), parameters)
 
-    def call(self, function: str, body: Mapping[str, Any], *,
-             headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def call(
+        self, function: str, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """Call one function on the gateway over HTTP (see :meth:`Engine.call`)."""
         return call_function(self._http, self._gateway, function, body, headers)
 

@@ -235,8 +235,9 @@ class Engine(Protocol):
         """Run the iteration Workflow once with these parameters and wait for it to finish."""
         ...
 
-    def call(self, function: str, body: Mapping[str, Any], *,
-             headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def call(
+        self, function: str, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """Call one function directly and return its JSON body.
 
         Raises:
@@ -250,8 +251,13 @@ class Engine(Protocol):
         ...
 
 
-def call_function(invoker: Invoker, gateway: str, function: str, body: Mapping[str, Any],
-                  headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+def call_function(
+    invoker: Invoker,
+    gateway: str,
+    function: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """POST ``body`` to ``{gateway}/function/<function>`` through ``invoker``.
 
     What both engines' :meth:`Engine.call` do. The wait is bounded by the function's catalog timeout.

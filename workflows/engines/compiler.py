@@ -34,10 +34,16 @@ API_VERSION = "argoproj.io/v1alpha1"
 KINDS = ("Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate")
 
 # Spec fields that only matter to pods or to the cluster's bookkeeping; HTTP steps run without pods.
-_IGNORED_SPEC_KEYS = frozenset({
-    "serviceAccountName", "podGC", "ttlStrategy", "workflowMetadata", "podMetadata",
-    "automountServiceAccountToken",
-})
+_IGNORED_SPEC_KEYS = frozenset(
+    {
+        "serviceAccountName",
+        "podGC",
+        "ttlStrategy",
+        "workflowMetadata",
+        "podMetadata",
+        "automountServiceAccountToken",
+    }
+)
 _TEMPLATE_TYPES = ("container", "script", "resource", "suspend", "steps", "containerSet", "data", "plugin")
 _TASK_UNSUPPORTED = ("withSequence", "continueOn", "onExit", "hooks", "templateRef", "inline")
 _TASK_KEYS = frozenset(
@@ -50,8 +56,11 @@ _RETRY_POLICIES = ("Always", "OnFailure", "OnError")
 _DEPENDS_TERM = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9]*)(?:\.([A-Za-z]+))?$")
 # Plain ``X`` in ``depends`` means X.Succeeded || X.Skipped || X.Daemoned (Argo's expandDependency);
 # nothing is ever daemoned here.
-_DEPENDS_RESULTS = {None: frozenset({"Succeeded", "Skipped"}), "Succeeded": frozenset({"Succeeded"}),
-                    "Skipped": frozenset({"Skipped"})}
+_DEPENDS_RESULTS = {
+    None: frozenset({"Succeeded", "Skipped"}),
+    "Succeeded": frozenset({"Succeeded"}),
+    "Skipped": frozenset({"Skipped"}),
+}
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -329,13 +338,19 @@ def _workflow_params(spec: Mapping[str, Any], path: str) -> tuple[ParamSpec, ...
         if value is not None and "{{" in str(value):
             raise _unsupported(f"{ppath}.value", "placeholders in workflow parameter values are")
         enum = p.get("enum")
-        params.append(ParamSpec(name, None if value is None else str(value),
-                                None if enum is None else tuple(str(e) for e in enum)))
+        params.append(
+            ParamSpec(
+                name,
+                None if value is None else str(value),
+                None if enum is None else tuple(str(e) for e in enum),
+            )
+        )
     return tuple(params)
 
 
-def _override_params(params: tuple[ParamSpec, ...], spec: Mapping[str, Any], path: str
-                     ) -> tuple[ParamSpec, ...]:
+def _override_params(
+    params: tuple[ParamSpec, ...], spec: Mapping[str, Any], path: str
+) -> tuple[ParamSpec, ...]:
     """A Workflow that references a template supplies values for the template's parameters."""
     given = {p.name: p for p in _workflow_params(spec, path)}
     declared = {p.name for p in params}
@@ -422,8 +437,13 @@ def _http_template(tmpl: Mapping[str, Any], path: str, wf_params: frozenset[str]
         raise InvalidWorkflowError(f"{hpath}: url is required")
     headers = [
         (_text(h.get("name"), f"{hp}.name", allowed), _text(h.get("value", ""), f"{hp}.value", allowed))
-        for h, hp in _name_value_items(http.get("headers"), f"{hpath}.headers", frozenset({"name", "value"}),
-                                       "header", "header valueFrom (secrets) is")
+        for h, hp in _name_value_items(
+            http.get("headers"),
+            f"{hpath}.headers",
+            frozenset({"name", "value"}),
+            "header",
+            "header valueFrom (secrets) is",
+        )
     ]
     timeout = http.get("timeoutSeconds")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0):
@@ -438,8 +458,9 @@ def _http_template(tmpl: Mapping[str, Any], path: str, wf_params: frozenset[str]
                 raise InvalidWorkflowError(f"{hpath}.successCondition: {exc}") from None
             unknown = success.identifiers - {"response.statusCode", "response.body"}
             if unknown:
-                raise _unsupported(f"{hpath}.successCondition",
-                                   f"identifier(s) {', '.join(sorted(unknown))} are")
+                raise _unsupported(
+                    f"{hpath}.successCondition", f"identifier(s) {', '.join(sorted(unknown))} are"
+                )
         else:
             success_text = cond
     retry = _retry(tmpl["retryStrategy"], f"{path}.retryStrategy") if tmpl.get("retryStrategy") else None
@@ -499,8 +520,9 @@ def _depends(task: Mapping[str, Any], path: str) -> list[tuple[str, frozenset[st
             raise InvalidWorkflowError(f"{path}.depends: cannot parse {term.strip()!r} in {text!r}")
         result = m.group(2)
         if result not in _DEPENDS_RESULTS:
-            raise _unsupported(f"{path}.depends",
-                               f"task result '{result}' (only plain names, .Succeeded, .Skipped) is")
+            raise _unsupported(
+                f"{path}.depends", f"task result '{result}' (only plain names, .Succeeded, .Skipped) is"
+            )
         deps.append((m.group(1), _DEPENDS_RESULTS[result]))
     return deps
 
@@ -552,20 +574,24 @@ def _dag_entries(raw_tasks: list[Any], dpath: str) -> tuple[_Entries, _Deps]:
     return specs, deps
 
 
-def _called_template(t: Mapping[str, Any], tpath: str, http: Mapping[str, HttpTemplate],
-                     template_kinds: Mapping[str, str]) -> HttpTemplate:
+def _called_template(
+    t: Mapping[str, Any], tpath: str, http: Mapping[str, HttpTemplate], template_kinds: Mapping[str, str]
+) -> HttpTemplate:
     tmpl_name = _string(t.get("template"), f"{tpath}.template")
     if tmpl_name not in template_kinds:
         raise InvalidWorkflowError(f"{tpath}.template: no template named {tmpl_name!r}")
     if template_kinds[tmpl_name] != "http":
-        raise _unsupported(f"{tpath}.template",
-                           f"calling the {template_kinds[tmpl_name]} template {tmpl_name!r} "
-                           "(only HTTP templates may be called from a task) is")
+        raise _unsupported(
+            f"{tpath}.template",
+            f"calling the {template_kinds[tmpl_name]} template {tmpl_name!r} "
+            "(only HTTP templates may be called from a task) is",
+        )
     return http[tmpl_name]
 
 
-def _loop_items(t: Mapping[str, Any], tpath: str, allowed: _Vars
-                ) -> tuple[Text | None, tuple[Any, ...] | None]:
+def _loop_items(
+    t: Mapping[str, Any], tpath: str, allowed: _Vars
+) -> tuple[Text | None, tuple[Any, ...] | None]:
     """(withParam, withItems) of a task; at most one of them is set."""
     if "withParam" in t and "withItems" in t:
         raise InvalidWorkflowError(f"{tpath}: cannot use both withParam and withItems")
@@ -579,15 +605,21 @@ def _loop_items(t: Mapping[str, Any], tpath: str, allowed: _Vars
     return with_param, with_items
 
 
-def _task_args(t: Mapping[str, Any], tpath: str, target: HttpTemplate, allowed: _Vars
-               ) -> list[tuple[str, Text]]:
+def _task_args(
+    t: Mapping[str, Any], tpath: str, target: HttpTemplate, allowed: _Vars
+) -> list[tuple[str, Text]]:
     """The task's arguments, checked against the inputs the called template declares."""
     args_raw = _mapping(t.get("arguments") or {}, f"{tpath}.arguments")
     if args_raw.get("artifacts"):
         raise _unsupported(f"{tpath}.arguments.artifacts", "artifacts are")
     _check_keys(args_raw, frozenset({"parameters", "artifacts"}), f"{tpath}.arguments", "arguments")
-    items = _name_value_items(args_raw.get("parameters"), f"{tpath}.arguments.parameters",
-                              frozenset({"name", "value", "description"}), "argument", "valueFrom is")
+    items = _name_value_items(
+        args_raw.get("parameters"),
+        f"{tpath}.arguments.parameters",
+        frozenset({"name", "value", "description"}),
+        "argument",
+        "valueFrom is",
+    )
     args = [
         (_string(p.get("name"), f"{ppath}.name"), _text(str(p.get("value", "")), f"{ppath}.value", allowed))
         for p, ppath in items
@@ -595,17 +627,26 @@ def _task_args(t: Mapping[str, Any], tpath: str, target: HttpTemplate, allowed: 
     given = {n for n, _ in args}
     declared = {n for n, _ in target.inputs}
     if given - declared:
-        raise InvalidWorkflowError(f"{tpath}.arguments: {', '.join(sorted(given - declared))} not declared "
-                                   f"as inputs of template {target.name!r}")
+        raise InvalidWorkflowError(
+            f"{tpath}.arguments: {', '.join(sorted(given - declared))} not declared "
+            f"as inputs of template {target.name!r}"
+        )
     missing = sorted(n for n, default in target.inputs if default is None and n not in given)
     if missing:
         raise InvalidWorkflowError(f"{tpath}.arguments: template {target.name!r} needs {', '.join(missing)}")
     return args
 
 
-def _task(name: str, tpath: str, t: Mapping[str, Any], deps: list[tuple[str, frozenset[str]]],
-          ancestors: frozenset[str], http: Mapping[str, HttpTemplate], template_kinds: Mapping[str, str],
-          wf_params: frozenset[str]) -> Task:
+def _task(
+    name: str,
+    tpath: str,
+    t: Mapping[str, Any],
+    deps: list[tuple[str, frozenset[str]]],
+    ancestors: frozenset[str],
+    http: Mapping[str, HttpTemplate],
+    template_kinds: Mapping[str, str],
+    wf_params: frozenset[str],
+) -> Task:
     target = _called_template(t, tpath, http, template_kinds)
     with_param, with_items = _loop_items(t, tpath, _Vars(wf_params, tasks=ancestors))
     allowed = _Vars(wf_params, tasks=ancestors, item=with_param is not None or with_items is not None)
@@ -616,8 +657,13 @@ def _task(name: str, tpath: str, t: Mapping[str, Any], deps: list[tuple[str, fro
     return Task(name, target, tuple(deps), tuple(args), with_param, with_items, when, tuple(sorted(refs)))
 
 
-def _dag(tmpl: Mapping[str, Any], path: str, http: dict[str, HttpTemplate], template_kinds: dict[str, str],
-         wf_params: frozenset[str]) -> tuple[list[Task], bool]:
+def _dag(
+    tmpl: Mapping[str, Any],
+    path: str,
+    http: dict[str, HttpTemplate],
+    template_kinds: dict[str, str],
+    wf_params: frozenset[str],
+) -> tuple[list[Task], bool]:
     if tmpl.get("inputs"):
         raise _unsupported(f"{path}.inputs", "inputs on the DAG template are")
     dpath = f"{path}.dag"
@@ -636,14 +682,17 @@ def _dag(tmpl: Mapping[str, Any], path: str, http: dict[str, HttpTemplate], temp
         for d, _ in deps[n]:
             acc |= {d} | ancestors[d]
         ancestors[n] = frozenset(acc)
-    tasks = [_task(name, *specs[name], deps[name], ancestors[name], http, template_kinds, wf_params)
-             for name in order]
+    tasks = [
+        _task(name, *specs[name], deps[name], ancestors[name], http, template_kinds, wf_params)
+        for name in order
+    ]
     fail_fast = dag.get("failFast")
     return tasks, True if fail_fast is None else bool(fail_fast)
 
 
-def _spec_templates(spec: Mapping[str, Any], path: str, wf_params: frozenset[str]
-                    ) -> tuple[str, list[Task], bool]:
+def _spec_templates(
+    spec: Mapping[str, Any], path: str, wf_params: frozenset[str]
+) -> tuple[str, list[Task], bool]:
     for key in spec:
         if key not in {"entrypoint", "arguments", "templates"} | _IGNORED_SPEC_KEYS:
             raise _unsupported(f"{path}.{key}", f"spec key {key!r} is")
@@ -671,8 +720,9 @@ def _spec_templates(spec: Mapping[str, Any], path: str, wf_params: frozenset[str
     return entry, tasks, fail_fast
 
 
-def compile_workflow(manifest: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any]] | None = None
-                     ) -> CompiledWorkflow:
+def compile_workflow(
+    manifest: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any]] | None = None
+) -> CompiledWorkflow:
     """Validate and pre-parse a Workflow / WorkflowTemplate dict (``to_dict()`` of a Hera object).
 
     A Workflow that uses ``spec.workflowTemplateRef`` is resolved against ``templates`` (template name ->
@@ -694,8 +744,9 @@ def compile_workflow(manifest: Mapping[str, Any], templates: Mapping[str, Mappin
         ref = _mapping(spec["workflowTemplateRef"], "spec.workflowTemplateRef")
         if ref.get("clusterScope"):
             raise _unsupported("spec.workflowTemplateRef.clusterScope", "clusterScope is")
-        _check_keys(ref, frozenset({"name", "clusterScope"}), "spec.workflowTemplateRef",
-                    "workflowTemplateRef")
+        _check_keys(
+            ref, frozenset({"name", "clusterScope"}), "spec.workflowTemplateRef", "workflowTemplateRef"
+        )
         for key in spec:
             if key not in {"workflowTemplateRef", "arguments"} | _IGNORED_SPEC_KEYS:
                 raise _unsupported(f"spec.{key}", f"spec key {key!r} next to workflowTemplateRef is")
@@ -706,8 +757,15 @@ def compile_workflow(manifest: Mapping[str, Any], templates: Mapping[str, Mappin
                 "pass templates={name: manifest} or compile the WorkflowTemplate itself"
             )
         base = compile_workflow(templates[ref_name])
-        return CompiledWorkflow(name, kind, base.entrypoint, _override_params(base.parameters, spec, "spec"),
-                                base.tasks, base.leaves, base.fail_fast)
+        return CompiledWorkflow(
+            name,
+            kind,
+            base.entrypoint,
+            _override_params(base.parameters, spec, "spec"),
+            base.tasks,
+            base.leaves,
+            base.fail_fast,
+        )
 
     params = _workflow_params(spec, "spec")
     entry, tasks, fail_fast = _spec_templates(spec, "spec", frozenset(p.name for p in params))

@@ -48,9 +48,17 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'"}
 _BINARY_BP = {
     "||": 1,
     "&&": 2,
-    "==": 3, "!=": 3, "<": 3, "<=": 3, ">": 3, ">=": 3,
-    "+": 4, "-": 4,
-    "*": 5, "/": 5, "%": 5,
+    "==": 3,
+    "!=": 3,
+    "<": 3,
+    "<=": 3,
+    ">": 3,
+    ">=": 3,
+    "+": 4,
+    "-": 4,
+    "*": 5,
+    "/": 5,
+    "%": 5,
 }
 _PREFIX_BP = 6
 
@@ -306,11 +314,19 @@ def _mod(a: float, b: float) -> float:
 
 _ARITH: dict[str, Callable[[float, float], float]] = {"-": _sub, "*": _mul, "/": _div, "%": _mod}
 _BINARY_BUILDERS: dict[str, Callable[[str, Evaluator, Evaluator, Fail], Evaluator]] = {
-    "&&": _logical, "||": _logical,
-    "==": _equality, "!=": _equality,
-    "<": _comparison, "<=": _comparison, ">": _comparison, ">=": _comparison,
+    "&&": _logical,
+    "||": _logical,
+    "==": _equality,
+    "!=": _equality,
+    "<": _comparison,
+    "<=": _comparison,
+    ">": _comparison,
+    ">=": _comparison,
     "+": _plus,
-    "-": _arithmetic, "*": _arithmetic, "/": _arithmetic, "%": _arithmetic,
+    "-": _arithmetic,
+    "*": _arithmetic,
+    "/": _arithmetic,
+    "%": _arithmetic,
 }
 
 
@@ -334,9 +350,7 @@ class Expression:
         """Like :meth:`evaluate`; ExpressionError unless the value is a bool."""
         value = self._fn(names or {})
         if not isinstance(value, bool):
-            raise ExpressionError(
-                f"expected a boolean from {self.text!r}, got {_type_name(value)} {value!r}"
-            )
+            raise ExpressionError(f"expected a boolean from {self.text!r}, got {_type_name(value)} {value!r}")
         return value
 
     def __repr__(self) -> str:

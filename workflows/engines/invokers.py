@@ -233,8 +233,9 @@ class HttpInvoker:
         self.session = session
         self._executor = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ftg-http")
 
-    def _call(self, url: str, method: str, headers: dict[str, str], body: bytes,
-              timeout: float | None) -> Response:
+    def _call(
+        self, url: str, method: str, headers: dict[str, str], body: bytes, timeout: float | None
+    ) -> Response:
         try:
             resp = self.session.request(method, url, headers=headers, data=body, timeout=timeout)
         except self._request_error as exc:

@@ -131,8 +131,13 @@ class _Call:
 
     __slots__ = ("node", "template", "request", "attempt", "open", "future", "first_start", "t0", "group")
 
-    def __init__(self, node: NodeStatus, template: HttpTemplate,
-                 request: tuple[str, str, dict[str, str], bytes], group: _TaskState | None) -> None:
+    def __init__(
+        self,
+        node: NodeStatus,
+        template: HttpTemplate,
+        request: tuple[str, str, dict[str, str], bytes],
+        group: _TaskState | None,
+    ) -> None:
         self.node = node
         self.template = template
         self.request = request
@@ -160,8 +165,13 @@ class _TaskState:
 class _Execution:
     """The state of one run; every mutation happens on the thread that called ``run``."""
 
-    def __init__(self, invoker: Invoker, compiled: CompiledWorkflow, params: dict[str, str],
-                 on_node: Callable[[NodeStatus], None] | None) -> None:
+    def __init__(
+        self,
+        invoker: Invoker,
+        compiled: CompiledWorkflow,
+        params: dict[str, str],
+        on_node: Callable[[NodeStatus], None] | None,
+    ) -> None:
         self.invoker = invoker
         self.wf = compiled
         self.params = params
@@ -184,8 +194,16 @@ class _Execution:
             self.wait_for_events()
             self.schedule()
         phase, message = self.assess()
-        return WorkflowRun(self.wf.name, phase, list(self.nodes.values()), message, dict(self.params),
-                           started_wall, time.time(), time.perf_counter() - t0)
+        return WorkflowRun(
+            self.wf.name,
+            phase,
+            list(self.nodes.values()),
+            message,
+            dict(self.params),
+            started_wall,
+            time.time(),
+            time.perf_counter() - t0,
+        )
 
     def wait_for_events(self) -> None:
         timeout = None
@@ -234,8 +252,10 @@ class _Execution:
             if not ready:
                 still.append(st)
             elif not satisfied:
-                self.finish_task(st, self.new_node(task.name, task, "Skipped", OMITTED,
-                                                   "omitted: depends condition not met"))
+                self.finish_task(
+                    st,
+                    self.new_node(task.name, task, "Skipped", OMITTED, "omitted: depends condition not met"),
+                )
             elif self.failed and self.wf.fail_fast:
                 still.append(st)  # failFast: nothing new starts after a failure
             else:
@@ -243,8 +263,9 @@ class _Execution:
         self.waiting = still
 
     # --- nodes ------------------------------------------------------------------------------------
-    def new_node(self, name: str, task: Task, type_: str, phase: str = RUNNING,
-                 message: str = "") -> NodeStatus:
+    def new_node(
+        self, name: str, task: Task, type_: str, phase: str = RUNNING, message: str = ""
+    ) -> NodeStatus:
         node = NodeStatus(name, task.name, task.template.name, type_, phase, message=message)
         node.started = time.time()
         self.nodes[name] = node
@@ -323,8 +344,9 @@ class _Execution:
             group.children.append(child.name)
             self.start_node(child, task, (_item_scope(item), scope, self.globals), st)
 
-    def start_node(self, node: NodeStatus, task: Task, scopes: tuple[Mapping[str, str], ...],
-                   group: _TaskState | None) -> None:
+    def start_node(
+        self, node: NodeStatus, task: Task, scopes: tuple[Mapping[str, str], ...], group: _TaskState | None
+    ) -> None:
         tmpl = task.template
         try:
             if task.when is not None:
@@ -410,8 +432,8 @@ class _Execution:
                 message = "" if ok else f"received non-2xx response code: {resp.status}"
             else:
                 ok = cond.evaluate_bool({"response.statusCode": resp.status, "response.body": resp.body})
-                message = "" if ok else (
-                    f"successCondition '{cond.text}' evaluated false (status {resp.status})"
+                message = (
+                    "" if ok else (f"successCondition '{cond.text}' evaluated false (status {resp.status})")
                 )
         except (ExpressionError, KeyError) as exc:
             ok, message = False, f"successCondition: {exc}"
@@ -457,8 +479,9 @@ class _Execution:
             return f"; no more retries left ({call.attempt} attempts)"
         return wait
 
-    def node_done(self, node: NodeStatus, group: _TaskState | None, phase: str, message: str,
-                  inflight: bool = False) -> None:
+    def node_done(
+        self, node: NodeStatus, group: _TaskState | None, phase: str, message: str, inflight: bool = False
+    ) -> None:
         if inflight:
             self.inflight -= 1
         self.close_node(node, phase, message)
@@ -546,8 +569,9 @@ class LocalEngine:
             local invoker, an ``http(s)://`` URL through the HTTP one).
     """
 
-    def __init__(self, invoker: Invoker, compiled: CompiledWorkflow | None = None, *,
-                 gateway: str = LOCAL_GATEWAY) -> None:
+    def __init__(
+        self, invoker: Invoker, compiled: CompiledWorkflow | None = None, *, gateway: str = LOCAL_GATEWAY
+    ) -> None:
         if compiled is None:
             from workflows.iteration import iteration_manifest  # Hera is only needed for the default
 
@@ -561,8 +585,9 @@ class LocalEngine:
         """Base URL of the function gateway."""
         return self._gateway
 
-    def run(self, parameters: Mapping[str, str],
-            on_node: Callable[[NodeStatus], None] | None = None) -> WorkflowRun:
+    def run(
+        self, parameters: Mapping[str, str], on_node: Callable[[NodeStatus], None] | None = None
+    ) -> WorkflowRun:
         """Execute the workflow once.
 
         Args:
@@ -575,8 +600,9 @@ class LocalEngine:
         params = resolve_parameters(self.compiled, parameters)
         return _Execution(self.invoker, self.compiled, params, on_node).run()
 
-    def call(self, function: str, body: Mapping[str, Any], *,
-             headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def call(
+        self, function: str, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """Call one function directly through the invoker (see :meth:`Engine.call`)."""
         return call_function(self.invoker, self._gateway, function, body, headers)
 

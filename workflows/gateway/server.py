@@ -37,12 +37,21 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.invocations = Counter("gateway_function_invocation", "Function invocations",
-                                   ["function_name", "code"], registry=self.registry)
-        self.seconds = Histogram("gateway_functions_seconds", "Function call duration",
-                                 ["function_name", "code"], registry=self.registry)
-        self.replicas = Gauge("gateway_service_count", "Replicas per function", ["function_name"],
-                              registry=self.registry)
+        self.invocations = Counter(
+            "gateway_function_invocation",
+            "Function invocations",
+            ["function_name", "code"],
+            registry=self.registry,
+        )
+        self.seconds = Histogram(
+            "gateway_functions_seconds",
+            "Function call duration",
+            ["function_name", "code"],
+            registry=self.registry,
+        )
+        self.replicas = Gauge(
+            "gateway_service_count", "Replicas per function", ["function_name"], registry=self.registry
+        )
         for name in FUNCTION_NAMES:
             self.replicas.labels(function_name=name).set(1)
         self.counts = dict.fromkeys(FUNCTION_NAMES, 0)
@@ -65,8 +74,9 @@ def make_handler(metrics: GatewayMetrics) -> type[BaseHTTPRequestHandler]:
         def log_message(self, fmt: str, *args: object) -> None:  # quiet: metrics carry the signal
             pass
 
-        def _send(self, code: int, body: bytes, ctype: str = "application/json",
-                  extra: dict[str, str] | None = None) -> None:
+        def _send(
+            self, code: int, body: bytes, ctype: str = "application/json", extra: dict[str, str] | None = None
+        ) -> None:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -85,9 +95,19 @@ def make_handler(metrics: GatewayMetrics) -> type[BaseHTTPRequestHandler]:
                 self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
             elif self.path == "/system/functions":
                 with metrics.lock:
-                    self._json(200, [{"name": n, "replicas": 1, "availableReplicas": 1,
-                                      "invocationCount": metrics.counts.get(n, 0),
-                                      "image": f"faastraingym/{n}"} for n in FUNCTION_NAMES])
+                    self._json(
+                        200,
+                        [
+                            {
+                                "name": n,
+                                "replicas": 1,
+                                "availableReplicas": 1,
+                                "invocationCount": metrics.counts.get(n, 0),
+                                "image": f"faastraingym/{n}",
+                            }
+                            for n in FUNCTION_NAMES
+                        ],
+                    )
             else:
                 self._json(404, {"error": f"no route {self.path}"})
 
@@ -95,7 +115,7 @@ def make_handler(metrics: GatewayMetrics) -> type[BaseHTTPRequestHandler]:
             if not self.path.startswith("/function/"):
                 self._json(404, {"error": f"no route {self.path}"})
                 return
-            name = self.path[len("/function/"):].split("?", 1)[0].rstrip("/")
+            name = self.path[len("/function/") :].split("?", 1)[0].rstrip("/")
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY:
                 self._json(413, {"error": f"body larger than {MAX_BODY} bytes"})
