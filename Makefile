@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_QUIET ?= -q
 
-.PHONY: setup train test test-fast lint ui render golden bench clean services
+.PHONY: setup train test test-fast lint ui render golden bench clean services reliability
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,11 @@ test: setup services
 test-fast: setup
 	$(PY) -m pytest -q -p randomly -m "not integration and not slow" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+## ruff (lint rules and formatting) and mypy (strict on ftg_common), as CI runs them.
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns --host 127.0.0.1 --port 5000
@@ -46,8 +49,14 @@ render: setup
 golden: setup
 	$(PY) -m workflows.iteration --write-golden
 
+## SB3 vs FaaSTrainGym (with where each iteration's time goes), then start-up and wind-down of `submit`.
 bench: setup
 	$(PY) benchmarks/bench_ppo_cartpole.py
+	$(PY) benchmarks/bench_startup.py
+
+## The reliability suite: hostile input, faults, kills, corruption -> benchmarks/results/reliability-<date>.md
+reliability: setup services
+	$(PY) -m benchmarks.reliability.run
 
 clean:
 	rm -rf .ftg mlruns mlflow.db .pytest_cache

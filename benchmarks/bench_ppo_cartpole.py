@@ -30,8 +30,17 @@ from iteration_split import summarise as summarise_split  # noqa: E402
 THRESHOLD = 475.0
 EVAL_EVERY = 2048
 EVAL_EPISODES = 10
-ZOO = dict(n_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
-           learning_rate=1e-3, clip_range=0.2)
+ZOO = dict(
+    n_envs=8,
+    n_steps=32,
+    batch_size=256,
+    gae_lambda=0.8,
+    gamma=0.98,
+    n_epochs=20,
+    ent_coef=0.0,
+    learning_rate=1e-3,
+    clip_range=0.2,
+)
 
 
 def run_sb3(seed: int, steps: int) -> dict:
@@ -48,11 +57,21 @@ def run_sb3(seed: int, steps: int) -> dict:
     def linear(x: float):
         return lambda progress_remaining: progress_remaining * x
 
-    model = PPO("MlpPolicy", env, n_steps=ZOO["n_steps"], batch_size=ZOO["batch_size"],
-                gae_lambda=ZOO["gae_lambda"],
-                gamma=ZOO["gamma"], n_epochs=ZOO["n_epochs"], ent_coef=ZOO["ent_coef"],
-                learning_rate=linear(ZOO["learning_rate"]), clip_range=linear(ZOO["clip_range"]), seed=seed,
-                device="cpu", verbose=0)
+    model = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=ZOO["n_steps"],
+        batch_size=ZOO["batch_size"],
+        gae_lambda=ZOO["gae_lambda"],
+        gamma=ZOO["gamma"],
+        n_epochs=ZOO["n_epochs"],
+        ent_coef=ZOO["ent_coef"],
+        learning_rate=linear(ZOO["learning_rate"]),
+        clip_range=linear(ZOO["clip_range"]),
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
 
     class Timer(BaseCallback):
         def __init__(self) -> None:
@@ -69,14 +88,18 @@ def run_sb3(seed: int, steps: int) -> dict:
             if self.num_timesteps >= self.next_eval:
                 self.next_eval += EVAL_EVERY
                 t = time.perf_counter()
-                mean, _ = evaluate_policy(self.model, eval_env, n_eval_episodes=EVAL_EPISODES,
-                                          deterministic=True)
+                mean, _ = evaluate_policy(
+                    self.model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True
+                )
                 self.eval_s += time.perf_counter() - t
                 self.final = float(mean)
                 if self.first is None and mean >= THRESHOLD:
                     incl = time.perf_counter() - self.t0
-                    self.first = {"steps": self.num_timesteps, "time_incl_eval_s": incl,
-                                  "time_s": incl - self.eval_s}
+                    self.first = {
+                        "steps": self.num_timesteps,
+                        "time_incl_eval_s": incl,
+                        "time_s": incl - self.eval_s,
+                    }
             return True
 
     cb = Timer()
@@ -91,9 +114,17 @@ def run_ftg(seed: int, steps: int, services, engine: RecordingEngine) -> tuple[d
     from ftg_common.config import PPOConfig, RunConfig
     from workflows.driver import RunDriver
 
-    ppo = PPOConfig(env_id="CartPole-v1", total_steps=steps, shards=2, eval_every_steps=EVAL_EVERY,
-                    eval_episodes=EVAL_EPISODES, threshold=THRESHOLD, lr_schedule="linear",
-                    clip_schedule="linear", **ZOO)
+    ppo = PPOConfig(
+        env_id="CartPole-v1",
+        total_steps=steps,
+        shards=2,
+        eval_every_steps=EVAL_EVERY,
+        eval_episodes=EVAL_EPISODES,
+        threshold=THRESHOLD,
+        lr_schedule="linear",
+        clip_schedule="linear",
+        **ZOO,
+    )
     cfg = RunConfig(run_id=f"bench-s{seed}-{int(time.time())}", seed=seed, ppo=ppo, config_name="zoo")
     driver = RunDriver(cfg, engine=engine, store=services.store, meta=services.meta)
     engine.reset()
@@ -102,11 +133,19 @@ def run_ftg(seed: int, steps: int, services, engine: RecordingEngine) -> tuple[d
     wall = time.perf_counter() - t0
     first = None
     if s.threshold_step is not None:
-        first = {"steps": s.threshold_step, "time_s": s.threshold_time_s,
-                 "time_incl_eval_s": s.threshold_time_incl_eval_s}
+        first = {
+            "steps": s.threshold_step,
+            "time_s": s.threshold_time_s,
+            "time_incl_eval_s": s.threshold_time_incl_eval_s,
+        }
     splits = engine.splits
-    result = {"wall_s": wall - s.eval_s, "wall_incl_eval_s": wall, "first": first,
-              "final_return": s.final_return, "iteration_split": summarise_split(splits)}
+    result = {
+        "wall_s": wall - s.eval_s,
+        "wall_incl_eval_s": wall,
+        "first": first,
+        "final_return": s.final_return,
+        "iteration_split": summarise_split(splits),
+    }
     return result, splits
 
 
@@ -148,21 +187,29 @@ def split_markdown(split: dict) -> list[str]:
         "| in calls, outside bodies (ms) | engine (ms) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for label, key in (("all", "all"), ("without evaluation", "without_evaluation"),
-                       ("with evaluation", "with_evaluation")):
+    for label, key in (
+        ("all", "all"),
+        ("without evaluation", "without_evaluation"),
+        ("with evaluation", "with_evaluation"),
+    ):
         b = split.get(key) or {}
         if not b:
             continue
-        lines.append(f"| {label} | {b['iterations']} | {fmt(b['wall_ms'])} | {fmt(b['body_ms'])} | "
-                     f"{fmt(b['overhead_ms'])} | {fmt(b['overhead_pct'])} | "
-                     f"{fmt(b['in_calls_outside_bodies_ms'])} | {fmt(b['engine_ms'])} |")
+        lines.append(
+            f"| {label} | {b['iterations']} | {fmt(b['wall_ms'])} | {fmt(b['body_ms'])} | "
+            f"{fmt(b['overhead_ms'])} | {fmt(b['overhead_pct'])} | "
+            f"{fmt(b['in_calls_outside_bodies_ms'])} | {fmt(b['engine_ms'])} |"
+        )
     levels = (split.get("all") or {}).get("by_level", {})
     if levels:
         lines += ["", "| level | body (ms) | call - body (ms) |", "|---|---|---|"]
         for level, v in levels.items():
             lines.append(f"| {level} | {fmt(v['body_ms'])} | {fmt(v['call_minus_body_ms'])} |")
-    lines += ["", "Driver time between iterations (not in the wall above): "
-              f"{fmt(split.get('driver_gap_ms'))} ms median."]
+    lines += [
+        "",
+        "Driver time between iterations (not in the wall above): "
+        f"{fmt(split.get('driver_gap_ms'))} ms median.",
+    ]
     return lines
 
 
@@ -185,7 +232,9 @@ def to_markdown(record: dict) -> str:
         f"# PPO CartPole-v1: {title} ({record['date']})",
         "",
         f"Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, torch {m['torch']}, "
-        f"numpy {m['numpy']}, SB3 {m['sb3']}. Seeds {record['seeds']}, {record['steps']:,} steps, "
+        f"numpy {m['numpy']}, SB3 {m['sb3']}, 1-min load average "
+        f"{m.get('loadavg_1min_at_start', '-')} at the start and {m.get('loadavg_1min_at_end', '-')} at the "
+        f"end. Seeds {record['seeds']}, {record['steps']:,} steps, "
         "RL-Zoo hyperparameters, 10 deterministic eval episodes every 2048 steps. Medians over seeds.",
         "",
         "| measure | SB3 | FaaSTrainGym | FTG / SB3 |",
@@ -193,11 +242,15 @@ def to_markdown(record: dict) -> str:
     ]
     for label, key in rows:
         ratio = record["ratio_ftg_over_sb3"].get(key)
-        lines.append(f"| {label} | {fmt(sb3[key]) if sb3 else '-'} | {fmt(record['ftg'][key])} | "
-                     f"{'-' if ratio is None else f'{ratio:.2f}x'} |")
+        lines.append(
+            f"| {label} | {fmt(sb3[key]) if sb3 else '-'} | {fmt(record['ftg'][key])} | "
+            f"{'-' if ratio is None else f'{ratio:.2f}x'} |"
+        )
     lines.append(f"| seeds reaching 475 | {sb3['reached'] if sb3 else '-'} | {record['ftg']['reached']} | |")
-    lines.append(f"| final mean eval return | {fmt(sb3['final_return']) if sb3 else '-'} | "
-                 f"{fmt(record['ftg']['final_return'])} | |")
+    lines.append(
+        f"| final mean eval return | {fmt(sb3['final_return']) if sb3 else '-'} | "
+        f"{fmt(record['ftg']['final_return'])} | |"
+    )
     if record.get("ftg_iteration_split"):
         lines += split_markdown(record["ftg_iteration_split"])
     return "\n".join(lines) + "\n"
@@ -207,11 +260,15 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=100_000)
-    ap.add_argument("--ftg-only", action="store_true",
-                    help="skip Stable-Baselines3 (results go to <date>-ppo-cartpole-ftg-only.*)")
+    ap.add_argument(
+        "--ftg-only",
+        action="store_true",
+        help="skip Stable-Baselines3 (results go to <date>-ppo-cartpole-ftg-only.*)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    load_before = os.getloadavg()
 
     work = tempfile.mkdtemp(prefix="ftg-bench-")
     os.environ.update({"FTG_STORE_URL": f"file://{work}/store", "FTG_META_URL": f"sqlite:///{work}/meta.db"})
@@ -236,8 +293,9 @@ def main() -> int:
     sb3 = None if args.ftg_only else summarise(results["sb3"])
     ftg = summarise(results["ftg"])
     keys = ("time_to_475_s", "time_to_475_incl_eval_s", "steps_to_475", "wall_1e5_s", "wall_1e5_incl_eval_s")
-    ratios = {k: (ftg[k] / sb3[k] if sb3 and isinstance(ftg[k], float | int) and sb3[k] else None)
-              for k in keys}
+    ratios = {
+        k: (ftg[k] / sb3[k] if sb3 and isinstance(ftg[k], float | int) and sb3[k] else None) for k in keys
+    }
     split = summarise_split(splits, skip=0)
     import numpy
     import stable_baselines3
@@ -245,11 +303,23 @@ def main() -> int:
 
     record = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "numpy": numpy.__version__, "sb3": stable_baselines3.__version__},
-        "seeds": seeds, "steps": args.steps, "sb3": sb3, "ftg": ftg, "ratio_ftg_over_sb3": ratios,
-        "ftg_iteration_split": split, "runs": results,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+            "sb3": stable_baselines3.__version__,
+            "loadavg_1min_at_start": round(load_before[0], 2),
+            "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
+        },
+        "seeds": seeds,
+        "steps": args.steps,
+        "sb3": sb3,
+        "ftg": ftg,
+        "ratio_ftg_over_sb3": ratios,
+        "ftg_iteration_split": split,
+        "runs": results,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

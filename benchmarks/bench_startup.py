@@ -60,7 +60,7 @@ PHASES: tuple[tuple[str, str], ...] = (
     ("close", "Services.close"),
     ("tracker_close", "  Tracker.close"),
     ("pool_close", "  PoolInvoker.close"),
-    ("after_main", "main returned -> process exited"),
+    ("teardown", "interpreter teardown (last exit handler -> process gone)"),
 )
 
 
@@ -109,14 +109,17 @@ def timeline(events: list[Event], spawned: float, exited: float) -> dict[str, An
         return next((t for n, k, t, _ in reversed(events) if n == name and k == kind), None)
 
     phases: dict[str, float | None] = {name: total(name) for name, _ in PHASES}
-    interpreter, services, services_end = first("process", "start"), first("open_services", "start"), \
-        last("open_services", "end")
-    finalize, main_end = first("finalize", "start"), last("main", "end")
+    interpreter, services, services_end = (
+        first("process", "start"),
+        first("open_services", "start"),
+        last("open_services", "end"),
+    )
+    finalize, exiting = first("finalize", "start"), last("exit_handlers", "end")
     phases["interpreter"] = None if interpreter is None else interpreter - spawned
     phases["cli_to_services"] = None if interpreter is None or services is None else services - interpreter
     phases["services_to_first_iteration"] = None if services_end is None else first_start - services_end
     phases["loop_to_finalize"] = None if finalize is None else finalize - last_end
-    phases["after_main"] = None if main_end is None else exited - main_end
+    phases["teardown"] = None if exiting is None else exited - exiting
     return {
         "startup_s": first_start - spawned,
         "winddown_s": exited - last_end,
@@ -131,8 +134,13 @@ def timeline(events: list[Event], spawned: float, exited: float) -> dict[str, An
 
 def run_once(root: Path, work: Path, cli_args: list[str], log: Path) -> dict[str, Any]:
     events_path = work / "events.txt"
-    env = {**os.environ, "FTG_STORE_URL": f"file://{work}/store", "FTG_META_URL": f"sqlite:///{work}/meta.db",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "FTG_STORE_URL": f"file://{work}/store",
+        "FTG_META_URL": f"sqlite:///{work}/meta.db",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db",
+        "PYTHONUNBUFFERED": "1",
+    }
     cmd = [sys.executable, str(TIMELINE), str(events_path), str(root), "--", "submit", *cli_args]
     with log.open("ab") as out:
         spawned = time.time()
@@ -149,11 +157,18 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("startup_s", "winddown_s", "first_iteration_excess_s", "loop_s", "process_s",
-            "median_iteration_s")
+    keys = (
+        "startup_s",
+        "winddown_s",
+        "first_iteration_excess_s",
+        "loop_s",
+        "process_s",
+        "median_iteration_s",
+    )
     out: dict[str, Any] = {k: _median([r[k] for r in runs]) for k in keys}
-    out["startup_plus_excess_s"] = _median([r["startup_s"] + max(r["first_iteration_excess_s"], 0.0)
-                                            for r in runs])
+    out["startup_plus_excess_s"] = _median(
+        [r["startup_s"] + max(r["first_iteration_excess_s"], 0.0) for r in runs]
+    )
     out["phases"] = {k: _median([r["phases"].get(k) for r in runs]) for k, _ in PHASES}
     return out
 
@@ -171,13 +186,16 @@ def to_markdown(record: dict[str, Any]) -> str:
         return [f"| {first} | " + " | ".join(names) + " |", "|---|" + "---|" * len(columns)]
 
     def summary(v: str, md: str) -> dict[str, Any]:
-        return record["variants"][v][md]["summary"]
+        out: dict[str, Any] = record["variants"][v][md]["summary"]
+        return out
 
     revisions = "; ".join(f"{v}: {d['revision']}" for v, d in record["roots"].items())
     lines = [
         f"# Start-up and wind-down of `ppo_sweep.py {' '.join(record['cli_args'])}` ({record['date']})",
         "",
-        f"Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}. Revision: {revisions}. "
+        f"Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, 1-min load average "
+        f"{m.get('loadavg_1min_at_start', '-')} at the start and {m.get('loadavg_1min_at_end', '-')} at the "
+        f"end. Revision: {revisions}. "
         f"{record['repeats']} timed runs per column after one untimed run"
         f"{', variants interleaved run by run' if several else ''}; medians. Target: start-up and wind-down "
         f"each <= {TARGET_S:.0f} s.",
@@ -194,9 +212,12 @@ def to_markdown(record: dict[str, Any]) -> str:
     ]
     for label, key in rows:
         lines.append(f"| {label} | " + " | ".join(fmt(summary(v, md)[key]) for v, md in columns) + " |")
-    lines += ["", "Phases (sums of call durations, medians over runs; indented ones run inside the one "
-              "above):",
-              "", *head("phase (s)")]
+    lines += [
+        "",
+        "Phases (sums of call durations, medians over runs; indented ones run inside the one above):",
+        "",
+        *head("phase (s)"),
+    ]
     for key, label in PHASES:
         values = [summary(v, md)["phases"].get(key) for v, md in columns]
         if any(x is not None for x in values):
@@ -208,10 +229,18 @@ def to_markdown(record: dict[str, Any]) -> str:
 
 def _revision(root: Path) -> str:
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return f"{head}{' + working tree' if dirty else ''}"
     except (OSError, subprocess.CalledProcessError):
         return "not a git checkout"
@@ -231,14 +260,18 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--total-steps", type=int, help="override total_steps (default: the sweep's 100000)")
     ap.add_argument("--modes", default="tracking,no-tracking")
-    ap.add_argument("--roots", default=str(ROOT),
-                    help="checkouts to measure, interleaved run by run: PATH or LABEL=PATH,LABEL=PATH "
-                         "(default: this one)")
+    ap.add_argument(
+        "--roots",
+        default=str(ROOT),
+        help="checkouts to measure, interleaved run by run: PATH or LABEL=PATH,LABEL=PATH "
+        "(default: this one)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--suffix", default="", help="appended to the result file name")
     ap.add_argument("--notes", default="", help="a sentence for the markdown result")
     args = ap.parse_args()
     roots = _variants(args.roots)
+    load_before = os.getloadavg()
     cli_args = ["--only", "zoo", "--seeds", "0"]
     if args.total_steps:
         cli_args += ["--total-steps", str(args.total_steps)]
@@ -254,9 +287,12 @@ def main() -> int:
                 for label, root in roots.items():
                     r = run_once(root, works[label], cli_args + extra, works[label] / "cli.log")
                     runs[label].append(r)
-                    print(f"{label} {mode} run {i}: start-up {r['startup_s']:.2f} s, wind-down "
-                          f"{r['winddown_s']:.2f} s, first-iteration excess "
-                          f"{r['first_iteration_excess_s']:.2f} s, loop {r['loop_s']:.2f} s", flush=True)
+                    print(
+                        f"{label} {mode} run {i}: start-up {r['startup_s']:.2f} s, wind-down "
+                        f"{r['winddown_s']:.2f} s, first-iteration excess "
+                        f"{r['first_iteration_excess_s']:.2f} s, loop {r['loop_s']:.2f} s",
+                        flush=True,
+                    )
         finally:
             for work in works.values():
                 shutil.rmtree(work, ignore_errors=True)
@@ -264,8 +300,14 @@ def main() -> int:
             variants[label][mode] = {"summary": summarise(runs[label]), "runs": runs[label]}
     record = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            # Other work on the machine inflates every figure; read the before/after ratios.
+            "loadavg_1min_at_start": round(load_before[0], 2),
+            "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
+        },
         "roots": {label: {"path": str(root), "revision": _revision(root)} for label, root in roots.items()},
         "cli_args": ["submit", *cli_args],
         "repeats": args.repeats,

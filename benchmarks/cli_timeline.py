@@ -14,6 +14,7 @@ exactly what it would without them, in the same order, on the same threads.
 
 from __future__ import annotations
 
+import atexit
 import importlib.abc
 import importlib.util
 import os
@@ -118,15 +119,15 @@ def main() -> None:
         rest = rest[1:]
     recorder = _Recorder(events)
     recorder.event("process", "start")
+    # Registered first, so it runs after every other exit handler, on a normal exit or an os._exit that
+    # runs the handlers first: what remains after it is the interpreter's own teardown.
+    atexit.register(recorder.event, "exit_handlers", "end")
     sys.meta_path.insert(0, _ProbeFinder(recorder))
     cli = os.path.join(os.path.abspath(root), "workflows", "ppo_sweep.py")
     sys.argv = [cli, *rest]
     import runpy
 
-    try:
-        runpy.run_path(cli, run_name="__main__")
-    finally:
-        recorder.event("main", "end")
+    runpy.run_path(cli, run_name="__main__")
 
 
 if __name__ == "__main__":

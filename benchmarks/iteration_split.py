@@ -56,8 +56,9 @@ def split(wf: Any, wall_s: float, gap_s: float | None) -> IterationSplit:
             continue
         body[node.task] = max(body.get(node.task, 0.0), seconds)
         call[node.task] = max(call.get(node.task, 0.0), node.call_s)
-    return IterationSplit(wall_s, sum(body.values()), sum(call.values()), gap_s, "evaluate" in body, body,
-                          call)
+    return IterationSplit(
+        wall_s, sum(body.values()), sum(call.values()), gap_s, "evaluate" in body, body, call
+    )
 
 
 class RecordingEngine:
@@ -124,8 +125,13 @@ def summarise(splits: list[IterationSplit], skip: int = 5) -> dict[str, Any]:
             "by_level": {
                 level: {
                     "body_ms": _ms([s.body_by_level[level] for s in group if level in s.body_by_level]),
-                    "call_minus_body_ms": _ms([s.call_by_level[level] - s.body_by_level[level]
-                                               for s in group if level in s.body_by_level]),
+                    "call_minus_body_ms": _ms(
+                        [
+                            s.call_by_level[level] - s.body_by_level[level]
+                            for s in group
+                            if level in s.body_by_level
+                        ]
+                    ),
                 }
                 for level in LEVELS
                 if any(level in s.body_by_level for s in group)

@@ -66,6 +66,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
 FUNCTION_NAMES: tuple[str, ...] = tuple(f.name for f in FUNCTIONS)
 _BY_NAME = {f.name: f for f in FUNCTIONS}
 _BY_STEP = {f.step: f for f in FUNCTIONS}
+# The DAG's task names, one per function.
+COLLECT, AGGREGATE, UPDATE, EVALUATE = (f.step for f in FUNCTIONS)
 
 
 def function(name: str) -> FunctionSpec:

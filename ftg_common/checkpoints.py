@@ -10,6 +10,10 @@ A version is what the policy-updater produces and the other functions consume:
 
 No RNG state is stored: every random stream is derived from (run seed, purpose, counters), so the
 counters here are all that resuming needs. No torch here.
+
+Every object carries its own content digest, checked on every read here; a damaged one raises
+:class:`~ftg_common.errors.CorruptObjectError` naming its key. :func:`write_version` also answers the
+SHA-256 of each object's stored bytes, which the version fence records when it commits the version.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ftg_common import layout
-from ftg_common.policy.spec import PolicySpec, load_policy_bytes, save_policy_bytes
+from ftg_common.errors import CorruptObjectError
+from ftg_common.policy.spec import SPEC_METADATA_KEY, PolicySpec, check_tensors, save_policy_bytes
 from ftg_common.store.base import ObjectStore
+from ftg_common.store.integrity import decode_json, object_digest
+from ftg_common.tensorio import decode
 
 if TYPE_CHECKING:
     from ftg_common.policy.numpy_policy import NumpyPolicy
@@ -61,22 +68,68 @@ class PolicyVersion:
 
 @dataclass(frozen=True)
 class VersionKeys:
-    """Where a written version lives: the inference weights and the checkpoint folder."""
+    """Where a written version lives: the inference weights and the checkpoint folder.
+
+    Attributes:
+        policy: key of the inference weights.
+        checkpoint: the checkpoint folder.
+        digests: key -> SHA-256 (hex) of the stored bytes of every object of the version.
+    """
 
     policy: str
     checkpoint: str
+    digests: dict[str, str] = field(default_factory=dict)
+
+
+def version_object_keys(run_id: str, version: int) -> list[str]:
+    """Keys of every object of a version, in the order :func:`write_version` writes them."""
+    return [
+        layout.ckpt_weights_key(run_id, version),
+        layout.ckpt_optim_key(run_id, version),
+        layout.policy_key(run_id, version),
+        layout.ckpt_state_key(run_id, version),
+    ]
 
 
 def write_version(store: ObjectStore, run_id: str, v: PolicyVersion) -> VersionKeys:
-    """Write every object of version ``v.state.version``; identical inputs give identical bytes."""
+    """Write every object of version ``v.state.version``; identical inputs give identical bytes.
+
+    Returns:
+        The version's keys and the digests of what was written.
+    """
     n = v.state.version
-    store.put_tensors(layout.ckpt_weights_key(run_id, n), v.weights)
-    store.put_tensors(layout.ckpt_optim_key(run_id, n), v.optimizer)
+    digests: dict[str, str] = {}
+    weights, optim = layout.ckpt_weights_key(run_id, n), layout.ckpt_optim_key(run_id, n)
+    digests[weights] = store.put_tensors(weights, v.weights)
+    digests[optim] = store.put_tensors(optim, v.optimizer)
     policy = layout.policy_key(run_id, n)
-    store.put_bytes(policy, save_policy_bytes(v.state.spec, v.weights, {"version": str(n), "run_id": run_id}))
+    data = save_policy_bytes(v.state.spec, v.weights, {"version": str(n), "run_id": run_id})
+    store.put_bytes(policy, data)
+    digests[policy] = object_digest(data)
     # state.json last: its presence marks a complete checkpoint.
-    store.put_json(layout.ckpt_state_key(run_id, n), v.state.model_dump(mode="json"))
-    return VersionKeys(policy=policy, checkpoint=layout.ckpt_prefix(run_id, n))
+    state = layout.ckpt_state_key(run_id, n)
+    digests[state] = store.put_json(state, v.state.model_dump(mode="json"))
+    return VersionKeys(policy=policy, checkpoint=layout.ckpt_prefix(run_id, n), digests=digests)
+
+
+def stored_digests(store: ObjectStore, run_id: str, version: int) -> dict[str, str]:
+    """Read back every object of a version, check it, and answer the SHA-256 of its stored bytes.
+
+    What the version fence records when the writer's own digests are not at hand.
+
+    Raises:
+        KeyNotFoundError: an object of the version is missing.
+        CorruptObjectError: an object of the version is damaged.
+    """
+    digests: dict[str, str] = {}
+    for key in version_object_keys(run_id, version):
+        data = store.get_bytes(key)
+        if key.endswith(".json"):
+            decode_json(data, key)
+        else:
+            decode(data, key, require_digest=True)
+        digests[key] = object_digest(data)
+    return digests
 
 
 def has_version(store: ObjectStore, run_id: str, version: int) -> bool:
@@ -95,8 +148,21 @@ def read_version(store: ObjectStore, run_id: str, version: int) -> PolicyVersion
 
 
 def read_policy(store: ObjectStore, run_id: str, version: int) -> tuple[PolicySpec, dict[str, np.ndarray]]:
-    """The inference weights of a version and their spec."""
-    spec, tensors, _meta = load_policy_bytes(store.get_bytes(layout.policy_key(run_id, version)))
+    """The inference weights of a version and their spec.
+
+    Raises:
+        KeyNotFoundError: the version has no policy file.
+        CorruptObjectError: the policy file is damaged, or is not a policy file.
+    """
+    key = layout.policy_key(run_id, version)
+    tensors, meta = store.get_tensors_with_metadata(key)
+    try:
+        spec = PolicySpec.from_json(meta[SPEC_METADATA_KEY])
+        check_tensors(spec, tensors)
+    except KeyError:
+        raise CorruptObjectError(key, f"no {SPEC_METADATA_KEY!r} metadata: not a policy file") from None
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise CorruptObjectError(key, f"not a policy file: {exc}") from None
     return spec, tensors
 
 

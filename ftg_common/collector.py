@@ -10,7 +10,10 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
+
 from ftg_common import layout
+from ftg_common.batch import EPISODE_LENGTHS, EPISODE_RETURNS
 from ftg_common.config import RunConfig
 from ftg_common.envs.vector import CarryMismatchError, EnvCarry, ShardEnvs
 from ftg_common.errors import Conflict
@@ -64,12 +67,21 @@ def save_shard(
 ) -> tuple[str, str]:
     """Write the shard's trajectory and the carry the next iteration resumes from.
 
+    Besides the rollout's arrays the trajectory holds ``episode_returns`` [E] float64 and
+    ``episode_lengths`` [E] int64 of the E episodes that finished in it, so the reward-aggregator
+    reports episode statistics from the store, never from a caller's copy of the collector's answer.
+
     Returns:
         (trajectory key, carry key).
     """
     key = layout.traj_key(run_id, iteration, shard)
+    tensors = {
+        **rollout.tensors(),
+        EPISODE_RETURNS: np.asarray(rollout.episode_returns, dtype=np.float64),
+        EPISODE_LENGTHS: np.asarray(rollout.episode_lengths, dtype=np.int64),
+    }
     # The policy that acts in iteration i is version i.
-    store.put_tensors(key, rollout.tensors(), metadata={"policy_version": str(iteration)})
+    store.put_tensors(key, tensors, metadata={"policy_version": str(iteration)})
     carry = envs.carry()
     carry_key = layout.carry_key(run_id, iteration, shard)
     store.put_tensors(carry_key, carry.arrays, metadata=carry.metadata())

@@ -6,7 +6,7 @@ them without importing the HTTP contract; ``faas`` re-exports them as part of th
 
 from __future__ import annotations
 
-__all__ = ["BadRequest", "Conflict", "FunctionError", "UnknownEnvError"]
+__all__ = ["BadRequest", "Conflict", "CorruptObjectError", "FunctionError", "UnknownEnvError"]
 
 
 class FunctionError(Exception):
@@ -16,9 +16,11 @@ class FunctionError(Exception):
         status: HTTP status of the response.
         message: human-readable explanation, sent as ``error``.
         field: the request field at fault, sent as ``field`` when set.
+        key: the object-store key at fault, sent as ``key`` when set.
     """
 
     status = 500
+    key: str | None = None
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -36,6 +38,31 @@ class Conflict(FunctionError):
     """The request disagrees with the run's stored state (409): config digest, policy version, carry."""
 
     status = 409
+
+
+class CorruptObjectError(FunctionError, ValueError):
+    """A stored object fails its integrity check (422): digest mismatch, truncation, bad header or JSON.
+
+    Retrying the read gets the same bytes, so the request cannot succeed until the object is repaired
+    (or the run is resumed from an intact version). A ``ValueError`` too, as the decoders raised before.
+
+    Attributes:
+        key: the object's key, or None when bytes were checked without one (the caller re-raises
+            with :meth:`for_key` once it knows it).
+        reason: what is wrong with the object, without the key.
+    """
+
+    status = 422
+
+    def __init__(self, key: str | None, reason: str) -> None:
+        where = f"corrupt object {key}" if key is not None else "corrupt object"
+        super().__init__(f"{where}: {reason}")
+        self.key = key
+        self.reason = reason
+
+    def for_key(self, key: str) -> CorruptObjectError:
+        """The same error naming ``key``."""
+        return CorruptObjectError(key, self.reason)
 
 
 class UnknownEnvError(ValueError):

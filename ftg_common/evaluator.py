@@ -14,10 +14,11 @@ from ftg_common.algos.stats import iqm
 from ftg_common.config import PPOConfig
 from ftg_common.envs.factory import make_env
 from ftg_common.envs.seeding import EVAL, derive_seed
+from ftg_common.errors import BadRequest
 from ftg_common.schemas import EvalResult
 from ftg_common.warm import WarmPool
 
-__all__ = ["eval_envs", "eval_record", "eval_seeds", "summarize"]
+__all__ = ["eval_envs", "eval_record", "eval_seeds", "eval_version", "summarize"]
 
 
 def _build(env_id: str, kwargs_json: str, count: int) -> list[gym.Env]:
@@ -32,6 +33,25 @@ def eval_envs(ppo: PPOConfig, count: int) -> Iterator[list[gym.Env]]:
     """``count`` envs of the run's kind for the length of the block (each episode resets its env)."""
     with _ENVS.lend(ppo.env_id, json.dumps(ppo.env_kwargs, sort_keys=True), count) as envs:
         yield envs
+
+
+def eval_version(iteration: int, version: int | None) -> int:
+    """The policy version an evaluation of iteration ``iteration`` runs: the one that iteration produced.
+
+    Iteration i's eval record (``layout.eval_key(run, i)``) is the evaluation of version i + 1 and of
+    no other, so the record's key always says which version it holds and a retry rewrites it with the
+    same episodes.
+
+    Raises:
+        BadRequest: ``version`` is given and is not ``iteration + 1`` (field ``version``).
+    """
+    if version is not None and version != iteration + 1:
+        raise BadRequest(
+            f"version {version} is not the version iteration {iteration} produced ({iteration + 1}); "
+            f"to evaluate version {version}, send iteration {version - 1}",
+            "version",
+        )
+    return iteration + 1
 
 
 def eval_seeds(run_seed: int, version: int, episodes: int) -> list[int]:

@@ -5,6 +5,12 @@ A handler module defines ``handle(event, context)``; ``event.body`` is raw bytes
 reach a handler in this process (:func:`invoke`, :func:`call`) or over WSGI (:func:`wsgi_app`, what a
 function image serves behind the of-watchdog). Either way the handler's return value becomes
 (status, headers, body text) exactly as the template's server does it (:func:`render_response`).
+
+Bodies are bounded before they are parsed (:func:`check_body`): at most :data:`MAX_BODY_BYTES` bytes
+(413) and :data:`MAX_JSON_DEPTH` levels of nested arrays and objects (400), so no body can exhaust the
+parser's recursion. Only strict JSON is accepted (no ``NaN``/``Infinity`` literals), and only strict
+JSON is emitted: a result holding a non-finite number is the function's bug and is answered 500 with a
+JSON error, never a body that is not JSON.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import re
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,13 +40,17 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
     "BadRequest",
+    "BodyTooLarge",
     "Conflict",
     "Context",
     "Event",
     "FunctionError",
     "Response",
     "call",
+    "check_body",
     "invoke",
     "render_response",
     "serve",
@@ -53,6 +64,12 @@ Res = TypeVar("Res", bound=BaseModel)
 
 _JSON = "application/json"
 
+MAX_BODY_BYTES = 8 * 2**20
+"""Largest request body served (the largest real one, an aggregator's fan-in, is far smaller)."""
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects in a request body (real bodies nest at most 3 levels)."""
+_MAX_PROBLEMS = 5  # validation problems listed in a 400's message
+
 # Library errors that mean "bad input" even though the work raised them: (type, status, field).
 _INPUT_ERRORS: tuple[tuple[type[Exception], int, str | None], ...] = (
     (KeyNotFoundError, 400, "key"),
@@ -61,6 +78,12 @@ _INPUT_ERRORS: tuple[tuple[type[Exception], int, str | None], ...] = (
     (UnknownEnvError, 400, "env_id"),
     (RunNotFoundError, 400, "run_id"),
 )
+
+
+class BodyTooLarge(FunctionError):
+    """The request body is larger than :data:`MAX_BODY_BYTES` (413)."""
+
+    status = 413
 
 
 @dataclass
@@ -99,6 +122,9 @@ def render_response(result: Any) -> Response:
 
     ``None`` is an empty 200; a dict carries ``statusCode``/``body``/``headers``; a dict body is sent as
     JSON and any other body is ``str()``-ed (which is why our handlers always return dict bodies).
+
+    A dict body that is not strict JSON (a NaN or infinity, or a value JSON cannot hold) is answered
+    500 with a JSON error instead: what goes over the wire always parses.
     """
     if result is None:
         return Response(200, {}, "")
@@ -108,7 +134,12 @@ def render_response(result: Any) -> Response:
         body = result.get("body", "")
         if isinstance(body, dict):
             headers.setdefault("Content-Type", _JSON)
-            return Response(status, headers, json.dumps(body))
+            try:
+                return Response(status, headers, json.dumps(body, allow_nan=False))
+            except (ValueError, TypeError) as exc:
+                log.error("handler answered a body that is not JSON", exc_info=exc)
+                error = {"error": f"internal error: the function's answer is not valid JSON: {exc}"}
+                return Response(500, {**headers, "Content-Type": _JSON}, json.dumps(error))
         return Response(status, headers, str(body))
     return Response(200, {}, str(result))
 
@@ -120,17 +151,79 @@ def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = 
     return {"statusCode": status, "body": body, "headers": {"Content-Type": _JSON, **(headers or {})}}
 
 
-def _error(status: int, message: str, field: str | None = None) -> dict[str, Any]:
+def _error(status: int, message: str, field: str | None = None, key: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"error": message}
     if field:
         body["field"] = field
+    if key is not None:  # the object-store key at fault: missing (400) or corrupt (422)
+        body["key"] = key
     return _answer(status, body)
 
 
-def _parse(body: bytes, model: type[Req]) -> Req:
-    """The request body validated as ``model``; BadRequest naming the first field at fault."""
+# A JSON string literal (escapes included); what remains outside them is structure and scalars.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _too_deep(body: bytes) -> bool:
+    """Whether ``body`` nests arrays and objects deeper than :data:`MAX_JSON_DEPTH` levels.
+
+    Counts brackets outside string literals, without parsing (so without recursion): the running depth
+    is the cumulative sum of +1 per opening and -1 per closing bracket.
+    """
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKET)
+    if brackets.count(b"[") + brackets.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    import numpy as np  # only for bodies with many brackets; every function imports numpy anyway
+
+    step = np.zeros(256, dtype=np.int8)
+    step[list(b"[{")] = 1
+    step[list(b"]}")] = -1
+    depth = np.cumsum(step[np.frombuffer(brackets, dtype=np.uint8)], dtype=np.int32)
+    return int(depth.max()) > MAX_JSON_DEPTH
+
+
+def check_body(body: bytes) -> None:
+    """Refuse a request body too large or too deeply nested to parse safely.
+
+    Raises:
+        BodyTooLarge: more than :data:`MAX_BODY_BYTES` bytes (413).
+        BadRequest: arrays and objects nested deeper than :data:`MAX_JSON_DEPTH` levels (400).
+    """
+    if len(body) > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"request body is {len(body)} bytes; at most {MAX_BODY_BYTES} are served")
+    if _too_deep(body):
+        raise BadRequest(f"request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _describe(exc: ValidationError) -> tuple[str, str | None]:
+    """(the problems of ``exc``, one per field, the first few only; the first field at fault)."""
+    problems = exc.errors(include_input=False, include_url=False)
+    where = [".".join(str(p) for p in e["loc"]) for e in problems]
+    shown = [f"{w or '<body>'}: {e['msg']}" for w, e in zip(where, problems, strict=True)][:_MAX_PROBLEMS]
+    if len(problems) > _MAX_PROBLEMS:
+        shown.append(f"and {len(problems) - _MAX_PROBLEMS} more")
+    return "; ".join(shown), (where[0] or None) if where else None
+
+
+def _parse(body: bytes | str | None, model: type[Req]) -> Req:
+    """The request body validated as ``model``; BadRequest naming the first field at fault.
+
+    Raises:
+        BodyTooLarge: see :func:`check_body`.
+        BadRequest: too deep, not strict JSON (bad syntax or UTF-8, ``NaN``/``Infinity``, integers of
+            more than 4300 digits), not an object, or not a valid ``model``.
+    """
+    data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else (body or b"")
+    check_body(data)
     try:
-        raw = json.loads(body or b"")
+        raw = json.loads(data, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # ValueError covers bad JSON and bad UTF-8
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
@@ -138,20 +231,21 @@ def _parse(body: bytes, model: type[Req]) -> Req:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        problems = exc.errors()
-        where = [".".join(str(p) for p in e["loc"]) for e in problems]
-        detail = "; ".join(f"{w or '<body>'}: {e['msg']}" for w, e in zip(where, problems, strict=True))
-        raise BadRequest(f"invalid request: {detail}", where[0] or None) from exc
+        detail, field_name = _describe(exc)
+        raise BadRequest(f"invalid request: {detail}", field_name) from exc
 
 
 def _failure(exc: Exception) -> dict[str, Any]:
-    if isinstance(exc, FunctionError):
-        return _error(exc.status, exc.message, exc.field)
+    if isinstance(exc, FunctionError):  # CorruptObjectError (422) included: it names its key
+        return _error(exc.status, exc.message, exc.field, exc.key)
     for kind, status, field_name in _INPUT_ERRORS:
         if isinstance(exc, kind):
-            return _error(status, str(exc), field_name)
+            key = exc.key if isinstance(exc, KeyNotFoundError) else None
+            return _error(status, str(exc), field_name, key)
     # The contract is a JSON body even for our own bugs; the traceback goes to the log, not the caller.
     log.error("function failed", exc_info=exc)
+    if isinstance(exc, ValidationError):  # e.g. a result holding a non-finite number: never sent as NaN
+        return _error(500, f"internal error: invalid {exc.title}: {_describe(exc)[0]}")
     return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
@@ -170,7 +264,9 @@ def serve(event: Event, model: type[Req], work: Callable[[Req, FunctionContext],
     Returns:
         The handler's return value for the template: 200 with the result as a JSON object, or a JSON
         ``{"error", "field"?}`` with 400 (bad input, unknown run, missing object), 405 (not POST), 409
-        (config digest or run state mismatch) or 500 (a bug; never a stack trace).
+        (config digest or run state mismatch), 413 (body too large), 422 (a stored object is corrupt:
+        ``key`` names it, as it does a missing object's) or 500 (a bug, such as a result
+        holding a non-finite number; never a stack trace, never a body that is not JSON).
     """
     if event.method != "POST":
         refusal = {"error": f"method {event.method} not allowed; POST a JSON object"}
@@ -181,7 +277,9 @@ def serve(event: Event, model: type[Req], work: Callable[[Req, FunctionContext],
         result = work(req, ctx)
         if "seconds" in type(result).model_fields:
             result = result.model_copy(update={"seconds": ctx.clock.seconds()})
-        return _answer(200, result.model_dump(mode="json"))
+        body = result.model_dump(mode="json")
+        json.dumps(body, allow_nan=False)  # ValueError (answered 500) if not strict JSON
+        return _answer(200, body)
     except Exception as exc:
         return _failure(exc)
 
@@ -214,7 +312,8 @@ def call(function: str, body: bytes, headers: dict[str, str] | None = None) -> R
 
 def _wsgi_event(environ: WSGIEnvironment) -> Event:
     try:
-        length = max(0, int(environ.get("CONTENT_LENGTH") or 0))
+        # Read at most one byte past the limit: enough for serve to answer 413.
+        length = min(max(0, int(environ.get("CONTENT_LENGTH") or 0)), MAX_BODY_BYTES + 1)
     except ValueError:
         length = 0
     headers = {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}

@@ -81,6 +81,15 @@ def eval_key(run_id: str, iteration: int) -> str:
     return f"{iter_prefix(run_id, iteration)}/eval.json"
 
 
+def metrics_key(run_id: str, iteration: int) -> str:
+    """The driver's record of an iteration (tracked metrics, timing, cost), written once it is committed.
+
+    The run's summary and its MLflow history are rebuilt from these records, so a crash between the
+    update's commit and the driver's bookkeeping loses nothing ``resume`` cannot restore.
+    """
+    return f"{iter_prefix(run_id, iteration)}/metrics.json"
+
+
 def sweep_trial_key(sweep_id: str, run_id: str) -> str:
     """The frozen config of one trial of a sweep, written at submit so ``resume`` can rebuild it."""
     return f"sweeps/{validate_run_id(sweep_id, 'sweep_id')}/trials/{validate_run_id(run_id)}.json"

@@ -2,21 +2,31 @@
 
 Responses stay small (keys, counters and summary statistics) because Argo keeps every step's result in
 the Workflow object; tensors live in the object store.
+
+Every number on the wire is finite: a message refuses NaN and infinities (``allow_inf_nan=False``),
+so a request holding one is a 400 naming the field, and a result holding one cannot be built at all
+(``faas.serve`` answers 500: a non-finite statistic is the function's bug, never a body that is not
+JSON). Counters, sizes and seconds are also non-negative.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ftg_common.ids import RUN_ID_PATTERN
 
 DIGEST_PATTERN = r"^[0-9a-f]{16}$"
+MAX_KEY_CHARS = 1024  # object keys on the wire; the layout's keys are far shorter
+
+Count = Annotated[int, Field(ge=0)]
+Key = Annotated[str, Field(max_length=MAX_KEY_CHARS)]
+Seconds = Annotated[float, Field(ge=0)]
 
 
 class _Msg(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class RunRef(_Msg):
@@ -35,36 +45,43 @@ class CollectRequest(RunRef):
 
 
 class CollectResult(_Msg):
-    """Where a shard's trajectory and env carry were written, and the episodes it finished."""
+    """Where a shard's trajectory and env carry were written, and the episodes it finished.
 
-    key: str
-    carry_key: str
-    shard: int
-    steps: int
-    policy_version: int
+    Only ``key`` and ``shard`` are read back by the reward-aggregator (checked against the run's
+    layout); its counts come from the stored trajectories, never from these fields.
+    """
+
+    key: Key
+    carry_key: Key
+    shard: int = Field(ge=0, lt=10_000)
+    steps: Count
+    policy_version: Count
     episode_returns: list[float]
-    episode_lengths: list[int]
-    seconds: float = 0.0  # wall time of the call; faas.serve fills it in
+    episode_lengths: list[Count]
+    seconds: Seconds = 0.0  # wall time of the call; faas.serve fills it in
 
 
 # --- reward-aggregator -----------------------------------------------------------------------------
 class AggregateRequest(RunRef):
     """Build an iteration's training batch from the results of all its shards."""
 
-    shards: list[CollectResult] = Field(min_length=1)
+    shards: list[CollectResult] = Field(min_length=1, max_length=256)
 
 
 class AggregateResult(_Msg):
-    """The training batch's key and summary (advantage statistics are before normalisation)."""
+    """The training batch's key and summary (advantage statistics are before normalisation).
 
-    key: str
-    batch_size: int
-    steps: int
-    episodes: int
+    ``steps``, ``episodes`` and ``mean_return`` are computed from the stored trajectories.
+    """
+
+    key: Key
+    batch_size: Count
+    steps: Count
+    episodes: Count
     mean_return: float | None
     adv_mean: float
-    adv_std: float
-    seconds: float = 0.0  # wall time of the call; faas.serve fills it in
+    adv_std: float = Field(ge=0)
+    seconds: Seconds = 0.0  # wall time of the call; faas.serve fills it in
 
 
 # --- policy-updater --------------------------------------------------------------------------------
@@ -76,44 +93,53 @@ class UpdateRequest(RunRef):
 
 
 class UpdateResult(_Msg):
-    """The committed version's keys and counters, and loss statistics averaged over applied minibatches."""
+    """The committed version's keys and counters, and loss statistics averaged over applied minibatches.
 
-    key: str
-    ckpt_key: str
-    version: int
-    iteration: int
-    total_steps: int
+    A statistic that is undefined (explained variance of constant returns) is None, never NaN.
+    """
+
+    key: Key
+    ckpt_key: Key
+    version: Count
+    iteration: Count
+    total_steps: Count
     already_committed: bool = False
     pg_loss: float | None = None
     value_loss: float | None = None
     entropy: float | None = None
     approx_kl: float | None = None
-    clip_fraction: float | None = None
+    clip_fraction: float | None = Field(default=None, ge=0, le=1)
     explained_variance: float | None = None
-    learning_rate: float | None = None
-    clip_range: float | None = None
-    n_updates: int = 0
-    seconds: float
+    learning_rate: float | None = Field(default=None, ge=0)
+    clip_range: float | None = Field(default=None, ge=0)
+    n_updates: Count = 0
+    seconds: Seconds
 
 
 # --- policy-evaluator ------------------------------------------------------------------------------
 class EvalRequest(RunRef):
-    """Run evaluation episodes of a policy version."""
+    """Run evaluation episodes of the policy version iteration ``iteration`` produced (``iteration + 1``).
 
-    version: int | None = Field(default=None, ge=0, description="policy version; default iteration + 1")
+    ``iteration``'s eval record holds that version's evaluation and no other, so ``version``, when given,
+    must be ``iteration + 1``; it is there for callers that want to say which version they mean.
+    """
+
+    version: int | None = Field(
+        default=None, ge=1, lt=1_000_001, description="policy version; must be iteration + 1 when given"
+    )
     episodes: int | None = Field(default=None, gt=0, le=1000)
 
 
 class EvalResult(_Msg):
     """Summary statistics of the evaluation episodes' returns and lengths."""
 
-    key: str
-    version: int
-    episodes: int
+    key: Key
+    version: Count
+    episodes: Count
     mean_return: float
-    std_return: float
+    std_return: float = Field(ge=0)
     iqm_return: float
     min_return: float
     max_return: float
-    mean_length: float
-    seconds: float = 0.0  # wall time of the call; faas.serve fills it in
+    mean_length: float = Field(ge=0)
+    seconds: Seconds = 0.0  # wall time of the call; faas.serve fills it in

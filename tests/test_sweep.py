@@ -83,6 +83,15 @@ def test_models_logged_as_trials_finish_are_registered_once_and_serve_any_batch(
         for r in client.search_runs([client.get_experiment_by_name("faastraingym").experiment_id])
         if r.data.tags.get("ftg.config") == "good"
     }
+    # Summary and sweep metrics: one row each, however often the sweep is finalized.
+    runs = client.search_runs([client.get_experiment_by_name("faastraingym").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("ftg.kind") == "sweep"]
+    for key in ("good.final_iqm", "good.reached", "good.median_steps_to_threshold"):
+        assert len(client.get_metric_history(parent.info.run_id, key)) <= 1, key
+    assert len(client.get_metric_history(parent.info.run_id, "good.final_iqm")) == 1
+    for child in (r for r in runs if r.data.tags.get("ftg.config") == "good"):
+        for key in ("final_return", "invocations", "wall_s"):
+            assert len(client.get_metric_history(child.info.run_id, key)) == 1, key
     model = mlflow.pyfunc.load_model("models:/ftg-early@champion")
     for batch in (1, 5):
         assert np.asarray(model.predict(np.zeros((batch, 4), dtype=np.float32))).shape == (batch, 2)

@@ -7,33 +7,159 @@ killed driver is resumed by starting a new one on the same run id.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import socket
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ftg_common import layout
+from ftg_common import catalog, layout
+from ftg_common.catalog import AGGREGATE, EVALUATE, UPDATE
 from ftg_common.config import RunConfig
+from ftg_common.errors import CorruptObjectError
 from ftg_common.meta.base import MetaStore
 from ftg_common.schemas import AggregateResult, EvalResult, UpdateResult
-from ftg_common.store.base import ObjectStore
+from ftg_common.store.base import KeyNotFoundError, ObjectStore
 from workflows import metric_names as mn
 from workflows.cost import invocation_gb_seconds
-from workflows.engines.base import Engine, FunctionCallError
-from workflows.iteration import AGGREGATE, EVALUATE, UPDATE
+from workflows.engines.base import Engine, FunctionCallError, WorkflowRun
 
 if TYPE_CHECKING:
     from workflows.tracking import Tracker
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 LEASE_SECONDS = 120.0
+# Waits between attempts of a store or metadata call that failed transiently: bounded, about 15 s in all.
+RETRY_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+# Exception classes (by module.name, anywhere in the MRO) that mean "no answer", not a wrong answer.
+_TRANSIENT_CLASSES = frozenset(
+    {
+        "redis.exceptions.ConnectionError",
+        "redis.exceptions.TimeoutError",
+        "botocore.exceptions.ConnectionError",  # endpoint unreachable, connect timeout
+        "botocore.exceptions.HTTPClientError",  # read timeout, connection closed mid-response
+    }
+)
+_TRANSIENT_S3_CODES = frozenset(
+    {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "Throttling", "503", "500"}
+)
 
 
 class RunFailed(RuntimeError):
     """The run cannot go on: a failed iteration, a lost lease, or a config clashing with the stored one."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a store or metadata error worth retrying: no answer came (connection, timeout, busy).
+
+    A missing key, a corrupt object or any other answer is not transient: retrying reads the same.
+    """
+    if isinstance(exc, KeyNotFoundError | CorruptObjectError):
+        return False
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text
+    names = {f"{c.__module__}.{c.__name__}" for c in type(exc).__mro__}
+    if names & _TRANSIENT_CLASSES:
+        return True
+    response = getattr(exc, "response", None)  # botocore ClientError: throttling and 5xx answers
+    if "botocore.exceptions.ClientError" in names and isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", ""))
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return code in _TRANSIENT_S3_CODES or (isinstance(status, int) and status >= 500)
+    return False
+
+
+def describe_call_error(exc: FunctionCallError) -> str:
+    """A function's error answer for a person: its ``error`` and the ``key`` at fault when it names one."""
+    try:
+        body = json.loads(exc.body)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("error"):
+        text = f"{exc.function} answered {exc.status}: {body['error']}"
+        if body.get("key"):
+            text += f" (key {body['key']})"
+        return text
+    return str(exc)
+
+
+def _failed_node_errors(wf: WorkflowRun) -> str:
+    """The error answers of a Workflow's failed nodes, each with the key it names (if any)."""
+    found = []
+    for node in wf.failed_nodes():
+        try:
+            body = json.loads(node.result or "")
+        except ValueError:
+            continue
+        if isinstance(body, dict) and body.get("error"):
+            key = f" (key {body['key']})" if body.get("key") else ""
+            found.append(f"{node.name}: {body['error']}{key}")
+    return "; ".join(found)
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """The driver's record of one committed iteration (``layout.metrics_key``), the source of truth.
+
+    The run's :class:`RunSummary` and its MLflow history are functions of these records, so they can
+    be rebuilt after any crash.
+
+    Attributes:
+        iteration: the iteration.
+        steps: environment steps of the run after it (the MLflow step).
+        time_ms: when it was recorded (epoch ms); the timestamp of its MLflow rows.
+        elapsed_s: wall time of its Workflow (of the recovery, for a recovered record).
+        eval_s: part of ``elapsed_s`` spent evaluating.
+        gb_s: serverless cost of its calls.
+        invocations: function calls it made, retries included.
+        metrics: the per-iteration MLflow metrics, by name (undefined ones left out).
+        recovered: rebuilt by ``resume`` from the committed objects (its time and cost are not the
+            original Workflow's).
+    """
+
+    iteration: int
+    steps: int
+    time_ms: int
+    elapsed_s: float
+    eval_s: float
+    gb_s: float
+    invocations: int
+    metrics: dict[str, float]
+    recovered: bool = False
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> IterationRecord:
+        """Read a stored record."""
+        return cls(
+            iteration=int(d["iteration"]),
+            steps=int(d["steps"]),
+            time_ms=int(d["time_ms"]),
+            elapsed_s=float(d["elapsed_s"]),
+            eval_s=float(d["eval_s"]),
+            gb_s=float(d["gb_s"]),
+            invocations=int(d["invocations"]),
+            metrics={str(k): float(v) for k, v in d["metrics"].items()},
+            recovered=bool(d.get("recovered", False)),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as stored (JSON-ready)."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @property
+    def eval_return(self) -> float | None:
+        """Mean return of the evaluation after this iteration, if there was one."""
+        return self.metrics.get(mn.EVAL_MEAN_RETURN)
 
 
 @dataclass
@@ -90,6 +216,38 @@ class RunSummary:
         return self.wall_s - self.eval_s
 
 
+def summarize(records: Sequence[IterationRecord], threshold: float | None) -> RunSummary:
+    """The run summary of its iteration records: a pure function, so a crash cannot skew it.
+
+    Args:
+        records: the run's committed iterations' records (any order; each iteration once).
+        threshold: the evaluation return that counts as solved, or None.
+    """
+    s = RunSummary()
+    for r in sorted(records, key=lambda r: r.iteration):
+        s.wall_s += r.elapsed_s
+        s.eval_s += r.eval_s
+        s.gb_s += r.gb_s
+        s.invocations += r.invocations
+        s.steps = r.steps
+        ret = r.eval_return
+        if ret is None:
+            continue
+        s.final_return = ret
+        s.final_iqm = r.metrics.get(mn.EVAL_IQM_RETURN)
+        s.evals.append((r.steps, ret))
+        if threshold is not None and s.threshold_step is None and ret >= threshold:
+            s.threshold_step = r.steps
+            s.threshold_time_s = round(s.train_s, 4)
+            s.threshold_time_incl_eval_s = round(s.wall_s, 4)
+    return s
+
+
+def eval_due(iteration: int, eval_every: int, n_iterations: int) -> bool:
+    """Whether the iteration Workflow evaluates after ``iteration`` (``workflows.iteration.EVAL_WHEN``)."""
+    return (iteration + 1) % eval_every == 0 or iteration + 1 == n_iterations
+
+
 def new_traceparent(trace_id: str | None = None) -> str:
     """W3C trace context header; one trace per run, one parent span per iteration."""
     return f"00-{trace_id or secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
@@ -121,16 +279,22 @@ def holder_is_dead(owner: str) -> bool:
 class RunDriver:
     """Drives one run to its last iteration, one Workflow per iteration, on any :class:`Engine`.
 
+    Every committed iteration gets a record in the object store (:class:`IterationRecord`) before the
+    run record's summary is updated or anything reaches MLflow; the summary is recomputed from those
+    records and MLflow is repaired from them (:meth:`reconcile`), so a crash at any point loses nothing.
+
     Args:
         cfg: the run's frozen config.
         engine: runs the iteration Workflow and the direct calls, on its gateway.
-        store: object store (config, checkpoints).
+        store: object store (config, checkpoints, iteration records).
         meta: metadata store (run record, lease).
         config_name: the sweep configuration the run belongs to (progress and records).
         tracker: MLflow tracker; no per-iteration metrics without it (and ``mlflow_run_id``).
         mlflow_run_id: the MLflow run to log to.
         on_progress: called after every iteration.
         stop: set to stop at the next iteration boundary (the run is then ``interrupted``).
+        retry_delays: waits between attempts of a store or metadata call that failed transiently.
+        sleep: waits out those delays (tests pass a recorder).
     """
 
     def __init__(
@@ -145,6 +309,8 @@ class RunDriver:
         mlflow_run_id: str | None = None,
         on_progress: Callable[[TrialProgress], None] | None = None,
         stop: threading.Event | None = None,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.cfg = cfg
         self.engine = engine
@@ -157,6 +323,51 @@ class RunDriver:
         self.stop = stop or threading.Event()
         self.owner = driver_identity()
         self.trace_id = secrets.token_hex(16)
+        self.retry_delays = tuple(retry_delays)
+        self._sleep = sleep
+
+    # --- store and metadata calls ------------------------------------------------------------------
+    def _io(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, retried with backoff while it fails transiently (:func:`is_transient`).
+
+        Raises:
+            RunFailed: it still failed transiently after every retry.
+        """
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn(*args)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if attempt > len(self.retry_delays):
+                    raise RunFailed(
+                        f"run {self.cfg.run_id}: {what} failed {attempt} times over "
+                        f"{time.monotonic() - started:.1f}s ({type(exc).__name__}: {exc}); the object or "
+                        "metadata store is unreachable. Everything committed is kept: `resume` once it is "
+                        "back"
+                    ) from exc
+                delay = self.retry_delays[attempt - 1]
+                log.warning(
+                    "run %s: %s failed (%s: %s); retry %d/%d in %.1fs",
+                    self.cfg.run_id,
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    attempt,
+                    len(self.retry_delays),
+                    delay,
+                )
+                self._sleep(delay)
+
+    def _call(self, function: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+        headers = {"traceparent": new_traceparent(self.trace_id)}
+        try:
+            return self.engine.call(function, body, headers=headers)
+        except FunctionCallError as exc:
+            raise RunFailed(f"run {self.cfg.run_id}: {what} failed: {describe_call_error(exc)}") from exc
 
     # --- set-up ------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -166,24 +377,20 @@ class RunDriver:
             RunFailed: the run id exists with another config, or creating version 0 failed.
         """
         cfg, key = self.cfg, layout.config_key(self.cfg.run_id)
-        if self.store.exists(key):
-            stored = RunConfig.from_stored(self.store.get_json(key))
+        if self._io(f"checking {key}", self.store.exists, key):
+            stored = RunConfig.from_stored(self._io(f"reading {key}", self.store.get_json, key))
             if stored.digest() != cfg.digest():
                 raise RunFailed(
                     f"run {cfg.run_id} already exists with a different config ({stored.digest()})"
                 )
         else:
-            self.store.put_json(key, cfg.to_stored())
-        self.meta.create_run(
-            cfg.run_id, sweep_id=cfg.sweep_id, extra={"config_name": self.config_name, "seed": cfg.seed}
-        )
-        if not self.store.exists(layout.ckpt_state_key(cfg.run_id, 0)):
+            self._io(f"writing {key}", self.store.put_json, key, cfg.to_stored())
+        extra = {"config_name": self.config_name, "seed": cfg.seed}
+        self._io("creating the run record", self.meta.create_run, cfg.run_id, cfg.sweep_id, extra)
+        state = layout.ckpt_state_key(cfg.run_id, 0)
+        if not self._io(f"checking {state}", self.store.exists, state):
             body = {"run_id": cfg.run_id, "iteration": 0, "config_digest": cfg.digest(), "mode": "init"}
-            headers = {"traceparent": new_traceparent(self.trace_id)}
-            try:
-                self.engine.call("policy-updater", body, headers=headers)
-            except FunctionCallError as exc:
-                raise RunFailed(f"run {cfg.run_id}: creating policy version 0 failed: {exc}") from exc
+            self._call("policy-updater", body, "creating policy version 0")
 
     def parameters(self, iteration: int) -> dict[str, str]:
         """The Workflow parameters of iteration ``iteration``."""
@@ -201,73 +408,216 @@ class RunDriver:
 
     # --- the loop ----------------------------------------------------------------------------------
     def drive(self) -> RunSummary:
-        """Take the run's lease, prepare it, and run every remaining iteration.
+        """Take the run's lease, prepare it, reconcile what a crash left, and run every remaining iteration.
 
         Raises:
-            RunFailed: another driver holds the lease, or an iteration failed.
+            RunFailed: another driver holds the lease, an iteration failed, a stored object the run needs
+                is missing or corrupt (the message names its key), or the stores stayed unreachable.
             KeyboardInterrupt: ``stop`` was set (the run is left ``interrupted``, ready to resume).
         """
         cfg = self.cfg
         lease = f"run:{cfg.run_id}"
-        if not self.meta.acquire_lease(lease, self.owner, LEASE_SECONDS):
-            holder = self.meta.lease_owner(lease)
+        if not self._io("taking the run's lease", self.meta.acquire_lease, lease, self.owner, LEASE_SECONDS):
+            holder = self._io("reading the lease", self.meta.lease_owner, lease)
             if holder and holder_is_dead(holder):
-                self.meta.release_lease(lease, holder)
-        if not self.meta.acquire_lease(lease, self.owner, LEASE_SECONDS):
+                self._io("releasing a dead driver's lease", self.meta.release_lease, lease, holder)
+        if not self._io("taking the run's lease", self.meta.acquire_lease, lease, self.owner, LEASE_SECONDS):
             raise RunFailed(f"run {cfg.run_id} is being driven by another process (lease held)")
         try:
             self.prepare()
             return self._loop()
+        except KeyNotFoundError as exc:
+            self._mark_stopped()
+            raise RunFailed(
+                f"run {cfg.run_id}: stored object {exc.key} is missing (object store {self.store.url}); "
+                f"`verify {cfg.run_id}` lists every damaged object"
+            ) from exc
+        except CorruptObjectError as exc:
+            self._mark_stopped()
+            raise RunFailed(
+                f"run {cfg.run_id}: stored object {exc.key} is corrupt: {exc.reason}; "
+                f"`verify {cfg.run_id}` lists every damaged object"
+            ) from exc
         except BaseException:
-            status = "interrupted" if self.stop.is_set() else "failed"
-            self.meta.set_status(cfg.run_id, status)
+            self._mark_stopped()
             raise
         finally:
-            self.meta.release_lease(f"run:{cfg.run_id}", self.owner)
+            try:
+                self.meta.release_lease(lease, self.owner)
+            except Exception:  # an unreachable store must not hide why the run stopped; the lease expires
+                log.warning("run %s: could not release its lease", cfg.run_id, exc_info=True)
+
+    def _mark_stopped(self) -> None:
+        status = "interrupted" if self.stop.is_set() else "failed"
+        try:
+            self.meta.set_status(self.cfg.run_id, status)
+        except Exception:  # the metadata store may be what failed; the original error matters more
+            log.warning("run %s: could not mark it %s", self.cfg.run_id, status, exc_info=True)
+
+    def reconcile(self) -> list[IterationRecord]:
+        """Make the stored state whole after a crash, and MLflow match it; idempotent.
+
+        Every committed iteration without a record gets one, rebuilt from its committed objects (its
+        ``update.json``, its trajectories, and its evaluation, run now if it was due and never ran);
+        the run record's summary is recomputed from the records; MLflow gets every record's metrics it
+        lacks (see :meth:`repair_tracking`).
+
+        Returns:
+            The records of every committed iteration, in order.
+        """
+        rid = self.cfg.run_id
+        record = self._io("reading the run record", self.meta.get_run, rid)
+        records: list[IterationRecord] = []
+        for i in range(int(record["last_iteration"]) + 1):
+            key = layout.metrics_key(rid, i)
+            try:
+                records.append(
+                    IterationRecord.from_dict(self._io(f"reading {key}", self.store.get_json, key))
+                )
+            except KeyNotFoundError:
+                rec = self._recover(i, records)
+                self._io(f"writing {key}", self.store.put_json, key, rec.as_dict())
+                records.append(rec)
+        summary = summarize(records, self.cfg.ppo.threshold)
+        self._io("writing the run summary", self.meta.update_extra, rid, {"summary": summary.as_dict()})
+        self.repair_tracking(records)
+        return records
+
+    def repair_tracking(self, records: Sequence[IterationRecord]) -> int:
+        """Log to MLflow every per-iteration metric of ``records`` its history lacks; never duplicates.
+
+        Returns:
+            Rows logged (0 without a tracker, or when MLflow cannot be reached: the next ``resume``
+            repairs it then).
+        """
+        if self.tracker is None or self.mlflow_run_id is None or not records:
+            return 0
+        rows = [(r.steps, r.time_ms, r.metrics) for r in records]
+        try:
+            self.tracker.flush()
+            added = self.tracker.log_missing(self.mlflow_run_id, rows)
+        except Exception:
+            log.warning("run %s: MLflow not repaired; `resume` repairs it", self.cfg.run_id, exc_info=True)
+            return 0
+        if added:
+            log.info("run %s: %d MLflow metric rows restored from the stored records", self.cfg.run_id, added)
+        return added
+
+    def _recover(self, i: int, earlier: Sequence[IterationRecord]) -> IterationRecord:
+        """The record of committed iteration ``i`` whose driver died before writing it."""
+        from ftg_common.batch import read_trajectories, rollout_summary
+
+        cfg, ppo = self.cfg, self.cfg.ppo
+        rid = cfg.run_id
+        t0 = time.perf_counter()
+        ukey = layout.update_key(rid, i)
+        upd = UpdateResult.model_validate(self._io(f"reading {ukey}", self.store.get_json, ukey))
+        keys = [layout.traj_key(rid, i, k) for k in range(ppo.shards)]
+        rollout = rollout_summary(
+            self._io(f"reading iteration {i}'s trajectories", read_trajectories, self.store, keys, i)
+        )
+        ev, eval_s, gb_s, calls = None, 0.0, 0.0, 0
+        if eval_due(i, ppo.eval_every_iterations, ppo.n_iterations):
+            ekey = layout.eval_key(rid, i)
+            if self._io(f"checking {ekey}", self.store.exists, ekey):
+                stored = self._io(f"reading {ekey}", self.store.get_json, ekey)
+                ev = EvalResult.model_validate(
+                    {k: v for k, v in stored.items() if k in EvalResult.model_fields}
+                )
+            else:  # the crash came between the update's commit and its evaluation: run it now
+                e0 = time.perf_counter()
+                body = {"run_id": rid, "iteration": i, "config_digest": cfg.digest()}
+                evaluator = next(f.name for f in catalog.FUNCTIONS if f.step == EVALUATE)
+                ev = EvalResult.model_validate(self._call(evaluator, body, f"evaluating iteration {i}"))
+                eval_s = time.perf_counter() - e0
+                gb_s, calls = invocation_gb_seconds(EVALUATE, eval_s), 1
+        prior = summarize(earlier, ppo.threshold)
+        elapsed = time.perf_counter() - t0
+        metrics = _iteration_metrics(
+            i,
+            episodes=rollout.episodes,
+            mean_return=rollout.mean_return,
+            upd=upd,
+            ev=ev,
+            elapsed=elapsed,
+            sps=0.0,
+            wall_s=prior.wall_s + elapsed,
+            gb_s=prior.gb_s + gb_s,
+        )
+        log.info("run %s: iteration %d's record rebuilt from its committed objects", rid, i)
+        return IterationRecord(
+            i, upd.total_steps, int(time.time() * 1000), elapsed, eval_s, gb_s, calls, metrics, recovered=True
+        )
 
     def _loop(self) -> RunSummary:
         cfg, ppo = self.cfg, self.cfg.ppo
-        record = self.meta.get_run(cfg.run_id)
-        summary = RunSummary.from_dict((record.get("extra") or {}).get("summary"))
+        rid = cfg.run_id
+        records = self.reconcile()
+        summary = summarize(records, ppo.threshold)
         n_iter = ppo.n_iterations
-        start = int(record["last_iteration"]) + 1
-        self.meta.set_status(cfg.run_id, "running")
+        start = len(records)
+        self._io("marking the run running", self.meta.set_status, rid, "running")
         recent: list[tuple[float, int]] = []
         renewed = time.monotonic()
         for i in range(start, n_iter):
             if self.stop.is_set():
-                self.meta.set_status(cfg.run_id, "interrupted")
+                self._io("marking the run interrupted", self.meta.set_status, rid, "interrupted")
                 raise KeyboardInterrupt
             if time.monotonic() - renewed > LEASE_SECONDS / 4:
-                if not self.meta.acquire_lease(f"run:{cfg.run_id}", self.owner, LEASE_SECONDS):
-                    raise RunFailed(f"run {cfg.run_id}: lost its lease to another driver")
+                lease = f"run:{rid}"
+                if not self._io(
+                    "renewing the lease", self.meta.acquire_lease, lease, self.owner, LEASE_SECONDS
+                ):
+                    raise RunFailed(f"run {rid}: lost its lease to another driver")
                 renewed = time.monotonic()
             t0 = time.perf_counter()
             wf = self.engine.run(self.parameters(i))
             elapsed = time.perf_counter() - t0
             if not wf.succeeded:
-                raise RunFailed(f"iteration {i} of {cfg.run_id}: workflow {wf.phase}: {wf.message}")
+                detail = _failed_node_errors(wf)
+                raise RunFailed(
+                    f"iteration {i} of {rid}: workflow {wf.phase}: {wf.message}"
+                    + (f" [{detail}]" if detail else "")
+                )
             agg = wf.result(AGGREGATE, AggregateResult)
             upd = wf.result(UPDATE, UpdateResult)
             ev = wf.result_if_succeeded(EVALUATE, EvalResult)
-            summary.wall_s += elapsed
-            summary.eval_s += sum(n.duration_s or 0.0 for n in wf.http_nodes() if n.template == EVALUATE)
-            summary.steps = upd.total_steps
-            for node in wf.http_nodes():
-                # Billed time is time spent in calls, retries included; not backoff waits.
-                summary.gb_s += invocation_gb_seconds(node.template, node.call_s)
-                summary.invocations += node.attempts
-            if ev is not None:
-                self._record_eval(summary, ev)
-            self.meta.update_extra(cfg.run_id, {"summary": summary.as_dict()})
+            nodes = wf.http_nodes()
+            eval_s = sum(n.duration_s or 0.0 for n in nodes if n.template == EVALUATE)
+            # Billed time is time spent in calls, retries included; not backoff waits.
+            gb_s = sum(invocation_gb_seconds(n.template, n.call_s) for n in nodes)
+            calls = sum(n.attempts for n in nodes)
             recent.append((elapsed, agg.steps))
             recent = recent[-20:]
             sps = sum(s for _, s in recent) / max(sum(t for t, _ in recent), 1e-9)
+            metrics = _iteration_metrics(
+                i,
+                episodes=agg.episodes,
+                mean_return=agg.mean_return,
+                upd=upd,
+                ev=ev,
+                elapsed=elapsed,
+                sps=sps,
+                wall_s=summary.wall_s + elapsed,
+                gb_s=summary.gb_s + gb_s,
+            )
+            rec = IterationRecord(
+                i, upd.total_steps, int(time.time() * 1000), elapsed, eval_s, gb_s, calls, metrics
+            )
+            # The record first: the summary and MLflow are rebuilt from it if a crash comes in between.
+            key = layout.metrics_key(rid, i)
+            self._io(f"writing {key}", self.store.put_json, key, rec.as_dict())
+            records.append(rec)
+            summary = summarize(records, ppo.threshold)
+            self._io("writing the run summary", self.meta.update_extra, rid, {"summary": summary.as_dict()})
+            if self.tracker is not None and self.mlflow_run_id is not None:
+                self.tracker.log_metrics(
+                    self.mlflow_run_id, metrics, step=rec.steps, timestamp_ms=rec.time_ms
+                )
             remaining = (n_iter - i - 1) * ppo.rollout_size
-            self._track(i, agg, upd, ev, summary, elapsed, sps)
             self.on_progress(
                 TrialProgress(
-                    run_id=cfg.run_id,
+                    run_id=rid,
                     config_name=self.config_name,
                     seed=cfg.seed,
                     iteration=i + 1,
@@ -280,10 +630,12 @@ class RunDriver:
                     eta_seconds=remaining / sps if sps > 0 else None,
                 )
             )
-        self.meta.set_status(cfg.run_id, "finished")
+        # Whatever the writer thread dropped (a tracking-store error) is logged again now.
+        self.repair_tracking(records)
+        self._io("marking the run finished", self.meta.set_status, rid, "finished")
         self.on_progress(
             TrialProgress(
-                run_id=cfg.run_id,
+                run_id=rid,
                 config_name=self.config_name,
                 seed=cfg.seed,
                 iteration=n_iter,
@@ -297,52 +649,44 @@ class RunDriver:
         )
         return summary
 
-    def _record_eval(self, summary: RunSummary, ev: EvalResult) -> None:
-        summary.final_return = ev.mean_return
-        summary.final_iqm = ev.iqm_return
-        summary.evals.append((summary.steps, ev.mean_return))
-        threshold = self.cfg.ppo.threshold
-        if threshold is not None and summary.threshold_step is None and ev.mean_return >= threshold:
-            summary.threshold_step = summary.steps
-            summary.threshold_time_s = round(summary.train_s, 4)
-            summary.threshold_time_incl_eval_s = round(summary.wall_s, 4)
 
-    def _track(
-        self,
-        i: int,
-        agg: AggregateResult,
-        upd: UpdateResult,
-        ev: EvalResult | None,
-        s: RunSummary,
-        elapsed: float,
-        sps: float,
-    ) -> None:
-        if self.tracker is None or self.mlflow_run_id is None:
-            return
-        metrics: dict[str, float | None] = {
-            mn.EPISODE_RETURN: agg.mean_return,
-            mn.EPISODES: agg.episodes,
-            mn.POLICY_LOSS: upd.pg_loss,
-            mn.VALUE_LOSS: upd.value_loss,
-            mn.ENTROPY: upd.entropy,
-            mn.APPROX_KL: upd.approx_kl,
-            mn.CLIP_FRACTION: upd.clip_fraction,
-            mn.EXPLAINED_VARIANCE: upd.explained_variance,
-            mn.LEARNING_RATE: upd.learning_rate,
-            mn.CLIP_RANGE: upd.clip_range,
-            mn.ITERATIONS: i + 1,
-            mn.ITERATION_S: elapsed,
-            mn.STEPS_PER_S: sps,
-            mn.WALL_S: s.wall_s,
-            mn.COST_GB_S: s.gb_s,
-        }
-        if ev is not None:
-            metrics.update(
-                {
-                    mn.EVAL_MEAN_RETURN: ev.mean_return,
-                    mn.EVAL_IQM_RETURN: ev.iqm_return,
-                    mn.EVAL_STD_RETURN: ev.std_return,
-                    mn.EVAL_MEAN_LENGTH: ev.mean_length,
-                }
-            )
-        self.tracker.log_metrics(self.mlflow_run_id, metrics, step=s.steps)
+def _iteration_metrics(
+    i: int,
+    *,
+    episodes: int,
+    mean_return: float | None,
+    upd: UpdateResult,
+    ev: EvalResult | None,
+    elapsed: float,
+    sps: float,
+    wall_s: float,
+    gb_s: float,
+) -> dict[str, float]:
+    """The MLflow metrics of iteration ``i`` (undefined ones left out)."""
+    metrics: dict[str, float | int | None] = {
+        mn.EPISODE_RETURN: mean_return,
+        mn.EPISODES: episodes,
+        mn.POLICY_LOSS: upd.pg_loss,
+        mn.VALUE_LOSS: upd.value_loss,
+        mn.ENTROPY: upd.entropy,
+        mn.APPROX_KL: upd.approx_kl,
+        mn.CLIP_FRACTION: upd.clip_fraction,
+        mn.EXPLAINED_VARIANCE: upd.explained_variance,
+        mn.LEARNING_RATE: upd.learning_rate,
+        mn.CLIP_RANGE: upd.clip_range,
+        mn.ITERATIONS: i + 1,
+        mn.ITERATION_S: elapsed,
+        mn.STEPS_PER_S: sps,
+        mn.WALL_S: wall_s,
+        mn.COST_GB_S: gb_s,
+    }
+    if ev is not None:
+        metrics.update(
+            {
+                mn.EVAL_MEAN_RETURN: ev.mean_return,
+                mn.EVAL_IQM_RETURN: ev.iqm_return,
+                mn.EVAL_STD_RETURN: ev.std_return,
+                mn.EVAL_MEAN_LENGTH: ev.mean_length,
+            }
+        )
+    return {k: float(v) for k, v in metrics.items() if v is not None}

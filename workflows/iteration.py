@@ -2,8 +2,9 @@
 
     collect ×K (withParam over the shard list) -> aggregate (fan-in) -> update -> evaluate (when due)
 
-Every step POSTs a small JSON body (keys, not payloads) to ``{gateway}/function/<name>``. The same compiled
-dict is submitted to Argo (as a WorkflowTemplate plus one Workflow per iteration, see
+Every step POSTs a small JSON body (keys, not payloads) to ``{gateway}/function/<name>``, bounded by
+``timeoutSeconds`` and retried (see ``RETRY_LIMIT``, ``RETRY_BACKOFF``, ``RETRY_EXPRESSION``). The same
+compiled dict is submitted to Argo (as a WorkflowTemplate plus one Workflow per iteration, see
 :func:`iteration_workflow`) and executed by the embedded engine with ``gateway=local://gateway``.
 
 ``python -m workflows.iteration`` prints the YAML; ``--write-golden`` refreshes the golden test file
@@ -41,11 +42,10 @@ PARAMETERS: dict[str, str | None] = {
     "traceparent": "",
 }
 
-# DAG task names; each task runs the template of the same name, which calls the catalog's function.
-COLLECT, AGGREGATE, UPDATE, EVALUATE = (
-    catalog.function(name).step
-    for name in ("rollout-collector", "reward-aggregator", "policy-updater", "policy-evaluator")
-)
+# DAG task names (each task runs the template of the same name, which calls the catalog's function) live
+# in the catalog, so the driver can name them without importing Hera.
+from ftg_common.catalog import AGGREGATE, COLLECT, EVALUATE, UPDATE  # noqa: E402
+
 # The request field each step adds to the common body, filled from the input parameter of the same name.
 _BODY_FIELD: dict[str, str | None] = {COLLECT: "shard", AGGREGATE: "shards", UPDATE: "batch", EVALUATE: None}
 
@@ -69,7 +69,49 @@ def _body(field: str | None) -> str:
     return "{" + ", ".join(fields) + "}"
 
 
+# --- retries ----------------------------------------------------------------------------------------
+# Budget. Sized so that a 20% per-call failure rate (independent per attempt; a fault before the function
+# ran or after it, both safe to retry because every step is idempotent) completes a 391-iteration run
+# without a manual resume. A step fails only if all n attempts fail: p**n with p = 0.2. A run makes
+# about N = 1,900 step executions (391 x (2 collect + aggregate + update + ~0.2 evaluate) = 1,642, plus
+# margin for wider fan-outs and the driver's direct calls), so P(run fails) = 1 - (1 - p**n)**N:
+#   n = 3 (the old limit "2"): 0.008 per step, 15 failed steps expected: a resume every ~26 iterations
+#   n = 5: 0.46    n = 7: 0.024    n = 9: 9.7e-4    n = 10: 2.0e-4    n = 11: 3.9e-5
+# 11 attempts (limit "10") is the first count below 1e-4. On average a step then makes 1.25 attempts.
+RETRY_LIMIT = 10
+# Backoff: 50 ms doubling, 0.05, 0.1, 0.2, ... 25.6 s; at most 51.15 s of waiting in all (the geometric
+# sum 0.05 * (2**10 - 1)), well under the shortest step timeout (120 s), with no `cap` (an Argo v3.7+
+# field that older controllers ignore). Short first waits suit the common blip (a reset connection, a
+# 502 from a restarting replica); the long tail rides out a replica restart or a cold start.
+RETRY_BACKOFF = Backoff(duration="50ms", factor=IntOrString("2"), max_duration="10m")
+# maxDuration stops retrying a step that has been failing for 10 minutes (counted from the first attempt's
+# start): a function that is down, not flaky. Without it 11 attempts of a hung 300 s step take 55 min.
+# At the 20% fault rate all 11 attempts fit as long as one takes under ~50 s.
+#
+# Which answers are retried. A 4xx cannot succeed on a retry (bad input, unknown run, a conflicting
+# version), except 408 and 429 (the of-watchdog answers 429 when its in-flight limit is reached); a 5xx,
+# a timeout or a transport error can. What Argo exposes to retryStrategy.expression for an HTTP node
+# (checked in the argo-workflows source, v3.5.0 to v4.1.2):
+#   - buildRetryStrategyLocalScope (workflow/controller/operator.go) binds lastRetry.status (the attempt's
+#     phase), lastRetry.message (the attempt node's message), lastRetry.exitCode ("-1": an HTTP node has
+#     no exit code), lastRetry.duration and retries, all strings. No response body, no status code.
+#   - the agent (workflow/executor/agent.go, executeHTTPTemplate; reconcileTaskSet copies its message onto
+#     the node) fails every unsuccessful attempt with phase Failed, and its message is
+#       "received non-2xx response code: <code>"     with no successCondition (the default 2xx check),
+#       "successCondition '<condition>' evaluated false"  with one: no code, so 4xx and 5xx look alike,
+#       the Go error text (`Post "<url>": ... connection refused`, `context deadline exceeded`) otherwise.
+# So the templates leave successCondition unset: the default check (2xx, and the functions answer 200)
+# is the only one whose message carries the status code. The expression retries everything except a
+# message naming a 4xx other than 408/429. It is also true for an empty message: Argo v3.5 evaluates it
+# before looking at the last attempt's phase, i.e. also while it runs or once it succeeded.
+RETRY_EXPRESSION = (
+    "!(lastRetry.message matches '^received non-2xx response code: 4[0-9][0-9]$')"
+    " || lastRetry.message matches 'code: 4(08|29)$'"
+)
+
+
 def _http_step(name: str, function: str, timeout: int, field: str | None) -> HTTP:
+    # No successCondition: see RETRY_EXPRESSION for why the default 2xx check is the one to use.
     return HTTP(
         name=name,
         url=f"{{{{workflow.parameters.gateway}}}}/function/{function}",
@@ -80,11 +122,13 @@ def _http_step(name: str, function: str, timeout: int, field: str | None) -> HTT
         ],
         body=_body(field),
         timeout_seconds=timeout,
-        success_condition="response.statusCode == 200",
         inputs=[Parameter(name=field)] if field is not None else None,
         # limit is a string: the Argo JSON schema types int-or-string fields as strings
         retry_strategy=RetryStrategy(
-            limit="2", retry_policy="Always", backoff=Backoff(duration="1s", factor=IntOrString("2"))
+            limit=str(RETRY_LIMIT),
+            retry_policy="Always",
+            backoff=RETRY_BACKOFF,
+            expression=RETRY_EXPRESSION,
         ),
     )
 

@@ -75,9 +75,11 @@ def log_policy_model(
         # The fluent run stack is per thread, so trials can log their models concurrently.
         with mlflow.start_run(run_id=mlflow_run_id):
             info = mlflow.pyfunc.log_model(
-                name=MODEL_NAME, python_model=str(_CODE),
+                name=MODEL_NAME,
+                python_model=str(_CODE),
                 artifacts={WEIGHTS: str(weights), SPEC: str(spec_path)},
-                input_example=example, pip_requirements=_requirements(),
+                input_example=example,
+                pip_requirements=_requirements(),
             )
     if registered_name is None:
         return info

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from mlflow.models import set_model
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel
 
 WEIGHTS = "weights"  # artifact names, as passed to log_model
 SPEC = "spec"
@@ -34,10 +34,17 @@ class PolicyActor(PythonModel):
         self.obs_dim = int(spec["obs_dim"])
         self.relu = spec.get("activation", "tanh") == "relu"
         # Stored in torch Linear layout [out, in]; transposed once so a layer is x @ W + b.
-        self.hidden = [(np.ascontiguousarray(tensors[f"pi.{i}.weight"].T, dtype=np.float32),
-                        tensors[f"pi.{i}.bias"].astype(np.float32)) for i in range(len(spec["net_arch"]))]
-        self.out = (np.ascontiguousarray(tensors["pi.out.weight"].T, dtype=np.float32),
-                    tensors["pi.out.bias"].astype(np.float32))
+        self.hidden = [
+            (
+                np.ascontiguousarray(tensors[f"pi.{i}.weight"].T, dtype=np.float32),
+                tensors[f"pi.{i}.bias"].astype(np.float32),
+            )
+            for i in range(len(spec["net_arch"]))
+        ]
+        self.out = (
+            np.ascontiguousarray(tensors["pi.out.weight"].T, dtype=np.float32),
+            tensors["pi.out.bias"].astype(np.float32),
+        )
 
     # MLflow reads predict's input annotation: np.ndarray keeps the schema inferred from the input
     # example (other hints are parsed as a schema of their own, or warned about).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
@@ -20,6 +21,15 @@ def _eta(seconds: float | None) -> str:
 
 
 class SweepProgress:
+    """Per-trial progress: the driver calls it after every iteration (``on_progress``).
+
+    Args:
+        title: the table's title.
+        console: where to draw; a live table when it is a terminal, otherwise one line per trial every
+            ``line_every_s`` seconds and at every status change.
+        line_every_s: seconds between two plain lines of the same running trial.
+    """
+
     def __init__(self, title: str, console: Console | None = None, line_every_s: float = 5.0) -> None:
         self.console = console or Console()
         self.title = title
@@ -30,10 +40,12 @@ class SweepProgress:
         self._last_line: dict[str, float] = {}
 
     def add(self, p: TrialProgress) -> None:
+        """Show a trial before its first iteration (queued, or resumed part-way)."""
         with self._lock:
             self._rows[p.run_id] = p
 
     def __call__(self, p: TrialProgress) -> None:
+        """Record a trial's progress and redraw (or print a line, rate-limited)."""
         with self._lock:
             self._rows[p.run_id] = p
         if self._live is not None:
@@ -51,15 +63,30 @@ class SweepProgress:
             )
 
     def table(self) -> Table:
+        """Every trial's latest progress as a rich table."""
         t = Table(title=self.title)
-        for col in ("trial", "config", "seed", "status", "iteration", "env steps", "train return", "eval return",
-                    "steps/s", "ETA"):
+        for col in (
+            "trial",
+            "config",
+            "seed",
+            "status",
+            "iteration",
+            "env steps",
+            "train return",
+            "eval return",
+            "steps/s",
+            "ETA",
+        ):
             t.add_column(col, justify="left" if col in ("trial", "config", "status") else "right")
         with self._lock:
             rows = list(self._rows.values())
         for p in rows:
             t.add_row(
-                p.run_id, p.config_name, str(p.seed), p.status, f"{p.iteration}/{p.n_iterations}",
+                p.run_id,
+                p.config_name,
+                str(p.seed),
+                p.status,
+                f"{p.iteration}/{p.n_iterations}",
                 f"{p.steps:,}/{p.total_steps:,}",
                 "-" if p.train_return is None else f"{p.train_return:.1f}",
                 "-" if p.eval_return is None else f"{p.eval_return:.1f}",
@@ -74,8 +101,10 @@ class SweepProgress:
             self._live.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._live is not None:
             self._live.update(self.table())
-            self._live.__exit__(*exc)
+            self._live.__exit__(exc_type, exc, tb)
             self._live = None

@@ -18,12 +18,21 @@ from rich.console import Console
 
 from ftg_common import layout
 from ftg_common.config import PPOConfig, RunConfig, SweepConfig
+from ftg_common.errors import CorruptObjectError
 from ftg_common.ids import validate_run_id
 from ftg_common.meta.base import MetaStore
 from ftg_common.settings import Settings
-from ftg_common.store.base import ObjectStore
-from workflows.compare import TrialRow, best_trial, compare, rows_as_dicts, to_markdown, to_rich_table
-from workflows.driver import RunDriver, RunSummary, TrialProgress
+from ftg_common.store.base import KeyNotFoundError, ObjectStore
+from workflows.compare import (
+    ConfigRow,
+    TrialRow,
+    best_trial,
+    compare,
+    rows_as_dicts,
+    to_markdown,
+    to_rich_table,
+)
+from workflows.driver import RunDriver, RunFailed, RunSummary, TrialProgress
 from workflows.engines.base import Engine
 from workflows.progress import SweepProgress
 
@@ -99,29 +108,63 @@ def _argo_engine(settings: Settings) -> Engine:
         raise SystemExit(
             "FTG_ENGINE=argo needs FTG_GATEWAY_URL: the OpenFaaS gateway as the cluster reaches it"
         )
-    engine = ArgoEngine(settings.argo_host, settings.argo_token, settings.argo_namespace,
-                        settings.argo_verify_ssl, poll_seconds=settings.argo_poll_seconds,
-                        gateway=settings.gateway_url)
+    engine = ArgoEngine(
+        settings.argo_host,
+        settings.argo_token,
+        settings.argo_namespace,
+        settings.argo_verify_ssl,
+        poll_seconds=settings.argo_poll_seconds,
+        gateway=settings.gateway_url,
+    )
     engine.ensure_template()
     return engine
 
 
 def make_sweep_id(name: str, now: float | None = None) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now or time.time()))
-    return validate_run_id(f"{name[:40].rstrip('-')}-{stamp}", "sweep_id")
+    """A new sweep's id, unique per submit: ``<name>-<UTC yyyymmdd-hhmmss>-<8 random [a-z0-9]>``.
+
+    The random part (36**8, about 2.8e12 values) keeps two submits of one sweep in the same second apart:
+    1,000 ids made in one second share one with probability about 1.8e-7. At most 20 characters of the
+    name are kept, so the id (at most 45 characters) leaves :func:`trial_run_id` room for
+    ``-<config>-s<seed>`` within the 63 a run id may have.
+
+    Args:
+        name: the sweep's name (a valid run id).
+        now: epoch seconds of the stamp; the current time when None.
+
+    Raises:
+        ftg_common.ids.InvalidIdError: the result is not a valid run id (a bad name).
+    """
+    import secrets  # here, not at the top: only this function needs it
+
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    suffix = "".join(secrets.choice(alphabet) for _ in range(8))
+    return validate_run_id(f"{name[:20].rstrip('-')}-{stamp}-{suffix}", "sweep_id")
 
 
 def trial_run_id(sweep_id: str, config: str, seed: int) -> str:
+    """The run id of one trial: ``<sweep_id>-<config>-s<seed>``, a valid run id of at most 63 characters.
+
+    When that is too long, the config name gives way to 8 hex digits of a digest of the whole id (and, for
+    a sweep id longer than :func:`make_sweep_id` makes, the sweep id is cut), so distinct trials keep
+    distinct ids and a sweep id made by :func:`make_sweep_id` stays whole for seeds below 10**7.
+
+    Raises:
+        ftg_common.ids.InvalidIdError: the result is not a valid run id.
+    """
     rid = f"{sweep_id}-{config}-s{seed}"
     if len(rid) > 63:
-        digest = hashlib.sha256(rid.encode()).hexdigest()[:8]
-        rid = f"{sweep_id[:40]}-{digest}-s{seed}"[:63]
+        tail = f"-{hashlib.sha256(rid.encode()).hexdigest()[:8]}-s{seed}"
+        rid = f"{sweep_id[: 63 - len(tail)].rstrip('-')}{tail}"
     return validate_run_id(rid)
 
 
 def _params(name: str, seed: int, ppo: PPOConfig) -> dict[str, Any]:
     params = {f"ppo.{k}": v for k, v in ppo.model_dump(mode="json").items()}
-    params.update({"config": name, "seed": seed, "rollout_size": ppo.rollout_size, "iterations": ppo.n_iterations})
+    params.update(
+        {"config": name, "seed": seed, "rollout_size": ppo.rollout_size, "iterations": ppo.n_iterations}
+    )
     return params
 
 
@@ -134,30 +177,54 @@ def submit(sweep: SweepConfig, services: Services, console: Console, sweep_id: s
     if tracker:
         parent = tracker.start_parent(sweep_id, {"ftg.sweep_id": sweep_id, "ftg.kind": "sweep"})
     if tracker and parent:
-        tracker.log_params(parent, {"sweep.name": sweep.name, "sweep.seeds": sweep.seeds,
-                                    "sweep.configs": ",".join(trials),
-                                    "sweep.max_parallel": sweep.max_parallel})
+        tracker.log_params(
+            parent,
+            {
+                "sweep.name": sweep.name,
+                "sweep.seeds": sweep.seeds,
+                "sweep.configs": ",".join(trials),
+                "sweep.max_parallel": sweep.max_parallel,
+            },
+        )
         tracker.log_text(parent, sweep.model_dump_json(indent=2), "sweep.json")
     run_ids = []
     for name, ppo in trials.items():
         for seed in sweep.seeds:
-            cfg = RunConfig(run_id=trial_run_id(sweep_id, name, seed), seed=seed, ppo=ppo, sweep_id=sweep_id,
-                            config_name=name)
+            cfg = RunConfig(
+                run_id=trial_run_id(sweep_id, name, seed),
+                seed=seed,
+                ppo=ppo,
+                sweep_id=sweep_id,
+                config_name=name,
+            )
             child = None
             if tracker and parent:
-                tags = {"ftg.sweep_id": sweep_id, "ftg.config": name, "ftg.seed": str(seed),
-                        "ftg.run_id": cfg.run_id}
+                tags = {
+                    "ftg.sweep_id": sweep_id,
+                    "ftg.config": name,
+                    "ftg.seed": str(seed),
+                    "ftg.run_id": cfg.run_id,
+                }
                 child = tracker.start_child(parent, cfg.run_id, tags)
                 tracker.log_params(child, _params(name, seed, ppo))
-            services.meta.create_run(cfg.run_id, sweep_id=sweep_id,
-                                     extra={"config_name": name, "seed": seed, "mlflow_run_id": child})
-            services.store.put_json(layout.sweep_trial_key(sweep_id, cfg.run_id),
-                                    cfg.model_dump(mode="json"))
+            services.meta.create_run(
+                cfg.run_id,
+                sweep_id=sweep_id,
+                extra={"config_name": name, "seed": seed, "mlflow_run_id": child},
+            )
+            services.store.put_json(layout.sweep_trial_key(sweep_id, cfg.run_id), cfg.model_dump(mode="json"))
             run_ids.append(cfg.run_id)
-    services.meta.create_sweep(sweep_id, {"name": sweep.name, "created": time.time(),
-                                          "mlflow_parent_run_id": parent,
-                                          "threshold": next(iter(trials.values())).threshold, "runs": run_ids,
-                                          "max_parallel": sweep.max_parallel})
+    services.meta.create_sweep(
+        sweep_id,
+        {
+            "name": sweep.name,
+            "created": time.time(),
+            "mlflow_parent_run_id": parent,
+            "threshold": next(iter(trials.values())).threshold,
+            "runs": run_ids,
+            "max_parallel": sweep.max_parallel,
+        },
+    )
     try:
         run_trials(sweep_id, run_ids, sweep.max_parallel, services, console)
     except SweepFailed:
@@ -173,7 +240,7 @@ def load_trial_config(services: Services, sweep_id: str, run_id: str) -> RunConf
 
 
 class SweepFailed(RuntimeError):
-    pass
+    """One or more trials failed; the message names each with its error."""
 
 
 def _drive_and_close(driver: RunDriver, tracker: Any | None) -> RunSummary:
@@ -191,12 +258,15 @@ def _drive_and_close(driver: RunDriver, tracker: Any | None) -> RunSummary:
             tracker.end_run(driver.mlflow_run_id, status)
 
 
-def run_trials(sweep_id: str, run_ids: list[str], max_parallel: int, services: Services,
-               console: Console) -> None:
-    """Drive every unfinished trial, ``max_parallel`` at a time.
+def run_trials(
+    sweep_id: str, run_ids: list[str], max_parallel: int, services: Services, console: Console
+) -> None:
+    """Drive every unfinished trial, ``max_parallel`` at a time, and repair the finished ones' tracking.
 
     A failing trial does not stop the others; failures are reported together at the end. Ctrl-C stops
     all trials at their next iteration boundary, with everything committed so far kept for ``resume``.
+    A trial already finished (a resumed sweep) gets its MLflow history repaired from its stored records
+    and its MLflow run closed, in case a crash came before either.
 
     Raises:
         SweepFailed: one or more trials failed (the others ran to the end).
@@ -205,53 +275,128 @@ def run_trials(sweep_id: str, run_ids: list[str], max_parallel: int, services: S
     stop = threading.Event()
     progress = SweepProgress(f"sweep {sweep_id}", console)
     drivers = []
+    failures: list[tuple[str, BaseException]] = []
     for rid in run_ids:
         record = services.meta.get_run(rid)
-        if record["status"] == "finished":
+        try:
+            cfg = load_trial_config(services, sweep_id, rid)
+        except (KeyNotFoundError, CorruptObjectError) as exc:
+            failures.append((rid, RunFailed(f"the trial's frozen config cannot be read: {exc}")))
             continue
-        cfg = load_trial_config(services, sweep_id, rid)
         extra = record.get("extra") or {}
         mlflow_id = extra.get("mlflow_run_id")
+        driver = RunDriver(
+            cfg,
+            engine=services.engine,
+            store=services.store,
+            meta=services.meta,
+            config_name=cfg.config_name or "",
+            tracker=services.tracker,
+            mlflow_run_id=mlflow_id,
+            on_progress=progress,
+            stop=stop,
+        )
+        if record["status"] == "finished":
+            if services.tracker and mlflow_id:
+                try:
+                    driver.reconcile()
+                    if services.tracker.client.get_run(mlflow_id).info.status == "RUNNING":
+                        services.tracker.end_run(mlflow_id, "FINISHED")
+                except (RunFailed, KeyNotFoundError, CorruptObjectError) as exc:
+                    failures.append((rid, exc))
+            continue
         if services.tracker and mlflow_id:
             services.tracker.reopen(mlflow_id)
         summary = RunSummary.from_dict(extra.get("summary"))
         total_steps = cfg.ppo.n_iterations * cfg.ppo.rollout_size
-        progress.add(TrialProgress(rid, cfg.config_name or "", cfg.seed, int(record["last_iteration"]) + 1,
-                                   cfg.ppo.n_iterations, summary.steps, total_steps,
-                                   status="queued", eval_return=summary.final_return))
-        drivers.append(RunDriver(cfg, engine=services.engine, store=services.store, meta=services.meta,
-                                 config_name=cfg.config_name or "", tracker=services.tracker,
-                                 mlflow_run_id=mlflow_id, on_progress=progress, stop=stop))
-    if not drivers:
-        return
-    with progress, ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="trial") as pool:
-        futures = {pool.submit(_drive_and_close, d, services.tracker): d for d in drivers}
-        try:
-            wait(futures)
-        except KeyboardInterrupt:
-            stop.set()
-            console.print("[yellow]interrupted: finishing the current iterations; resume with "
-                          f"`python workflows/ppo_sweep.py resume {sweep_id}`[/yellow]")
-            wait(futures)
-            raise
-    failures = [(d.cfg.run_id, f.exception()) for f, d in futures.items() if f.exception() is not None]
+        progress.add(
+            TrialProgress(
+                rid,
+                cfg.config_name or "",
+                cfg.seed,
+                int(record["last_iteration"]) + 1,
+                cfg.ppo.n_iterations,
+                summary.steps,
+                total_steps,
+                status="queued",
+                eval_return=summary.final_return,
+            )
+        )
+        drivers.append(driver)
+    futures = {}
+    if drivers:
+        with progress, ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="trial") as pool:
+            futures = {pool.submit(_drive_and_close, d, services.tracker): d for d in drivers}
+            try:
+                wait(futures)
+            except KeyboardInterrupt:
+                stop.set()
+                console.print(
+                    "[yellow]interrupted: finishing the current iterations; resume with "
+                    f"`python workflows/ppo_sweep.py resume {sweep_id}`[/yellow]"
+                )
+                wait(futures)
+                raise
+    for f, d in futures.items():
+        if (error := f.exception()) is not None:
+            failures.append((d.cfg.run_id, error))
     if failures:
         raise SweepFailed("; ".join(f"{rid}: {exc}" for rid, exc in failures))
 
 
+def resume_problems(services: Services, sweep_id: str, run_ids: list[str]) -> list[str]:
+    """What stops ``resume`` from continuing these trials: one line per damaged or missing object.
+
+    Each trial needs its run record, its frozen config (``sweeps/<sweep>/trials/<run>.json``) and every
+    object its committed versions and iterations wrote (:func:`ftg_common.verify.verify_run`).
+
+    Returns:
+        ``"<key>: <kind>: <reason>"`` lines; empty when every trial can be resumed.
+    """
+    from ftg_common.meta.base import RunNotFoundError
+    from ftg_common.verify import verify_run
+
+    problems: list[str] = []
+    for rid in run_ids:
+        try:
+            services.meta.get_run(rid)
+        except RunNotFoundError:
+            problems.append(f"run {rid}: missing: the metadata store has no run record for it")
+            continue
+        key = layout.sweep_trial_key(sweep_id, rid)
+        if not services.store.exists(key):
+            problems.append(f"{key}: missing: absent, but it is the trial's frozen config, written at submit")
+        problems += [str(d) for d in verify_run(services.store, services.meta, rid)]
+    return problems
+
+
 def trial_rows(services: Services, sweep_id: str) -> list[TrialRow]:
+    """One row per trial of the sweep, from each run record's summary, in the sweep's order."""
     rows = []
     for rec in services.meta.list_runs(sweep_id):
         extra = rec.get("extra") or {}
         s = RunSummary.from_dict(extra.get("summary"))
-        rows.append(TrialRow(rec["run_id"], extra.get("config_name", "?"), int(extra.get("seed", -1)), rec["status"],
-                             s.final_return, s.threshold_step, s.threshold_time_s, s.threshold_time_incl_eval_s,
-                             s.wall_s, s.steps, s.gb_s))
+        rows.append(
+            TrialRow(
+                rec["run_id"],
+                extra.get("config_name", "?"),
+                int(extra.get("seed", -1)),
+                rec["status"],
+                s.final_return,
+                s.threshold_step,
+                s.threshold_time_s,
+                s.threshold_time_incl_eval_s,
+                s.wall_s,
+                s.steps,
+                s.gb_s,
+            )
+        )
     order = {rid: i for i, rid in enumerate(services.meta.get_sweep(sweep_id).get("runs", []))}
     return sorted(rows, key=lambda r: order.get(r.run_id, 1 << 30))
 
 
-def comparison(services: Services, sweep_id: str):
+def comparison(services: Services, sweep_id: str) -> tuple[list[TrialRow], list[ConfigRow]]:
+    """The sweep's trial rows and its A/B table."""
     rows = trial_rows(services, sweep_id)
     st = services.settings
     return rows, compare(rows, st.faas_usd_per_gb_second, st.dedicated_server_usd_per_hour)
@@ -281,21 +426,40 @@ def _finalize_trial(services: Services, sweep_id: str, run_id: str) -> str | Non
     if done:
         return str(done)
     s = RunSummary.from_dict(extra.get("summary"))
-    tracker.log_metrics_now(child, {
-        "final_return": s.final_return, "final_iqm": s.final_iqm, "steps_to_threshold": s.threshold_step,
-        "time_to_threshold_s": s.threshold_time_s,
-        "time_to_threshold_incl_eval_s": s.threshold_time_incl_eval_s,
-        "wall_s": s.wall_s, "cost_gb_s": s.gb_s, "invocations": s.invocations,
-    })
+    # Once: a finalize repeated after a crash (or by resume) adds no second row.
+    tracker.log_metrics_once(
+        child,
+        {
+            "final_return": s.final_return,
+            "final_iqm": s.final_iqm,
+            "steps_to_threshold": s.threshold_step,
+            "time_to_threshold_s": s.threshold_time_s,
+            "time_to_threshold_incl_eval_s": s.threshold_time_incl_eval_s,
+            "wall_s": s.wall_s,
+            "cost_gb_s": s.gb_s,
+            "invocations": s.invocations,
+        },
+    )
     version = int(rec["version"])
     cfg = load_trial_config(services, sweep_id, run_id)
     base = services.store.url.rstrip("/")
-    tracker.set_tags(child, {"ftg.checkpoint_uri": f"{base}/{layout.ckpt_prefix(run_id, version)}",
-                             "ftg.policy_uri": f"{base}/{layout.policy_key(run_id, version)}"})
+    tracker.set_tags(
+        child,
+        {
+            "ftg.checkpoint_uri": f"{base}/{layout.ckpt_prefix(run_id, version)}",
+            "ftg.policy_uri": f"{base}/{layout.policy_key(run_id, version)}",
+        },
+    )
     # Every evaluated checkpoint, so any point of the learning curve can be reloaded.
-    evaluated = [{"env_steps": steps, "version": steps // cfg.ppo.rollout_size, "eval_mean_return": ret,
-                  "checkpoint_uri": f"{base}/{layout.ckpt_prefix(run_id, steps // cfg.ppo.rollout_size)}"}
-                 for steps, ret in s.evals]
+    evaluated = [
+        {
+            "env_steps": steps,
+            "version": steps // cfg.ppo.rollout_size,
+            "eval_mean_return": ret,
+            "checkpoint_uri": f"{base}/{layout.ckpt_prefix(run_id, steps // cfg.ppo.rollout_size)}",
+        }
+        for steps, ret in s.evals
+    ]
     tracker.log_text(child, json.dumps(evaluated, indent=2), "checkpoints.json")
     registered = f"ftg-{services.meta.get_sweep(sweep_id)['name']}"
     info = log_policy_model(child, services.store, run_id, version, registered)
@@ -347,22 +511,32 @@ def finalize(sweep_id: str, services: Services, console: Console) -> None:
             child = (services.meta.get_run(t.run_id).get("extra") or {}).get("mlflow_run_id")
             if t.status == "finished" and child:
                 # Returns the job already started when the trial ended, if there is one.
-                jobs[t.run_id] = tracker.submit_job(child, _FINALIZE_JOB, _finalize_trial, services, sweep_id,
-                                                    t.run_id)
+                jobs[t.run_id] = tracker.submit_job(
+                    child, _FINALIZE_JOB, _finalize_trial, services, sweep_id, t.run_id
+                )
         versions = {rid: v for rid, job in jobs.items() if (v := job.result()) is not None}
         best = best_trial([t for t in trials if t.status == "finished"])
         if best is not None and best.run_id in versions:
             set_champion(registered, versions[best.run_id])
-            tracker.set_tags(parent, {"ftg.champion_run": best.run_id, "ftg.champion_model":
-                                      f"models:/{registered}@champion"})
+            tracker.set_tags(
+                parent,
+                {"ftg.champion_run": best.run_id, "ftg.champion_model": f"models:/{registered}@champion"},
+            )
         md = to_markdown(table, threshold)
         tracker.log_text(parent, md, "compare.md")
         tracker.log_text(parent, json.dumps(rows_as_dicts(table), indent=2), "compare.json")
-        for r in table:
-            tracker.log_metrics_now(parent, {
-                f"{r.config}.final_iqm": r.final_iqm, f"{r.config}.reached": r.reached,
-                f"{r.config}.median_time_to_threshold_s": r.median_time_to_threshold_s,
-            })
         all_done = all(t.status == "finished" for t in trials)
+        # The sweep's results, once, and only once every trial has finished: a partial sweep's numbers
+        # would otherwise stand beside (or in place of) the final ones after a resume.
+        for r in table if all_done else []:
+            tracker.log_metrics_once(
+                parent,
+                {
+                    f"{r.config}.final_iqm": r.final_iqm,
+                    f"{r.config}.reached": r.reached,
+                    f"{r.config}.median_steps_to_threshold": r.median_steps_to_threshold,
+                    f"{r.config}.median_time_to_threshold_s": r.median_time_to_threshold_s,
+                },
+            )
         tracker.end_run(parent, "FINISHED" if all_done else "KILLED")
     console.print(to_rich_table(table, threshold, f"A/B comparison — sweep {sweep_id}"))

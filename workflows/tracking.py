@@ -6,6 +6,10 @@ first call that needs the store waits for it. Metrics go into a queue and the sa
 in batches; the training loop never waits on the tracking store. Runs are addressed by id through
 ``MlflowClient`` (thread-safe), so concurrent trials never touch the fluent API's active-run stack.
 
+The queue lives in memory and dies with the process, so it is not where metrics are kept: the driver
+stores every iteration's record first, and :meth:`Tracker.log_missing` (run on ``resume`` and at the end
+of each trial) logs whatever MLflow lacks of them, without duplicating what it has.
+
 Work that belongs to a finished run (logging its model) can run on a small pool as soon as the run ends
 (:meth:`Tracker.on_run_end`, :meth:`Tracker.submit_job`) instead of all at the end of a sweep.
 """
@@ -16,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +35,14 @@ _FLUSH: Any = ("flush",)
 # Model logging is mostly SQLite and file writes; more threads than this only contend for the GIL with
 # the trials still training.
 _JOB_WORKERS = 2
+
+
+def _report_failure(future: Future[Any], run_id: str, name: str) -> None:
+    # Whoever waits on the job gets the exception too; this is for the jobs nobody waits on (a resumed
+    # trial whose sweep is not finalized in the same command).
+    exc = None if future.cancelled() else future.exception()
+    if exc is not None:
+        log.error("MLflow job %r of run %s failed: %s", name, run_id, exc, exc_info=exc)
 
 
 class TrackingUnavailable(RuntimeError):
@@ -107,12 +119,14 @@ class Tracker:
     # --- runs --------------------------------------------------------------------------------------
     def start_parent(self, name: str, tags: dict[str, str]) -> str:
         """Create a top-level run (a sweep); returns its id."""
-        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        run_id: str = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        return run_id
 
     def start_child(self, parent_id: str, name: str, tags: dict[str, str]) -> str:
         """Create a run nested under ``parent_id`` (a trial); returns its id."""
         tags = {**tags, "mlflow.parentRunId": parent_id}
-        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        run_id: str = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        return run_id
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         """Log params now, values as strings cut to MLflow's length limit."""
@@ -128,12 +142,71 @@ class Tracker:
 
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float | None], step: int) -> None:
-        """Queued (timestamped now); written by the background thread."""
-        ts = int(time.time() * 1000)
+    def log_metrics(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float | None],
+        step: int,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        """Queued; written by the background thread.
+
+        The queue is lost with the process; callers that must not lose rows keep their own record and
+        repair from it with :meth:`log_missing`.
+
+        Args:
+            run_id: the MLflow run.
+            metrics: name -> value (None values skipped).
+            step: the rows' step.
+            timestamp_ms: the rows' timestamp (epoch ms); now when None. A row logged again with the
+                same key, step, value and timestamp is one row to MLflow's SQL store.
+        """
+        ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         for key, value in metrics.items():
             if value is not None:
                 self._queue.put((run_id, key, float(value), step, ts))
+
+    def log_missing(self, run_id: str, rows: Sequence[tuple[int, int, Mapping[str, float]]]) -> int:
+        """Log every (key, step) of ``rows`` that the run's metric history lacks; idempotent.
+
+        Args:
+            run_id: the MLflow run.
+            rows: ``(step, timestamp_ms, {key: value})`` per step (one row per key and step wanted).
+
+        Returns:
+            How many metric rows were logged.
+        """
+        from mlflow.entities import Metric
+
+        keys = sorted({k for _, _, metrics in rows for k in metrics})
+        missing: list[Metric] = []
+        for key in keys:
+            have = {m.step for m in self.client.get_metric_history(run_id, key)}
+            for step, ts, metrics in rows:
+                if key in metrics and step not in have:
+                    missing.append(Metric(key, float(metrics[key]), ts, step))
+                    have.add(step)
+        for i in range(0, len(missing), 900):
+            self.client.log_batch(run_id, metrics=missing[i : i + 900])
+        return len(missing)
+
+    def log_metrics_once(self, run_id: str, metrics: Mapping[str, float | None], step: int = 0) -> int:
+        """Log now those of ``metrics`` the run has no value for yet (None values skipped); idempotent.
+
+        For values logged once per run (a trial's summary, a sweep's results), so finalizing again after
+        a crash or a resume adds no second row.
+
+        Returns:
+            How many metrics were logged.
+        """
+        from mlflow.entities import Metric
+
+        have = self.client.get_run(run_id).data.metrics
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None and k not in have]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+        return len(batch)
 
     def log_metrics_now(self, run_id: str, metrics: dict[str, float | None], step: int = 0) -> None:
         """Log metrics now (None values skipped), bypassing the queue."""
@@ -179,6 +252,7 @@ class Tracker:
             if self._job_pool is None:
                 self._job_pool = ThreadPoolExecutor(max_workers=_JOB_WORKERS, thread_name_prefix="mlflow-job")
             future = self._job_pool.submit(fn, *args)
+            future.add_done_callback(lambda f: _report_failure(f, run_id, name))
             self._jobs[(run_id, name)] = future
             return future
 
@@ -195,12 +269,11 @@ class Tracker:
             self._error = exc
         finally:
             self._ready.set()
-        if self._error is None:
-            self._warm_up()
         self._drain()
 
     def _warm_up(self) -> None:
-        # Paid here, while the caller waits for its workers, instead of by the first model logged.
+        # Paid once training runs (the caller mostly waits on its workers then), instead of at start-up,
+        # where it would compete with the workers' own start, or by the first model logged at the end.
         try:
             from workflows.models import warm_up
 
@@ -211,6 +284,7 @@ class Tracker:
     def _drain(self) -> None:
         pending: dict[str, list[Any]] = {}
         last_write = time.monotonic()
+        warmed = self._error is not None
         while True:
             try:
                 item = self._queue.get(timeout=self._flush_seconds)
@@ -226,6 +300,9 @@ class Tracker:
                         return
                     continue
                 pending.setdefault(item[0], []).append(item[1:])
+                if not warmed:  # the first metric: an iteration has finished, start-up is over
+                    warmed = True
+                    self._warm_up()
                 if time.monotonic() - last_write > self._flush_seconds:
                     self._write(pending)
                     last_write = time.monotonic()

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def encode_digests(digests: Mapping[str, str]) -> str:
+    """The JSON text both backends store for a version's digests (sorted keys, so equal maps are equal).
+
+    Raises:
+        ValueError: a key is not a non-empty string or a digest is not 64 lowercase hex digits.
+    """
+    for key, digest in digests.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"digest key must be a non-empty string, got {key!r}")
+        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
+            raise ValueError(f"digest of {key!r} must be 64 lowercase hex digits, got {digest!r}")
+    return json.dumps(dict(digests), sort_keys=True, separators=(",", ":"))
 
 
 class RunNotFoundError(KeyError):
@@ -66,15 +85,51 @@ class MetaStore(ABC):
         """
 
     @abstractmethod
-    def commit_version(self, run_id: str, expected_version: int, iteration: int) -> bool:
+    def commit_version(
+        self,
+        run_id: str,
+        expected_version: int,
+        iteration: int,
+        digests: Mapping[str, str] | None = None,
+    ) -> bool:
         """Compare-and-set the run's policy version: the fence that lets one updater commit iteration i.
 
         If the run's version equals ``expected_version``, set version to expected_version + 1 and
-        last_iteration to ``iteration``. Exactly one of two concurrent callers with the same expected
-        version wins.
+        last_iteration to ``iteration``, and record ``digests`` as the new version's (in the same atomic
+        step, so a committed version never lacks them). Exactly one of two concurrent callers with the
+        same expected version wins.
+
+        Args:
+            run_id: The run.
+            expected_version: The version the caller trained from.
+            iteration: The iteration whose update is committed.
+            digests: Object key -> SHA-256 hex of the stored bytes of what the new version wrote.
 
         Returns:
             True if this call committed; False, changing nothing, otherwise.
+
+        Raises:
+            RunNotFoundError: No such run.
+            ValueError: A digest is not 64 lowercase hex digits; nothing is written.
+        """
+
+    @abstractmethod
+    def record_version_digests(self, run_id: str, version: int, digests: Mapping[str, str]) -> bool:
+        """Record the digests of a version committed without :meth:`commit_version` (version 0).
+
+        A version's digests are written once: the first record stays.
+
+        Returns:
+            True if recorded; False, changing nothing, if the version already has a record.
+
+        Raises:
+            RunNotFoundError: No such run.
+            ValueError: A digest is not 64 lowercase hex digits; nothing is written.
+        """
+
+    @abstractmethod
+    def version_digests(self, run_id: str, version: int) -> dict[str, str] | None:
+        """Object key -> SHA-256 hex recorded for ``version`` of the run, or None if none was recorded.
 
         Raises:
             RunNotFoundError: No such run.

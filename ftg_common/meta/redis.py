@@ -1,8 +1,9 @@
 """Metadata store in Redis: the cluster backend, shared by every function replica and the controller.
 
 Layout under ``{prefix}``: ``run:{id}`` hash per run, ``runs`` set of run ids, ``sweep-runs:{id}`` set
-of a sweep's run ids, ``sweep:{id}`` JSON string, ``sweeps`` set of sweep ids, ``lease:{name}`` hash of
-``owner`` and ``expires`` (epoch seconds). Every conditional write is a Lua script, so it runs atomically
+of a sweep's run ids, ``sweep:{id}`` JSON string, ``sweeps`` set of sweep ids, ``digests:{id}`` hash of
+version -> JSON object of a version's object digests, ``lease:{name}`` hash of ``owner`` and ``expires``
+(epoch seconds). Every conditional write is a Lua script, so it runs atomically
 on the server.
 
 A lease expires when the store's clock passes ``expires``, not when Redis drops the key: the same rule as
@@ -15,12 +16,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from ftg_common.ids import validate_run_id
-from ftg_common.meta.base import MetaStore, RunNotFoundError
+from ftg_common.meta.base import MetaStore, RunNotFoundError, encode_digests
 
 # KEYS: run hash, runs set, [sweep member set]. ARGV: run_id, then field/value pairs for the hash.
 _CREATE_RUN = """
@@ -36,13 +37,20 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
-# KEYS: run hash. ARGV: expected version, iteration, updated. Returns 1 won, 0 lost, -1 no such run.
+# KEYS: run hash, digests hash. ARGV: expected version, iteration, updated, new version, digests JSON
+# ('' for none). Returns 1 won, 0 lost, -1 no such run. The digests land in the same atomic step.
 _COMMIT_VERSION = """
 local current = redis.call('HGET', KEYS[1], 'version')
 if not current then return -1 end
 if tonumber(current) ~= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'version', tonumber(current) + 1, 'last_iteration', ARGV[2], 'updated', ARGV[3])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], ARGV[4], ARGV[5]) end
 return 1
+"""
+# KEYS: run hash, digests hash. ARGV: version, digests JSON. Returns 1 recorded, 0 kept, -1 no such run.
+_RECORD_DIGESTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 """
 # KEYS: sweep record, sweeps set. ARGV: sweep id, record JSON.
 _CREATE_SWEEP = """
@@ -125,6 +133,7 @@ class RedisMeta(MetaStore):
         self._create_run = self._redis.register_script(_CREATE_RUN)
         self._update_if_exists = self._redis.register_script(_UPDATE_IF_EXISTS)
         self._commit_version = self._redis.register_script(_COMMIT_VERSION)
+        self._record_digests = self._redis.register_script(_RECORD_DIGESTS)
         self._create_sweep = self._redis.register_script(_CREATE_SWEEP)
         self._acquire_lease = self._redis.register_script(_ACQUIRE_LEASE)
         self._release_lease = self._redis.register_script(_RELEASE_LEASE)
@@ -205,13 +214,45 @@ class RedisMeta(MetaStore):
 
         self._redis.transaction(merge, key)
 
-    def commit_version(self, run_id: str, expected_version: int, iteration: int) -> bool:
-        """See :meth:`MetaStore.commit_version`; the compare and the set are one Lua script."""
-        args: list[str | int] = [int(expected_version), int(iteration), repr(self._clock())]
-        outcome = int(self._commit_version(keys=[self._key("run", run_id)], args=args))
+    def commit_version(
+        self,
+        run_id: str,
+        expected_version: int,
+        iteration: int,
+        digests: Mapping[str, str] | None = None,
+    ) -> bool:
+        """See :meth:`MetaStore.commit_version`; the compare, the set and the digests are one Lua script."""
+        recorded = "" if digests is None else encode_digests(digests)
+        args: list[str | int] = [
+            int(expected_version),
+            int(iteration),
+            repr(self._clock()),
+            int(expected_version) + 1,
+            recorded,
+        ]
+        keys = [self._key("run", run_id), self._key("digests", run_id)]
+        outcome = int(self._commit_version(keys=keys, args=args))
         if outcome == -1:
             raise RunNotFoundError(run_id)
         return outcome == 1
+
+    def record_version_digests(self, run_id: str, version: int, digests: Mapping[str, str]) -> bool:
+        """See :meth:`MetaStore.record_version_digests`."""
+        keys = [self._key("run", run_id), self._key("digests", run_id)]
+        outcome = int(self._record_digests(keys=keys, args=[int(version), encode_digests(digests)]))
+        if outcome == -1:
+            raise RunNotFoundError(run_id)
+        return outcome == 1
+
+    def version_digests(self, run_id: str, version: int) -> dict[str, str] | None:
+        """See :meth:`MetaStore.version_digests`."""
+        raw = cast(str | None, self._redis.hget(self._key("digests", run_id), str(int(version))))
+        if raw is not None:
+            recorded: dict[str, str] = json.loads(raw)
+            return recorded
+        if not self._redis.exists(self._key("run", run_id)):
+            raise RunNotFoundError(run_id)
+        return None
 
     # --- sweeps ---
     def create_sweep(self, sweep_id: str, record: dict[str, Any]) -> bool:

@@ -10,12 +10,12 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ftg_common.ids import validate_run_id
-from ftg_common.meta.base import MetaStore, RunNotFoundError
+from ftg_common.meta.base import MetaStore, RunNotFoundError, encode_digests
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -33,6 +33,12 @@ CREATE TABLE IF NOT EXISTS sweeps (
     sweep_id  TEXT PRIMARY KEY,
     record    TEXT NOT NULL,
     created   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS version_digests (
+    run_id   TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    digests  TEXT NOT NULL,
+    PRIMARY KEY (run_id, version)
 );
 CREATE TABLE IF NOT EXISTS leases (
     name     TEXT PRIMARY KEY,
@@ -202,21 +208,61 @@ class SqliteMeta(MetaStore):
                 (json.dumps(merged, sort_keys=True), self._clock(), run_id),
             )
 
-    def commit_version(self, run_id: str, expected_version: int, iteration: int) -> bool:
+    def commit_version(
+        self,
+        run_id: str,
+        expected_version: int,
+        iteration: int,
+        digests: Mapping[str, str] | None = None,
+    ) -> bool:
         """See :meth:`MetaStore.commit_version`."""
+        recorded = None if digests is None else encode_digests(digests)
         # One conditional UPDATE is the whole compare-and-set: SQLite runs it under the write lock,
-        # so of any number of racing callers exactly one matches version = expected_version.
-        cursor = self._conn().execute(
-            "UPDATE runs SET version = version + 1, last_iteration = ?, updated = ? "
-            "WHERE run_id = ? AND version = ?",
-            (int(iteration), self._clock(), run_id, int(expected_version)),
-        )
-        if cursor.rowcount == 1:
-            return True
-        # Losing a race and naming a run that doesn't exist are different mistakes; say which.
-        if self._conn().execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+        # so of any number of racing callers exactly one matches version = expected_version. The
+        # digests are inserted in the same transaction, so they appear exactly when the version does.
+        with self._write_txn() as conn:
+            cursor = conn.execute(
+                "UPDATE runs SET version = version + 1, last_iteration = ?, updated = ? "
+                "WHERE run_id = ? AND version = ?",
+                (int(iteration), self._clock(), run_id, int(expected_version)),
+            )
+            if cursor.rowcount == 1:
+                if recorded is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO version_digests (run_id, version, digests) VALUES (?, ?, ?)",
+                        (run_id, int(expected_version) + 1, recorded),
+                    )
+                return True
+            # Losing a race and naming a run that doesn't exist are different mistakes; say which.
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                raise RunNotFoundError(run_id)
+            return False
+
+    def record_version_digests(self, run_id: str, version: int, digests: Mapping[str, str]) -> bool:
+        """See :meth:`MetaStore.record_version_digests`."""
+        recorded = encode_digests(digests)
+        with self._write_txn() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                raise RunNotFoundError(run_id)
+            cursor = conn.execute(
+                "INSERT INTO version_digests (run_id, version, digests) VALUES (?, ?, ?) "
+                "ON CONFLICT (run_id, version) DO NOTHING",
+                (run_id, int(version), recorded),
+            )
+            return cursor.rowcount == 1
+
+    def version_digests(self, run_id: str, version: int) -> dict[str, str] | None:
+        """See :meth:`MetaStore.version_digests`."""
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT digests FROM version_digests WHERE run_id = ? AND version = ?", (run_id, int(version))
+        ).fetchone()
+        if row is not None:
+            recorded: dict[str, str] = json.loads(row[0])
+            return recorded
+        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
             raise RunNotFoundError(run_id)
-        return False
+        return None
 
     # --- sweeps ---
     def create_sweep(self, sweep_id: str, record: dict[str, Any]) -> bool:

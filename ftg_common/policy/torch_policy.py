@@ -29,13 +29,6 @@ def _mlp(spec: PolicySpec, out_dim: int) -> nn.ModuleDict:
     return nn.ModuleDict(layers)
 
 
-def _default_linear_init(layer: nn.Linear, gen: torch.Generator) -> None:
-    """What ``nn.Linear.reset_parameters`` does, but from ``gen`` instead of the global RNG."""
-    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=gen)
-    bound = 1.0 / math.sqrt(layer.in_features)
-    nn.init.uniform_(layer.bias, -bound, bound, generator=gen)
-
-
 class ActorCritic(nn.Module):
     """Separate actor and critic MLPs (SB3 MlpPolicy layout) built from a PolicySpec."""
 
@@ -65,23 +58,10 @@ class ActorCritic(nn.Module):
         return linear[:-1], linear[-1]
 
     def init_weights(self, seed: int, orthogonal: bool = True) -> None:
-        """Seeded initial weights; the result depends only on the arguments (the global RNG is untouched).
+        """Load the seeded initial weights of :func:`ftg_common.policy.init.initial_weights`."""
+        from ftg_common.policy.init import initial_weights
 
-        ``orthogonal`` (SB3's ``ortho_init``): orthogonal weights with gain sqrt(2) in hidden layers, 0.01
-        in the policy head (a near-uniform / near-zero-mean start) and 1 in the value head, zero biases.
-        Otherwise torch's default ``nn.Linear`` initialisation, drawn from the same seeded generator.
-        """
-        gen = torch.Generator().manual_seed(int(seed))
-        with torch.no_grad():
-            for (layers, head), head_gain in ((self._pi_path, 0.01), (self._vf_path, 1.0)):
-                for layer, gain in [(layer, math.sqrt(2.0)) for layer in layers] + [(head, head_gain)]:
-                    if orthogonal:
-                        nn.init.orthogonal_(layer.weight, gain=gain, generator=gen)
-                        layer.bias.zero_()
-                    else:
-                        _default_linear_init(layer, gen)
-            if self.log_std is not None:
-                self.log_std.fill_(float(self.spec.log_std_init))
+        self.load_flat_tensors(initial_weights(self.spec, seed, ortho=orthogonal))
 
     # --- forward passes (hot path: no validation, no torch.distributions) -----------------------
     def forward_actor(self, obs: Tensor) -> Tensor:

@@ -101,6 +101,17 @@ class FileStore(ObjectStore):
                     keys.append(key)
         return sorted(keys)
 
+    def delete(self, key: str) -> bool:
+        """Remove the key's file (its emptied folders stay: the next write would recreate them)."""
+        path = self._path(key)
+        if path.is_dir():  # a folder of keys is not an object
+            return False
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return True
+
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix`` and prune emptied folders; return how many keys."""
         folder = normalize_prefix(prefix)

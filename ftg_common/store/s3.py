@@ -139,6 +139,13 @@ class S3Store(ObjectStore):
         strip = len(self.prefix) + 1 if self.prefix else 0
         return sorted(name[strip:] for name in self._list_object_names(prefix))
 
+    def delete(self, key: str) -> bool:
+        """Delete the object (HeadObject first: S3's DeleteObject answers the same for an absent key)."""
+        if not self.exists(key):
+            return False
+        self._client.delete_object(Bucket=self.bucket, Key=self._object_name(key))
+        return True
+
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix`` in batches of 1000; return how many."""
         names = self._list_object_names(prefix)

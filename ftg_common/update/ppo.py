@@ -53,8 +53,10 @@ class UpdateStats:
 def make_backend(ppo: PPOConfig, version: PolicyVersion, plan: UpdatePlan) -> PPOBackend:
     """The backend the config names (torch is imported only when asked for)."""
     if ppo.update_backend == "torch":
-        from ftg_common.update.torch_backend import TorchPPOBackend
+        from ftg_common.settings import get_settings
+        from ftg_common.update.torch_backend import TorchPPOBackend, set_threads
 
+        set_threads(get_settings().torch_threads)
         return TorchPPOBackend(
             version, learning_rate=plan.learning_rate, adam_eps=ppo.adam_eps, max_grad_norm=ppo.max_grad_norm
         )

@@ -1,9 +1,7 @@
 """The torch side of the policy-updater.
 
-The autograd PPO backend (``update_backend: torch``, the reference the numpy backend is checked
-against), the seeded initial weights, and warm-up.
-
-Importing this module imports torch; only the policy-updater does, and only when it needs to.
+The autograd PPO backend (``update_backend: torch``), the reference the numpy backend is checked
+against. Importing this module imports torch; the policy-updater does so only for runs that ask for it.
 """
 
 from __future__ import annotations
@@ -13,11 +11,7 @@ import torch
 
 from ftg_common.algos.minibatch import LossCoefs, Minibatch
 from ftg_common.algos.ppo import ppo_loss
-from ftg_common.checkpoints import CheckpointState, PolicyVersion
-from ftg_common.config import RunConfig
-from ftg_common.envs.factory import make_env
-from ftg_common.envs.seeding import INIT, derive_seed
-from ftg_common.policy.spec import PolicySpec
+from ftg_common.checkpoints import PolicyVersion
 from ftg_common.policy.torch_policy import ActorCritic
 
 
@@ -25,37 +19,6 @@ def set_threads(n: int) -> None:
     """Size torch's intra-op pool (a function instance gets one core by default)."""
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-
-
-def warm_up() -> None:
-    """One throwaway forward/backward/Adam step.
-
-    torch's first forward costs ~0.9 s of one-time kernel set-up, which a warm function instance pays at
-    start rather than inside its first request.
-    """
-    spec = PolicySpec(obs_dim=4, action_kind="discrete", n_actions=2, net_arch=[8], activation="tanh")
-    model = ActorCritic(spec)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    logp, entropy, values = model.evaluate_actions(torch.zeros(4, 4), torch.zeros(4, dtype=torch.int64))
-    (logp.mean() + entropy.mean() + values.mean()).backward()  # type: ignore[no-untyped-call]
-    torch.nn.utils.clip_grad_norm_(list(model.parameters()), 0.5)
-    opt.step()
-
-
-def initial_version(cfg: RunConfig) -> PolicyVersion:
-    """Version 0: seeded initial weights (orthogonal unless ``ortho_init`` is off), no optimizer state."""
-    ppo = cfg.ppo
-    env = make_env(ppo.env_id, ppo.env_kwargs)
-    try:
-        spec = PolicySpec.from_spaces(
-            env.observation_space, env.action_space, ppo.net_arch, ppo.activation, ppo.log_std_init
-        )
-    finally:
-        env.close()
-    model = ActorCritic(spec)
-    model.init_weights(derive_seed(cfg.seed, INIT), orthogonal=ppo.ortho_init)
-    state = CheckpointState(version=0, iteration=-1, total_steps=0, n_updates=0, spec=spec)
-    return PolicyVersion(state=state, weights=model.flat_tensors())
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, np.ndarray]:

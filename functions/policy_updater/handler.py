@@ -1,8 +1,8 @@
 """policy-updater: train version i on batch i, write version i+1, commit it through the version fence.
 
 Keeps no state between calls: each update starts from the version in the store, so a resumed run
-computes exactly what an uninterrupted one does. torch is imported only for version 0 (seeded
-initial weights), for ``update_backend: torch``, and by ``warmup()`` in a warm instance.
+computes exactly what an uninterrupted one does. The default path is numpy only; torch is imported
+on the first call of a run with ``update_backend: torch``.
 """
 
 from __future__ import annotations
@@ -11,31 +11,31 @@ from typing import Any
 
 from ftg_common import checkpoints, faas, layout
 from ftg_common.errors import BadRequest
+from ftg_common.guards import check_iteration
 from ftg_common.runtime import FunctionContext
 from ftg_common.schemas import UpdateRequest, UpdateResult
-from ftg_common.settings import get_settings
 from ftg_common.update import fence, ppo
-
-
-def _torch() -> Any:
-    from ftg_common.update import torch_backend
-
-    torch_backend.set_threads(get_settings().torch_threads)
-    return torch_backend
+from ftg_common.update.initial import initial_version
 
 
 def initialise(req: UpdateRequest, ctx: FunctionContext) -> UpdateResult:
     """Write version 0 (idempotent: the seeded weights are the same bytes every time)."""
     if req.iteration != 0:
         raise BadRequest("mode 'init' creates version 0 and needs iteration 0", "iteration")
-    keys = checkpoints.write_version(ctx.store, req.run_id, _torch().initial_version(ctx.config))
+    keys = checkpoints.write_version(ctx.store, req.run_id, initial_version(ctx.config))
+    fence.record_initial_version(ctx.meta, req.run_id, keys)
     return UpdateResult(
         key=keys.policy, ckpt_key=keys.checkpoint, version=0, iteration=0, total_steps=0, seconds=0.0
     )
 
 
 def update(req: UpdateRequest, ctx: FunctionContext) -> UpdateResult:
-    """Load version i, train it on batch i, write version i+1, compare-and-set."""
+    """Load version i, train it on batch i, write version i+1, compare-and-set.
+
+    Refused before anything is written: an iteration past the run's last (400), a batch that is not
+    iteration i's (400), and an iteration the run's committed version is not at (409, the fence).
+    """
+    check_iteration(ctx.config, req.iteration)
     if req.mode == "init":
         return initialise(req, ctx)
     expected = layout.batch_key(req.run_id, req.iteration)
@@ -49,14 +49,9 @@ def update(req: UpdateRequest, ctx: FunctionContext) -> UpdateResult:
     version = checkpoints.read_version(ctx.store, req.run_id, req.iteration)
     new, stats = ppo.train(version, ctx.store.get_tensors(expected), ctx.config, req.iteration)
     keys = checkpoints.write_version(ctx.store, req.run_id, new)
-    return fence.commit(ctx.store, ctx.meta, req.run_id, stats.result(keys))
+    return fence.commit(ctx.store, ctx.meta, req.run_id, stats.result(keys), keys.digests)
 
 
 def handle(event: faas.Event, context: faas.Context) -> dict[str, Any]:
     """The python3-http entry point."""
     return faas.serve(event, UpdateRequest, update)
-
-
-def warmup() -> None:
-    """Called once when a warm instance starts: pay torch's import before the first request."""
-    _torch().warm_up()

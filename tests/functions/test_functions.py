@@ -143,12 +143,11 @@ def test_unknown_run_and_missing_keys_are_400s(ftg_env: Path) -> None:
     r = post("rollout-collector", {**ref, "shard": 0})
     assert r.status == 400 and "no config" in r.json()["error"] and r.json()["field"] == "run_id"
     cfg = new_run(n_envs=2, n_steps=8, shards=1, batch_size=16, n_epochs=1, total_steps=160)
-    # Iteration 3 has no policy version 3 yet and no carried env state from iteration 2.
-    ref = {"run_id": cfg.run_id, "iteration": 3, "config_digest": cfg.digest()}
-    r = post("rollout-collector", {**ref, "shard": 0})
-    assert r.status == 400 and "key not found" in r.json()["error"]
-    r = post("policy-evaluator", {**ref, "version": 7})
-    assert r.status == 400 and "000007" in r.json()["error"]
+    # Iteration 0's shard was never collected: its trajectory is missing.
+    ref = {"run_id": cfg.run_id, "iteration": 0, "config_digest": cfg.digest()}
+    shard = {**_SHARD_RESULT, "key": layout.traj_key(cfg.run_id, 0, 0)}
+    r = post("reward-aggregator", {**ref, "shards": [shard]})
+    assert r.status == 400 and "key not found" in r.json()["error"] and r.json()["field"] == "key"
 
 
 def test_digest_mismatch_and_shard_range(ftg_env: Path) -> None:

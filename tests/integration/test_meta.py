@@ -6,6 +6,7 @@ sleeps; a few tests reopen a store on the default clock to check that it is wall
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import threading
 import time
@@ -196,6 +197,89 @@ def test_commit_version_race_between_threads_has_one_winner(meta: MetaStore) -> 
     assert sorted(results) == [False] * (n - 1) + [True]
     run = meta.get_run("run-1")
     assert (run["version"], run["last_iteration"]) == (1, 0)
+
+
+def _digests(tag: str, n: int = 3) -> dict[str, str]:
+    """n made-up object digests, distinct per ``tag``."""
+    return {f"runs/run-1/obj-{i}": hashlib.sha256(f"{tag}/{i}".encode()).hexdigest() for i in range(n)}
+
+
+def test_commit_records_the_new_versions_digests(meta: MetaStore) -> None:
+    meta.create_run("run-1")
+    assert meta.version_digests("run-1", 1) is None
+    first = _digests("v1")
+    assert meta.commit_version("run-1", 0, iteration=0, digests=first) is True
+    assert meta.version_digests("run-1", 1) == first
+    # A commit that loses the compare-and-set records nothing.
+    assert meta.commit_version("run-1", 0, iteration=0, digests=_digests("loser")) is False
+    assert meta.version_digests("run-1", 1) == first
+    assert meta.version_digests("run-1", 2) is None
+    # Without digests the commit is what it always was.
+    assert meta.commit_version("run-1", 1, iteration=1) is True
+    assert meta.version_digests("run-1", 2) is None
+    assert meta.get_run("run-1")["version"] == 2
+
+
+def test_record_version_digests_keeps_the_first_record(meta: MetaStore) -> None:
+    meta.create_run("run-1")
+    initial = _digests("v0")
+    assert meta.record_version_digests("run-1", 0, initial) is True
+    assert meta.record_version_digests("run-1", 0, _digests("other")) is False
+    assert meta.version_digests("run-1", 0) == initial
+    assert meta.get_run("run-1")["version"] == 0  # recording commits nothing
+
+
+def test_version_digests_of_an_unknown_run(meta: MetaStore) -> None:
+    with pytest.raises(RunNotFoundError):
+        meta.version_digests("nobody", 0)
+    with pytest.raises(RunNotFoundError):
+        meta.record_version_digests("nobody", 0, _digests("x"))
+    with pytest.raises(RunNotFoundError):
+        meta.commit_version("nobody", 0, iteration=0, digests=_digests("x"))
+    assert meta.list_runs() == []
+
+
+@pytest.mark.parametrize(
+    "bad", [{"runs/run-1/a": "ABC"}, {"runs/run-1/a": "0" * 63}, {"runs/run-1/a": "G" * 64}, {"": "0" * 64}]
+)
+def test_malformed_digests_are_refused_and_nothing_is_written(meta: MetaStore, bad: dict[str, str]) -> None:
+    meta.create_run("run-1")
+    with pytest.raises(ValueError):
+        meta.commit_version("run-1", 0, iteration=0, digests=bad)
+    with pytest.raises(ValueError):
+        meta.record_version_digests("run-1", 0, bad)
+    assert meta.get_run("run-1")["version"] == 0
+    assert meta.version_digests("run-1", 0) is None and meta.version_digests("run-1", 1) is None
+
+
+def test_racing_commits_record_the_winners_digests(meta: MetaStore) -> None:
+    meta.create_run("run-1")
+    n = 8
+    start = threading.Barrier(n)
+    won: list[int] = []
+
+    def contender(worker: int) -> None:
+        start.wait()
+        if meta.commit_version("run-1", 0, iteration=0, digests=_digests(f"w{worker}")):
+            won.append(worker)
+
+    threads = [threading.Thread(target=contender, args=(w,)) for w in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1
+    assert meta.version_digests("run-1", 1) == _digests(f"w{won[0]}")
+
+
+def test_digests_are_per_run(meta: MetaStore) -> None:
+    meta.create_run("run-1")
+    meta.create_run("run-2")
+    assert meta.commit_version("run-1", 0, iteration=0, digests=_digests("one"))
+    assert meta.version_digests("run-2", 1) is None
+    assert meta.commit_version("run-2", 0, iteration=0, digests=_digests("two"))
+    assert meta.version_digests("run-1", 1) == _digests("one")
+    assert meta.version_digests("run-2", 1) == _digests("two")
 
 
 def _commit_rounds(meta: MetaStore, run_id: str, worker: int, versions: range) -> list[int]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import save as st_save
 
+from ftg_common.errors import CorruptObjectError
 from ftg_common.settings import Settings
 from ftg_common.store import InvalidKeyError, KeyNotFoundError, ObjectStore, open_store
 from ftg_common.store import s3 as s3_module
@@ -84,6 +87,49 @@ def test_missing_key_raises_key_not_found(store: ObjectStore) -> None:
     # Callers written against dict-like lookups keep working.
     with pytest.raises(KeyError):
         store.get_bytes("nothing/here")
+
+
+def test_helpers_answer_the_digest_of_the_stored_bytes(store: ObjectStore) -> None:
+    json_key, tensor_key = "runs/r1/iter/000000/update.json", "runs/r1/iter/000000/batch.safetensors"
+    json_digest = store.put_json(json_key, {"b": [1, 2.5], "a": "x"})
+    tensor_digest = store.put_tensors(tensor_key, {"x": np.arange(6, dtype=np.float32)}, {"m": "1"})
+    assert json_digest == hashlib.sha256(store.get_bytes(json_key)).hexdigest()
+    assert tensor_digest == hashlib.sha256(store.get_bytes(tensor_key)).hexdigest()
+    # Equal inputs, equal bytes: a retried step overwrites its object with itself.
+    assert store.put_json(json_key, {"a": "x", "b": [1, 2.5]}) == json_digest
+    assert store.put_tensors(tensor_key, {"x": np.arange(6, dtype=np.float32)}, {"m": "1"}) == tensor_digest
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "plain"])
+def test_damaged_objects_raise_corrupt_object_naming_the_key(store: ObjectStore, damage: str) -> None:
+    json_key, tensor_key = "runs/r1/config.json", "runs/r1/policy/000000.safetensors"
+    store.put_json(json_key, {"seed": 1, "ppo": {"lr": 0.001}})
+    store.put_tensors(tensor_key, {"w": np.ones((4, 4), np.float32)})
+    for key, getter in ((json_key, store.get_json), (tensor_key, store.get_tensors)):
+        data = bytearray(store.get_bytes(key))
+        if damage == "flip":
+            data[len(data) // 2] ^= 0x01
+        elif damage == "truncate":
+            del data[len(data) // 2 :]
+        elif damage == "empty":
+            data.clear()
+        else:  # what a writer without digests left: plain JSON, reference safetensors
+            data[:] = b'{"seed":1}' if key == json_key else st_save({"w": np.ones((4, 4), np.float32)})
+        store.put_bytes(key, bytes(data))
+        with pytest.raises(CorruptObjectError) as info:
+            getter(key)
+        assert info.value.key == key and key in str(info.value)
+
+
+def test_delete_removes_one_object(store: ObjectStore) -> None:
+    _fill(store)
+    assert store.delete("runs/a/x") is True
+    assert not store.exists("runs/a/x")
+    assert store.delete("runs/a/x") is False
+    assert store.delete("runs/a") is False  # a folder is not an object
+    assert store.list("runs/a") == ["runs/a/A-upper_case.1", "runs/a/sub/y"]
+    with pytest.raises(KeyNotFoundError):
+        store.get_bytes("runs/a/x")
 
 
 def _fill(store: ObjectStore) -> list[str]:

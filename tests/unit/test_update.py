@@ -218,7 +218,7 @@ def test_train_refuses_a_version_that_does_not_match_the_iteration() -> None:
 
 
 def test_ortho_init_switch_changes_the_initial_weights() -> None:
-    from ftg_common.update.torch_backend import initial_version
+    from ftg_common.update.initial import initial_version
 
     ortho = initial_version(RunConfig(run_id="a", seed=0, ppo=PPOConfig()))
     plain = initial_version(RunConfig(run_id="a", seed=0, ppo=PPOConfig(ortho_init=False)))

@@ -1,4 +1,4 @@
-"""The govaluate-compatible evaluator behind ``when`` and ``successCondition``."""
+"""The expression evaluator: govaluate for ``when`` and ``successCondition``, expr-lang for retries."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from workflows.engines.expr import Expression, ExpressionError, compile_expression, evaluate
+from workflows.engines.expr import (
+    Expression,
+    ExpressionError,
+    UnsupportedExpressionError,
+    compile_expression,
+    evaluate,
+)
 
 
 @pytest.mark.parametrize(
@@ -151,3 +157,100 @@ def test_every_binary_operator_has_an_evaluator() -> None:
     from workflows.engines import expr
 
     assert expr._BINARY_BUILDERS.keys() == expr._BINARY_BP.keys()
+
+
+# --- the expr dialect (Argo's retryStrategy.expression) ---------------------------------------------
+
+MESSAGE = {"m": "received non-2xx response code: 503", "s": "Failed"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("m matches '503$'", True),
+        ("m matches '^503'", False),  # unanchored search, as Go's MatchString
+        ("m matches 'code: 5[0-9][0-9]$'", True),
+        ("m matches 'code: 4(08|29)$'", False),
+        ("m matches '[^0-9]$'", False),
+        ("m matches 'co.e'", True),
+        ("m matches 'x*'", True),
+        ("!(m matches '503')", False),
+        ("not (m matches '503')", False),
+        ("s == 'Failed' and m matches '503'", True),
+        ("s == 'Error' or m matches '503'", True),
+        ("s == 'Error' || s != 'Failed'", False),
+        ("!(s == 'Failed') && true", False),
+        ("m matches '503' == true", True),  # matches is a comparison: left to right
+        ('s == "Failed"', True),
+        ("s == 1", False),  # strings never equal numbers
+        ("s < 'G'", True),
+    ],
+)
+def test_expr_dialect(text: str, expected: bool) -> None:
+    assert Expression(text, dialect="expr").evaluate_bool(MESSAGE) is expected
+
+
+def test_dollar_is_the_end_of_the_text_as_in_re2() -> None:
+    # Python's $ also matches before a final newline; RE2's does not.
+    assert evaluate("m matches '503$'", {"m": "503\n"}, dialect="expr") is False
+    assert evaluate("m matches '^503'", {"m": "x\n503"}, dialect="expr") is False
+
+
+def test_expr_dialect_word_operators_are_govaluate_identifiers() -> None:
+    assert Expression("and == and", bare_words=True).evaluate_bool() is True
+    assert Expression("m matches 'a'", dialect="expr").identifiers == {"m"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("asInt(m) > 1", r"function call asInt\(\.\.\.\) is not supported"),
+        ("sprig.trim(m) == ''", r"function call sprig\.trim\(\.\.\.\)"),
+        ("m + 'x' == 'y'", r"operator '\+' is not supported"),
+        ("-1 == -1", r"operator '-' is not supported"),
+        ("m in ['a']", "'in' is not supported"),
+        ("m contains '5'", "'contains' is not supported"),
+        ("m startsWith 'r'", "'startsWith' is not supported"),
+        ("m == nil", "'nil' is not supported"),
+        ("m ?? 'x'", r"operator '\?\?' is not supported"),
+        ("m matches s", "pattern that is not a string literal"),
+        ("m matches ('a')", "pattern that is not a string literal"),
+        (r"m matches '\\d'", "backslash escapes"),
+        (r"m == 'a\'b'", "backslash escapes"),
+        ("m matches '(?i)x'", r"'\(\?' groups and flags"),
+        ("m matches '[[:digit:]]'", "'\\[' inside a character class"),
+        ("m matches 'a++'", "possessive or nested quantifier"),
+        ("m matches 'a{,3}'", r"'\{,'"),
+        ("m matches '[a--z]'", "inside a character class"),
+        ("m matches '[ab'", "unterminated character class"),
+        ("m matches `a`", "raw strings"),
+    ],
+)
+def test_expr_dialect_refuses_what_it_does_not_implement(text: str, message: str) -> None:
+    with pytest.raises(UnsupportedExpressionError, match=message):
+        Expression(text, dialect="expr")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("m matches '(a'", "invalid pattern"),
+        ("m not matches 'a'", "unexpected '!'"),
+        ("m matches", "string literal"),
+    ],
+)
+def test_expr_dialect_errors(text: str, message: str) -> None:
+    with pytest.raises(ExpressionError, match=message):
+        Expression(text, dialect="expr")
+
+
+def test_matches_needs_a_string() -> None:
+    with pytest.raises(ExpressionError, match="'matches' needs a string"):
+        Expression("n matches 'a'", dialect="expr").evaluate({"n": 1})
+
+
+def test_govaluate_has_no_matches_operator() -> None:
+    with pytest.raises(ExpressionError, match="unexpected 'matches'"):
+        Expression("'a' matches 'a'")
+    with pytest.raises(ValueError, match="bare-words mode"):
+        Expression("a", bare_words=True, dialect="expr")

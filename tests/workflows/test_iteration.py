@@ -1,4 +1,4 @@
-"""The Hera-built iteration WorkflowTemplate: golden YAML, Argo v4.1.2 schema, key names, bodies."""
+"""The Hera-built iteration WorkflowTemplate: golden YAML, Argo v4.1.2 schema, key names, bodies, retries."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from ftg_common.schemas import AggregateRequest, CollectRequest, EvalRequest, UpdateRequest
+from workflows.engines.compiler import RetrySpec, compile_workflow
 from workflows.engines.expr import Expression
 from workflows.iteration import (
     EVAL_WHEN,
     GOLDEN_PATH,
     PARAMETERS,
+    RETRY_EXPRESSION,
     iteration_manifest,
     iteration_workflow,
     render_yaml,
@@ -197,13 +199,20 @@ def test_http_templates(name: str, function: str, timeout: int) -> None:
     assert http["url"] == f"{{{{workflow.parameters.gateway}}}}/function/{function}"
     assert http["method"] == "POST"
     assert http["timeoutSeconds"] == timeout
-    assert http["successCondition"] == "response.statusCode == 200"
+    # The default success check (2xx) is the one whose failure message names the status code, which is
+    # what the retry expression reads (see workflows/iteration.py, RETRY_EXPRESSION).
+    assert "successCondition" not in http
     assert {h["name"]: h["value"] for h in http["headers"]} == {
         "Content-Type": "application/json",
         "traceparent": "{{workflow.parameters.traceparent}}",
     }
     retry = tmpl["retryStrategy"]
-    assert retry == {"limit": "2", "retryPolicy": "Always", "backoff": {"duration": "1s", "factor": "2"}}
+    assert retry == {
+        "limit": "10",
+        "retryPolicy": "Always",
+        "backoff": {"duration": "50ms", "factor": "2", "maxDuration": "10m"},
+        "expression": RETRY_EXPRESSION,
+    }
     assert isinstance(retry["limit"], str)
 
 
@@ -212,7 +221,67 @@ def test_every_http_template_is_bounded_and_retried() -> None:
         if "http" in tmpl:
             assert isinstance(tmpl["http"]["timeoutSeconds"], int)
             assert isinstance(tmpl["retryStrategy"]["limit"], str)
-            assert tmpl["http"]["successCondition"]
+            assert tmpl["retryStrategy"]["expression"]
+
+
+# --- the retry budget -------------------------------------------------------------------------------
+
+P_FAULT = 0.2  # per call, as in the reliability suite (half before the function ran, half after)
+STEPS_PER_391_ITERATIONS = 1_900  # 391 x (2 collect + aggregate + update + ~0.2 evaluate), rounded up
+
+
+def _compiled_retry(name: str) -> RetrySpec:
+    retry = compile_workflow(iteration_manifest()).task(name).template.retry
+    assert retry is not None
+    return retry
+
+
+@pytest.mark.parametrize("name", ["collect", "aggregate", "update", "evaluate"])
+def test_retry_budget_completes_a_391_iteration_run_at_20_percent_faults(name: str) -> None:
+    retry = _compiled_retry(name)
+    attempts = retry.limit + 1
+    p_run_fails = 1 - (1 - P_FAULT**attempts) ** STEPS_PER_391_ITERATIONS
+    assert p_run_fails < 1e-4
+    # one attempt fewer would not do: the limit is the smallest that meets the target
+    assert 1 - (1 - P_FAULT ** (attempts - 1)) ** STEPS_PER_391_ITERATIONS > 1e-4
+
+
+@pytest.mark.parametrize(("name", "timeout"), [("collect", 120), ("update", 300)])
+def test_backoff_schedule_is_exponential_and_bounded_well_under_the_timeout(name: str, timeout: int) -> None:
+    retry = _compiled_retry(name)
+    assert retry.schedule == pytest.approx([0.05 * 2**k for k in range(10)])
+    assert sum(retry.schedule) == pytest.approx(51.15)
+    assert sum(retry.schedule) < timeout / 2
+    assert retry.max_duration == 600.0 and retry.cap is None
+
+
+# Messages the Argo agent (workflow/executor/agent.go, v3.3-v4.1.2) leaves on a failed HTTP attempt node.
+ARGO_MESSAGES = {
+    "received non-2xx response code: 400": False,
+    "received non-2xx response code: 404": False,
+    "received non-2xx response code: 409": False,
+    "received non-2xx response code: 413": False,
+    "received non-2xx response code: 408": True,  # request timeout
+    "received non-2xx response code: 429": True,  # the of-watchdog's max_inflight
+    "received non-2xx response code: 500": True,
+    "received non-2xx response code: 502": True,
+    "received non-2xx response code: 503": True,
+    "received non-2xx response code: 504": True,
+    'Post "http://gateway.openfaas:8080/function/policy-updater": dial tcp 10.43.0.12:8080: '
+    "connect: connection refused": True,
+    'Post "http://gateway.openfaas:8080/function/rollout-collector": context deadline exceeded': True,
+    'Post "http://gateway.openfaas:8080/function/rollout-collector": EOF': True,
+    "read tcp 10.42.0.7:51234->10.43.0.12:8080: read: connection reset by peer": True,
+    "error processing task: agent cannot execute: unknown task type": True,
+    "": True,  # Argo v3.5 evaluates the expression while the attempt runs and after it succeeds too
+}
+
+
+@pytest.mark.parametrize(("message", "retried"), list(ARGO_MESSAGES.items()))
+def test_retry_expression_retries_all_but_final_4xx(message: str, retried: bool) -> None:
+    expression = Expression(RETRY_EXPRESSION, dialect="expr")
+    scope = {"lastRetry.message": message, "lastRetry.status": "Failed", "lastRetry.exitCode": "-1"}
+    assert expression.evaluate_bool(scope) is retried
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ from workflows.engines.local import (
     WorkflowRun,
     compile_workflow,
 )
-from workflows.iteration import iteration_manifest, iteration_workflow
+from workflows.iteration import RETRY_LIMIT, iteration_manifest, iteration_workflow
 
 # The fake handlers' package, however pytest put this directory on sys.path.
 FAKE = "tests.fakefuncs"
@@ -199,12 +199,27 @@ def iteration_params(
 
 
 def fast_retries(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The iteration template with millisecond backoff, so failing paths test quickly."""
+    """The iteration template with a constant 1 ms backoff, so failing paths test quickly.
+
+    Limit, policy and expression stay the template's; the real backoff schedule is checked without
+    waiting it out (test_the_template_retry_schedule_is_decided_per_attempt).
+    """
     manifest = copy.deepcopy(manifest)
     for tmpl in manifest["spec"]["templates"]:
         if "retryStrategy" in tmpl:
-            tmpl["retryStrategy"]["backoff"]["duration"] = "10ms"
+            tmpl["retryStrategy"]["backoff"].update(duration="1ms", factor="1")
     return manifest
+
+
+def template_retry(fast: bool = True) -> dict[str, Any]:
+    """The iteration template's retryStrategy (limit, policy, backoff, expression), for hand-made DAGs."""
+    manifest = iteration_manifest()
+    if fast:
+        manifest = fast_retries(manifest)
+    return copy.deepcopy(manifest["spec"]["templates"][0]["retryStrategy"])
+
+
+ATTEMPTS = RETRY_LIMIT + 1
 
 
 @pytest.fixture(scope="module")
@@ -743,8 +758,56 @@ def test_invalid_workflows_are_refused_at_compile_time(
             "retryPolicy 'OnTransientError' is not supported",
         ),
         (
-            lambda m: m["spec"]["templates"][1].update(retryStrategy={"limit": "1", "expression": "true"}),
-            "retryStrategy.expression is not supported",
+            lambda m: m["spec"]["templates"][1].update(retryStrategy={"limit": "1", "affinity": {}}),
+            "retryStrategy.affinity is not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1].update(
+                retryStrategy={"limit": "1", "expression": "asInt(lastRetry.exitCode) > 1"}
+            ),
+            r"retryStrategy\.expression: function call asInt\(\.\.\.\) is not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1].update(
+                retryStrategy={"limit": "1", "expression": "lastRetry.message contains '503'"}
+            ),
+            "'contains' is not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1].update(
+                retryStrategy={"limit": "1", "expression": r"lastRetry.message matches '\\d'"}
+            ),
+            "backslash escapes",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1].update(
+                retryStrategy={"limit": "1", "expression": "lastRetry.message matches '(?i)error'"}
+            ),
+            r"'\(\?' groups and flags",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1].update(
+                retryStrategy={"limit": "1", "expression": "lastRetry.message matches lastRetry.status"}
+            ),
+            "pattern that is not a string literal",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1].update(
+                retryStrategy={"limit": "1", "expression": "lastRetry.exitCode + 1 == 2"}
+            ),
+            r"operator '\+' is not supported",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1].update(
+                retryStrategy={"limit": "1", "expression": "workflow.status == 'Running'"}
+            ),
+            r"identifier\(s\) workflow\.status \(known: lastRetry\.duration",
+        ),
+        (
+            lambda m: m["spec"]["templates"][1].update(
+                retryStrategy={"limit": "1", "expression": "'{{workflow.parameters.gateway}}' == ''"}
+            ),
+            "placeholders in retryStrategy.expression",
         ),
         (lambda m: m["spec"].update(activeDeadlineSeconds=60), r"spec\.activeDeadlineSeconds: spec key"),
         (lambda m: m["spec"]["templates"][1]["http"].update(body="{{=asInt(1)}}"), "expression template"),
@@ -876,7 +939,7 @@ def test_iteration_failure_excludes_failed_shard_and_stops_downstream() -> None:
         "update": "Omitted",
         "evaluate": "Omitted",
     }
-    assert result.node("collect(1:7)").attempts == 3
+    assert result.node("collect(1:7)").attempts == ATTEMPTS  # a 500 is retried up to the limit
     assert [s["shard"] for s in result.output_json("collect")] == [0, 1]
     assert result.message.startswith("collect(1:7):")
 
@@ -920,7 +983,8 @@ def test_call_returns_the_json_body_and_passes_headers() -> None:
 
 def test_call_refuses_non_200_and_unknown_functions() -> None:
     engine = LocalEngine(
-        InProcessInvoker({"policy-updater": f"{FAKE}.bad_request", "rollout-collector": f"{FAKE}.raises"})
+        InProcessInvoker({"policy-updater": f"{FAKE}.bad_request", "rollout-collector": f"{FAKE}.raises"}),
+        compile_workflow(fast_retries(iteration_manifest())),
     )
     with pytest.raises(FunctionCallError, match="policy-updater answered 400: .*bad input") as err:
         engine.call("policy-updater", {})
@@ -932,7 +996,11 @@ def test_call_refuses_non_200_and_unknown_functions() -> None:
 
 
 def test_call_over_a_dead_gateway_is_a_call_error() -> None:
-    engine = LocalEngine(RoutingInvoker(InProcessInvoker(), HttpInvoker()), gateway="http://127.0.0.1:9/")
+    engine = LocalEngine(
+        RoutingInvoker(InProcessInvoker(), HttpInvoker()),
+        compile_workflow(fast_retries(iteration_manifest())),
+        gateway="http://127.0.0.1:9/",
+    )
     try:
         assert engine.gateway == "http://127.0.0.1:9"
         with pytest.raises(FunctionCallError, match="policy-updater gave no response: Invocation") as err:

@@ -14,7 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from workflows.engines.base import NodeStatus, WorkflowRun, call_function
+from workflows.engines.compiler import compile_workflow
 from workflows.engines.invokers import HttpInvoker
+from workflows.engines.retry import function_retries
 from workflows.iteration import PARAMETERS, TEMPLATE_NAME, iteration_manifest, iteration_workflow
 
 DONE_PHASES = {"Succeeded", "Failed", "Error"}
@@ -119,6 +121,8 @@ class ArgoEngine:
         self.timeout_seconds = timeout_seconds
         self._gateway = gateway.rstrip("/")
         self._http = HttpInvoker()
+        # Direct calls are retried as the template's steps are.
+        self._retries = function_retries(compile_workflow(iteration_manifest()))
 
     @property
     def gateway(self) -> str:
@@ -204,8 +208,12 @@ class ArgoEngine:
     def call(
         self, function: str, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
-        """Call one function on the gateway over HTTP (see :meth:`Engine.call`)."""
-        return call_function(self._http, self._gateway, function, body, headers)
+        """Call one function on the gateway over HTTP (see :meth:`Engine.call`).
+
+        Retried as the iteration template's step calling the same function is (its ``retryStrategy``).
+        """
+        retry = self._retries.get(function)
+        return call_function(self._http, self._gateway, function, body, headers, retry=retry)
 
     def close(self) -> None:
         """Close the HTTP connections to the gateway."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 from ftg_common import catalog
 
 if TYPE_CHECKING:
+    from workflows.engines.compiler import RetrySpec
     from workflows.engines.invokers import Invoker
 
 __all__ = [
@@ -257,27 +259,64 @@ def call_function(
     function: str,
     body: Mapping[str, Any],
     headers: Mapping[str, str] | None = None,
+    *,
+    retry: RetrySpec | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """POST ``body`` to ``{gateway}/function/<function>`` through ``invoker``.
 
-    What both engines' :meth:`Engine.call` do. The wait is bounded by the function's catalog timeout.
+    What both engines' :meth:`Engine.call` do. Each attempt's wait is bounded by the function's catalog
+    timeout. With ``retry``, a failed attempt is retried as a DAG step with that strategy would be
+    (:func:`workflows.engines.retry.decide`): a 4xx answer is final under the iteration template's
+    expression, a 5xx, a transport error or a timeout is tried again after the backoff.
+
+    Args:
+        invoker: how the call reaches the function.
+        gateway: base URL of the functions.
+        function: a catalog function name.
+        body: the JSON request.
+        headers: extra request headers.
+        retry: the retry strategy; None tries once.
+        sleep: waits out a backoff (tests pass a recorder).
 
     Raises:
         ftg_common.catalog.UnknownFunctionError: ``function`` is not in the catalog.
-        FunctionCallError: a non-200 answer, a transport error or a timeout.
+        FunctionCallError: the last attempt got a non-200 answer, a transport error or a timeout.
     """
+    from workflows.engines.retry import decide, non_2xx_message
+
     timeout = float(catalog.function(function).timeout_s)
     url = f"{gateway}/function/{function}"
     sent = {"Content-Type": "application/json", **(headers or {})}
-    try:
-        resp = invoker.submit(url, "POST", sent, json.dumps(dict(body)).encode(), timeout).result(timeout)
-    except cf.TimeoutError:
-        raise FunctionCallError(function, None, f"no response within {timeout:g}s") from None
-    except Exception as exc:  # transport errors: the invoker's own exception types vary
-        raise FunctionCallError(function, None, f"{type(exc).__name__}: {exc}") from exc
-    if resp.status != 200:
-        raise FunctionCallError(function, resp.status, resp.body)
-    answer = json.loads(resp.body)
-    if not isinstance(answer, dict):
-        raise FunctionCallError(function, resp.status, f"expected a JSON object, got {resp.body[:200]}")
-    return answer
+    payload = json.dumps(dict(body)).encode()
+    first = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        started = time.monotonic()
+        error: FunctionCallError | None = None
+        try:
+            resp = invoker.submit(url, "POST", sent, payload, timeout).result(timeout)
+        except cf.TimeoutError:
+            error = FunctionCallError(function, None, f"no response within {timeout:g}s")
+            message = f"timeout: {error.body}"
+        except Exception as exc:  # transport errors: the invoker's own exception types vary
+            error = FunctionCallError(function, None, f"{type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            message = error.body
+        else:
+            if resp.status == 200:
+                answer = json.loads(resp.body)
+                if not isinstance(answer, dict):
+                    raise FunctionCallError(
+                        function, resp.status, f"expected a JSON object, got {resp.body[:200]}"
+                    )
+                return answer
+            error = FunctionCallError(function, resp.status, resp.body)
+            ok_2xx = 200 <= resp.status < 300
+            message = f"expected status 200, got {resp.status}" if ok_2xx else non_2xx_message(resp.status)
+        now = time.monotonic()
+        verdict = decide(retry, attempt, FAILED, message, now - started, now - first)
+        if isinstance(verdict, str):
+            raise error
+        sleep(verdict)

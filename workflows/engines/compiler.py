@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from workflows.engines.expr import Expression, ExpressionError
+from workflows.engines.expr import Expression, ExpressionError, UnsupportedExpressionError
 
 __all__ = [
+    "RETRY_VARIABLES",
     "CompiledWorkflow",
     "HttpTemplate",
     "InvalidWorkflowError",
@@ -53,6 +54,11 @@ _HTTP_KEYS = frozenset(
     {"url", "method", "headers", "body", "timeoutSeconds", "successCondition", "insecureSkipVerify"}
 )
 _RETRY_POLICIES = ("Always", "OnFailure", "OnError")
+# What Argo binds for retryStrategy.expression (buildRetryStrategyLocalScope in
+# workflow/controller/operator.go, v3.5-v4.1.2), all strings.
+RETRY_VARIABLES = frozenset(
+    {"lastRetry.status", "lastRetry.message", "lastRetry.exitCode", "lastRetry.duration", "retries"}
+)
 _DEPENDS_TERM = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9]*)(?:\.([A-Za-z]+))?$")
 # Plain ``X`` in ``depends`` means X.Succeeded || X.Skipped || X.Daemoned (Argo's expandDependency);
 # nothing is ever daemoned here.
@@ -142,7 +148,18 @@ class ParamSpec:
 
 @dataclass(frozen=True, slots=True)
 class RetrySpec:
-    """A template's ``retryStrategy``, durations in seconds."""
+    """A template's ``retryStrategy``, durations in seconds.
+
+    Attributes:
+        limit: retries after the first attempt (attempts = limit + 1).
+        policy: ``Always``, ``OnFailure`` or ``OnError``.
+        duration: the first backoff wait, or None without a ``backoff``.
+        factor: each later wait is the previous one times this.
+        cap: no wait is longer than this (``backoff.cap``, Argo v3.7+).
+        max_duration: no retry starts, nor waits past, this long after the first attempt started.
+        expression: ``retryStrategy.expression`` (expr-lang over ``lastRetry.*`` and ``retries``):
+            false means no retry.
+    """
 
     limit: int
     policy: str
@@ -150,6 +167,26 @@ class RetrySpec:
     factor: int | None
     cap: float | None
     max_duration: float | None
+    expression: Expression | None = None
+
+    def backoff(self, retry: int) -> float:
+        """The wait before retry number ``retry`` (1 = the second attempt), as Argo computes it.
+
+        ``duration * factor ** (retry - 1)``, at most ``cap``; 0 without a backoff.
+        """
+        if self.duration is None:
+            return 0.0
+        wait = self.duration
+        if self.factor is not None and self.factor > 0:
+            wait = self.duration * float(self.factor) ** (retry - 1)
+        if self.cap is not None:
+            wait = min(wait, self.cap)
+        return wait
+
+    @property
+    def schedule(self) -> tuple[float, ...]:
+        """Every wait, before retries 1..limit, in seconds."""
+        return tuple(self.backoff(n) for n in range(1, self.limit + 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,12 +407,33 @@ def _override_params(
 # --- templates --------------------------------------------------------------------------------------
 
 
+def _retry_expression(raw: Any, path: str) -> Expression:
+    """``retryStrategy.expression``: expr-lang over the variables Argo binds (see :data:`RETRY_VARIABLES`)."""
+    text = _string(raw, path)
+    if "{{" in text:
+        raise _unsupported(path, "placeholders in retryStrategy.expression are")
+    try:
+        expression = Expression(text, dialect="expr")
+    except UnsupportedExpressionError as exc:
+        raise UnsupportedWorkflowError(
+            f"{path}: {exc} by the local engine (its subset: workflows/engines/expr.py)"
+        ) from None
+    except ExpressionError as exc:
+        raise InvalidWorkflowError(f"{path}: {exc}") from None
+    unknown = expression.identifiers - RETRY_VARIABLES
+    if unknown:
+        raise _unsupported(
+            path,
+            f"identifier(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(RETRY_VARIABLES))}) are",
+        )
+    return expression
+
+
 def _retry(raw: Any, path: str) -> RetrySpec:
     r = _mapping(raw, path)
-    for key in ("expression", "affinity"):
-        if key in r:
-            raise _unsupported(f"{path}.{key}", f"retryStrategy.{key} is")
-    _check_keys(r, frozenset({"limit", "retryPolicy", "backoff"}), path, "retryStrategy")
+    if "affinity" in r:
+        raise _unsupported(f"{path}.affinity", "retryStrategy.affinity is")
+    _check_keys(r, frozenset({"limit", "retryPolicy", "backoff", "expression"}), path, "retryStrategy")
     if "limit" not in r:
         raise _unsupported(path, "a retryStrategy without 'limit' (Argo would retry forever) is")
     try:
@@ -402,7 +460,8 @@ def _retry(raw: Any, path: str) -> RetrySpec:
             cap = parse_duration(b["cap"], f"{bpath}.cap")
         if b.get("maxDuration") is not None:
             max_duration = parse_duration(b["maxDuration"], f"{bpath}.maxDuration")
-    return RetrySpec(limit, policy, duration, factor, cap, max_duration)
+    expression = _retry_expression(r["expression"], f"{path}.expression") if r.get("expression") else None
+    return RetrySpec(limit, policy, duration, factor, cap, max_duration, expression)
 
 
 def _inputs(tmpl: Mapping[str, Any], path: str) -> tuple[tuple[str, str | None], ...]:

@@ -14,6 +14,19 @@ answers for the subset our templates use, without ``eval()``:
 
 Anything else (``=~``, ``?:``, ``in``, bitwise operators, function calls) is refused with an error naming it.
 Division by zero follows Go float64 semantics (±Inf, NaN for ``%``), as govaluate does.
+
+The ``expr`` dialect is the part of expr-lang (what Argo evaluates ``retryStrategy.expression`` with) that
+the local engine implements for retry decisions over string variables (``lastRetry.message``, ...):
+
+- string literals without backslash escapes, numbers, ``true``/``false``, identifiers
+- ``==`` ``!=`` ``<`` ``<=`` ``>`` ``>=``, ``&&``/``and``, ``||``/``or``, ``!``/``not``, parentheses, with
+  expr-lang's precedence (``!`` binds tighter than the comparisons, as in govaluate)
+- ``s matches 'pattern'``: the pattern must be a string literal in the subset where Go's RE2 and Python's
+  ``re`` agree (literals, ``.``, classes, groups, ``|``, quantifiers, ``^``, ``$``); ``(?``, backslashes,
+  POSIX classes and possessive quantifiers are refused. ``$`` is end of text, as in RE2.
+
+Arithmetic, function calls (``asInt``, ``sprig``...), ``in``, ``contains``, ``startsWith``, ``endsWith``,
+``??``, ternaries and the ``not matches`` suffix form are refused.
 """
 
 from __future__ import annotations
@@ -22,13 +35,25 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["Expression", "ExpressionError", "compile_expression", "evaluate"]
+__all__ = [
+    "Expression",
+    "ExpressionError",
+    "UnsupportedExpressionError",
+    "compile_expression",
+    "evaluate",
+]
+
+Dialect = Literal["govaluate", "expr"]
 
 
 class ExpressionError(ValueError):
     """The expression cannot be parsed or evaluated; the message names the expression."""
+
+
+class UnsupportedExpressionError(ExpressionError):
+    """The expression is valid in its language but uses a construct this evaluator does not implement."""
 
 
 _TOKEN_RE = re.compile(
@@ -42,6 +67,10 @@ _TOKEN_RE = re.compile(
     re.VERBOSE,
 )
 _UNSUPPORTED_OPS = {"=~", "!~", "**", "<<", ">>", "??", "?", ":", "&", "|", "^", "~", ",", "[", "]", "="}
+# The expr dialect: word operators spelled as the symbolic ones, words refused, and no arithmetic.
+_EXPR_WORD_OPS = {"and": "&&", "or": "||", "not": "!", "matches": "matches"}
+_EXPR_UNSUPPORTED_WORDS = {"in", "contains", "startsWith", "endsWith", "nil", "let", "if", "else"}
+_EXPR_UNSUPPORTED_OPS = {"+", "-", "*", "/", "%"}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'"}
 
 # Binding power of binary operators: higher binds tighter (govaluate's order).
@@ -61,6 +90,7 @@ _BINARY_BP = {
     "%": 5,
 }
 _PREFIX_BP = 6
+_EXPR_ONLY_BP = {"matches": 3}  # a comparison, as in expr-lang
 
 Evaluator = Callable[[Mapping[str, Any]], Any]
 Fail = Callable[[str], ExpressionError]  # builds the error naming the whole expression
@@ -73,22 +103,80 @@ def _unquote(raw: str) -> str:
     return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), body)
 
 
-def _tokenize(text: str) -> list[tuple[str, str]]:
+def _tokenize(text: str, dialect: Dialect = "govaluate") -> list[tuple[str, str]]:
     tokens: list[tuple[str, str]] = []
     pos = 0
+    expr = dialect == "expr"
     while pos < len(text):
         m = _TOKEN_RE.match(text, pos)
         if m is None:
+            if expr and text[pos] == "`":
+                raise UnsupportedExpressionError(f"raw strings (`...`) are not supported (in {text!r})")
             raise ExpressionError(f"unexpected character {text[pos]!r} at offset {pos} in {text!r}")
         kind = m.lastgroup or ""
         value = m.group()
         pos = m.end()
         if kind == "ws":
             continue
-        if kind == "op" and value in _UNSUPPORTED_OPS:
-            raise ExpressionError(f"operator {value!r} is not supported (in {text!r})")
+        if kind == "op" and (value in _UNSUPPORTED_OPS or expr and value in _EXPR_UNSUPPORTED_OPS):
+            raise UnsupportedExpressionError(f"operator {value!r} is not supported (in {text!r})")
+        if expr and kind == "ident":
+            if value in _EXPR_WORD_OPS:
+                kind, value = "op", _EXPR_WORD_OPS[value]
+            elif value in _EXPR_UNSUPPORTED_WORDS:
+                raise UnsupportedExpressionError(f"{value!r} is not supported (in {text!r})")
+            elif text[pos:].lstrip().startswith("("):
+                raise UnsupportedExpressionError(f"function call {value}(...) is not supported (in {text!r})")
+        if expr and kind == "str" and "\\" in value:
+            raise UnsupportedExpressionError(
+                f"backslash escapes in strings are not supported (in {text!r}); use a class such as [.]"
+            )
         tokens.append((kind, value))
     return tokens
+
+
+_REGEX_QUANTIFIERS = "*+?}"
+
+
+def _portable_regex(pattern: str, fail: Callable[[str], ExpressionError]) -> re.Pattern[str]:
+    r"""Compile ``pattern`` for Python if it means the same under Go's RE2; refuse it otherwise.
+
+    Backslashes never reach here (string literals refuse them). ``$`` outside a class becomes ``\Z``:
+    RE2's ``$`` (without the m flag) matches only at the end of the text, Python's also before a final
+    newline.
+    """
+    out: list[str] = []
+    in_class = False
+    prev = ""
+    for i, ch in enumerate(pattern):
+        if in_class:
+            if ch == "[":
+                raise fail(f"'[' inside a character class (POSIX classes, nesting) in pattern {pattern!r}")
+            if ch == "]" and prev != "[" and pattern[i - 2 : i] != "[^":
+                in_class = False
+            elif ch in "-&~|" and prev == ch:
+                raise fail(f"{ch * 2!r} inside a character class in pattern {pattern!r}")
+            out.append(ch)
+        elif ch == "[":
+            in_class = True
+            out.append(ch)
+        elif ch == "(" and pattern[i + 1 : i + 2] == "?":
+            raise fail(f"'(?' groups and flags in pattern {pattern!r}")
+        elif ch == "{" and pattern[i + 1 : i + 2] == ",":
+            raise fail(f"'{{,' (a repetition to Python, a literal to RE2) in pattern {pattern!r}")
+        elif ch == "+" and prev in _REGEX_QUANTIFIERS:
+            raise fail(f"possessive or nested quantifier {prev + ch!r} in pattern {pattern!r}")
+        elif ch == "$":
+            out.append(r"\Z")
+        else:
+            out.append(ch)
+        prev = ch
+    if in_class:
+        raise fail(f"unterminated character class in pattern {pattern!r}")
+    try:
+        return re.compile("".join(out))
+    except re.error as exc:
+        raise ExpressionError(f"invalid pattern {pattern!r}: {exc}") from None
 
 
 def _type_name(v: Any) -> str:
@@ -120,15 +208,19 @@ def _go_str(v: Any) -> str:
 
 
 class _Parser:
-    def __init__(self, text: str, bare_words: bool) -> None:
+    def __init__(self, text: str, bare_words: bool, dialect: Dialect = "govaluate") -> None:
         self.text = text
-        self.tokens = _tokenize(text)
+        self.tokens = _tokenize(text, dialect)
         self.pos = 0
         self.bare_words = bare_words
+        self.binary_bp = {**_BINARY_BP, **_EXPR_ONLY_BP} if dialect == "expr" else _BINARY_BP
         self.identifiers: set[str] = set()
 
     def fail(self, msg: str) -> ExpressionError:
         return ExpressionError(f"{msg} in expression {self.text!r}")
+
+    def refuse(self, what: str) -> UnsupportedExpressionError:
+        return UnsupportedExpressionError(f"{what} is not supported (in expression {self.text!r})")
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -145,14 +237,34 @@ class _Parser:
         left = self.prefix()
         while True:
             tok = self.peek()
-            if tok is None or tok[0] != "op" or tok[1] not in _BINARY_BP:
+            if tok is None or tok[0] != "op" or tok[1] not in self.binary_bp:
                 return left
-            bp = _BINARY_BP[tok[1]]
+            bp = self.binary_bp[tok[1]]
             if bp <= min_bp:
                 return left
             self.pos += 1
+            if tok[1] == "matches":
+                left = self.matches(left)
+                continue
             right = self.expr(bp)  # left-associative: the right side only takes tighter operators
             left = self.binary(tok[1], left, right)
+
+    def matches(self, left: Evaluator) -> Evaluator:
+        """``left matches 'pattern'``: the pattern is a literal, compiled (and checked) once."""
+        tok = self.peek()
+        if tok is None or tok[0] != "str":
+            raise self.refuse("'matches' with a pattern that is not a string literal")
+        self.pos += 1
+        pattern = _portable_regex(_unquote(tok[1]), self.refuse)
+        fail = self.fail
+
+        def match(env: Mapping[str, Any]) -> bool:
+            value = left(env)
+            if not isinstance(value, str):
+                raise fail(f"'matches' needs a string, got {_type_name(value)} {value!r}")
+            return pattern.search(value) is not None
+
+        return match
 
     def prefix(self) -> Evaluator:
         tok = self.peek()
@@ -333,13 +445,16 @@ _BINARY_BUILDERS: dict[str, Callable[[str, Evaluator, Evaluator, Fail], Evaluato
 class Expression:
     """A parsed expression; evaluate it many times with different bindings."""
 
-    __slots__ = ("text", "identifiers", "bare_words", "_fn")
+    __slots__ = ("text", "identifiers", "bare_words", "dialect", "_fn")
 
-    def __init__(self, text: str, *, bare_words: bool = False) -> None:
-        parser = _Parser(text, bare_words)
+    def __init__(self, text: str, *, bare_words: bool = False, dialect: Dialect = "govaluate") -> None:
+        if bare_words and dialect != "govaluate":
+            raise ValueError("bare-words mode is govaluate's (Argo's 'when')")
+        parser = _Parser(text, bare_words, dialect)
         self._fn = parser.parse()
         self.text = text
         self.bare_words = bare_words
+        self.dialect = dialect
         self.identifiers = frozenset(parser.identifiers)
 
     def evaluate(self, names: Mapping[str, Any] | None = None) -> Any:
@@ -358,11 +473,17 @@ class Expression:
 
 
 @lru_cache(maxsize=1024)
-def compile_expression(text: str, *, bare_words: bool = False) -> Expression:
+def compile_expression(text: str, *, bare_words: bool = False, dialect: Dialect = "govaluate") -> Expression:
     """Parse ``text`` once; cached because a ``when`` is re-parsed after every substitution."""
-    return Expression(text, bare_words=bare_words)
+    return Expression(text, bare_words=bare_words, dialect=dialect)
 
 
-def evaluate(text: str, names: Mapping[str, Any] | None = None, *, bare_words: bool = False) -> Any:
+def evaluate(
+    text: str,
+    names: Mapping[str, Any] | None = None,
+    *,
+    bare_words: bool = False,
+    dialect: Dialect = "govaluate",
+) -> Any:
     """Parse (cached) and evaluate ``text`` in one go."""
-    return compile_expression(text, bare_words=bare_words).evaluate(names)
+    return compile_expression(text, bare_words=bare_words, dialect=dialect).evaluate(names)

@@ -18,7 +18,8 @@ It follows Argo Workflows v4.1.2 for the subset defined in :mod:`workflows.engin
 - ``retryStrategy``: ``limit`` retries after the first attempt; Always retries Failed and Error,
   OnFailure (the default) Failed, OnError Error; the wait before retry n is
   ``duration * factor**(n-1)`` capped by ``cap``; ``maxDuration`` (counted from the first attempt's start)
-  stops retrying.
+  stops retrying; ``expression`` (expr-lang, over the ``lastRetry.*`` variables Argo binds for an HTTP node)
+  false stops retrying. See :mod:`workflows.engines.retry`.
 - failFast (default true): after a task fails no new task starts; running ones finish. The DAG's phase is
   the first failed/errored branch among the leaf tasks (sorted by name), an omitted task inheriting the
   phase of the failed dependency that caused it.
@@ -68,6 +69,7 @@ from workflows.engines.compiler import (
 )
 from workflows.engines.expr import ExpressionError, compile_expression
 from workflows.engines.invokers import Invoker
+from workflows.engines.retry import decide, function_retries, non_2xx_message
 
 log = logging.getLogger(__name__)
 
@@ -424,60 +426,57 @@ class _Execution:
             return
         tmpl = call.template
         cond = tmpl.success
+        detail = ""
         try:
             if cond is None and tmpl.success_text is not None:
                 cond = compile_expression(tmpl.success_text.render((self.globals,)))
             if cond is None:
                 ok = 200 <= resp.status < 300
-                message = "" if ok else f"received non-2xx response code: {resp.status}"
+                message = "" if ok else non_2xx_message(resp.status)
             else:
                 ok = cond.evaluate_bool({"response.statusCode": resp.status, "response.body": resp.body})
-                message = (
-                    "" if ok else (f"successCondition '{cond.text}' evaluated false (status {resp.status})")
-                )
+                # Argo's message names no status; the node shows it, the retry expression does not see it.
+                message = "" if ok else f"successCondition '{cond.text}' evaluated false"
+                detail = f" (status {resp.status})"
         except (ExpressionError, KeyError) as exc:
             ok, message = False, f"successCondition: {exc}"
-        self.attempt_done(call, SUCCEEDED if ok else FAILED, message, resp)
+        self.attempt_done(call, SUCCEEDED if ok else FAILED, message, resp, detail)
 
-    def attempt_done(self, call: _Call, phase: str, message: str, resp: Response | None) -> None:
+    def attempt_done(
+        self, call: _Call, phase: str, message: str, resp: Response | None, detail: str = ""
+    ) -> None:
+        """Record one attempt's end; retry it or finish the node.
+
+        Args:
+            call: the node's call.
+            phase: the attempt's phase.
+            message: the attempt's message as the Argo agent writes it (``lastRetry.message``).
+            resp: the response, if one came.
+            detail: shown after the message on the node only.
+        """
         node = call.node
-        node.call_s += time.monotonic() - call.t0
+        now = time.monotonic()
+        node.call_s += now - call.t0
         node.status_code = None if resp is None else resp.status
         node.result = None if resp is None else resp.body
         if phase == SUCCEEDED:
             self.node_done(node, call.group, SUCCEEDED, "", inflight=True)
             return
-        verdict = self.retry_verdict(call, phase)
+        verdict = self.retry_verdict(call, phase, message, now)
         if isinstance(verdict, str):
-            self.node_done(node, call.group, phase, f"{message}{verdict}", inflight=True)
+            self.node_done(node, call.group, phase, f"{message}{detail}{verdict}", inflight=True)
             return
-        node.message = f"{message} (attempt {call.attempt}; retrying in {verdict:g}s)"
-        heapq.heappush(self.timers, (time.monotonic() + verdict, next(self.seq), "retry", call, call.attempt))
+        node.message = f"{message}{detail} (attempt {call.attempt}; retrying in {verdict:g}s)"
+        heapq.heappush(self.timers, (now + verdict, next(self.seq), "retry", call, call.attempt))
 
-    def retry_verdict(self, call: _Call, phase: str) -> float | str:
-        """Seconds to wait before the next attempt, or the reason (suffix) why there is none."""
-        spec = call.template.retry
-        if spec is None:
-            return ""
-        now = time.monotonic()
-        wait = 0.0
-        if spec.duration is not None:
-            deadline = None if spec.max_duration is None else call.first_start + spec.max_duration
-            if deadline is not None and now > deadline:
-                return "; max duration limit exceeded"
-            wait = spec.duration
-            if spec.factor is not None and spec.factor > 0:
-                wait = spec.duration * float(spec.factor) ** (call.attempt - 1)
-            if spec.cap is not None:
-                wait = min(wait, spec.cap)
-            if deadline is not None and now + wait > deadline:
-                return "; backoff would exceed max duration limit"
-        retry_on = {"Always": FAILED_OR_ERROR, "OnFailure": (FAILED,), "OnError": (ERROR,)}[spec.policy]
-        if phase not in retry_on:
-            return ""
-        if call.attempt > spec.limit:
-            return f"; no more retries left ({call.attempt} attempts)"
-        return wait
+    def retry_verdict(self, call: _Call, phase: str, message: str, now: float) -> float | str:
+        """Seconds to wait before the next attempt, or the reason (suffix) why there is none.
+
+        See :func:`workflows.engines.retry.decide`.
+        """
+        return decide(
+            call.template.retry, call.attempt, phase, message, now - call.t0, now - call.first_start
+        )
 
     def node_done(
         self, node: NodeStatus, group: _TaskState | None, phase: str, message: str, inflight: bool = False
@@ -579,6 +578,7 @@ class LocalEngine:
         self.invoker = invoker
         self.compiled = compiled
         self._gateway = gateway.rstrip("/")
+        self._retries = function_retries(compiled)
 
     @property
     def gateway(self) -> str:
@@ -603,8 +603,12 @@ class LocalEngine:
     def call(
         self, function: str, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
-        """Call one function directly through the invoker (see :meth:`Engine.call`)."""
-        return call_function(self.invoker, self._gateway, function, body, headers)
+        """Call one function directly through the invoker (see :meth:`Engine.call`).
+
+        Retried as the workflow's step calling the same function is (its template's ``retryStrategy``).
+        """
+        retry = self._retries.get(function)
+        return call_function(self.invoker, self._gateway, function, body, headers, retry=retry)
 
     def close(self) -> None:
         """Close the invoker (its worker pool and HTTP connections)."""
