@@ -309,6 +309,11 @@ def run_kills(kills: int, points: list[tuple[int, float]] | None = None) -> list
                 f"{case}: {got.history_errors[:3]} eval steps {got.eval_steps} vs {ref.eval_steps}",
             )
             once.record(not got.once_errors, f"{case}: {got.once_errors[:3]}")
+    table.notes += "; uninterrupted: " + ", ".join(
+        f"{r['config']} final IQM {r['final_iqm']:.1f}, reached {r['reached']}/{r['seeds']}, "
+        f"median steps to threshold {r['median_steps_to_threshold']}"
+        for r in ref.table
+    )
     where_text = ", ".join(f"{k}: {v}" for k, v in sorted(notes_where.items()))
     completes.notes += f"; where the kills landed: {where_text}"
     return [completes, weights, table, history, once]

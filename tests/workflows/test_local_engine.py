@@ -7,6 +7,8 @@ import concurrent.futures as cf
 import copy
 import http.server
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ from workflows.engines.compiler import InvalidWorkflowError, parse_duration
 from workflows.engines.invokers import (
     HttpInvoker,
     InProcessInvoker,
+    InvocationError,
     PoolInvoker,
     RoutingInvoker,
     function_from_url,
@@ -1126,3 +1129,30 @@ def test_engine_overhead_per_iteration_is_small() -> None:
     per_run = (time.perf_counter() - t0) / n
     assert result.phase == "Succeeded" and len(result.nodes) == 12
     assert per_run < 0.005, f"engine overhead {per_run * 1e3:.2f} ms per iteration (12 nodes)"
+
+
+def test_pool_worker_killed_mid_call_fails_that_call_and_is_replaced() -> None:
+    with PoolInvoker(2, modules=FAKE_MODULES) as inv:
+        pids = inv.warmup()
+        slow = inv.submit(f"{GATEWAY}/function/sleepy", "POST", {}, b'{"sleep": 30}', 60)
+        victim = next(p for p in pids if _serving(inv, p))
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(InvocationError, match="died during the call"):
+            slow.result(30)
+        fresh = inv.warmup()
+        assert victim not in fresh and len(fresh) == 2
+        echo = inv.submit(f"{GATEWAY}/function/echo", "POST", {}, b'{"a": 1}', 10).result(30)
+        assert echo.status == 200 and echo.json()["pid"] in fresh
+
+
+def _serving(inv: PoolInvoker, pid: int) -> bool:
+    return any(w.pid == pid and w.call is not None for w in inv._pool)
+
+
+def test_pool_whose_workers_die_at_start_stops_respawning_and_fails_calls() -> None:
+    with PoolInvoker(2, modules={"dies": f"{FAKE}.dies_on_import"}) as inv:
+        with pytest.raises(InvocationError, match="exit before they start"):
+            inv.warmup(timeout=60)
+        call = inv.submit(f"{GATEWAY}/function/dies", "POST", {}, b"{}", 5)
+        with pytest.raises(InvocationError, match="exit before they start"):
+            call.result(5)

@@ -12,6 +12,7 @@ answer 400 for bad input and never raise on purpose.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import importlib
 import json
 import logging
@@ -21,8 +22,12 @@ import signal
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import SpawnContext
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from ftg_common import catalog, faas
@@ -141,17 +146,55 @@ def _init_worker(modules: tuple[str, ...]) -> None:
             log.warning("worker %d: cannot pre-import %s: %s", os.getpid(), module, exc)
 
 
-def _worker_pid(hold_s: float) -> int:
-    # Holding the worker briefly makes concurrent warm-up calls land on distinct workers.
-    time.sleep(hold_s)
-    return os.getpid()
+def _worker_main(conn: Connection, modules: tuple[str, ...]) -> None:
+    """A pool worker: import the handlers, say ready, then serve one call at a time until told to stop."""
+    _init_worker(modules)
+    conn.send(_Ready(os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if msg is None:
+            return
+        module, body, headers = msg
+        conn.send(faas.invoke(module, faas.Event(body=body, headers=headers)))
+
+
+@dataclass(frozen=True)
+class _Ready:
+    pid: int
+
+
+class _Worker:
+    """One worker process, its end of the pipe, and the call it is serving (if any)."""
+
+    def __init__(self, ctx: SpawnContext, modules: tuple[str, ...]) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, modules), daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = threading.Event()
+        self.pid = 0
+        self.call: cf.Future[Response] | None = None
+
+    def send(self, fut: cf.Future[Response], request: tuple[str, bytes, dict[str, str]]) -> None:
+        self.call = fut
+        self.conn.send(request)
+
+
+_MAX_START_FAILURES = 3
 
 
 class PoolInvoker(_ModuleInvoker):
-    """A warm pool of spawned worker processes.
+    """A warm pool of spawned worker processes, one duplex pipe each.
 
     Each worker has the handler modules already imported (and their optional module-level ``warmup()``
-    called).
+    called). A call goes to an idle worker over its pipe, or waits in a queue; one reader thread waits
+    on every pipe and every worker's exit at once, so a round trip costs two pipe messages (a
+    ``ProcessPoolExecutor`` adds a feeder queue and a manager thread on each side). A worker that dies
+    mid-call fails that call with :class:`InvocationError` (the engine's retry strategy decides) and
+    is replaced.
 
     ``spawn`` (not ``fork``): the parent runs threads (engine, HTTP pool), and forking a threaded process
     can deadlock on locks held at fork time. A call that times out keeps its worker busy until it returns.
@@ -170,45 +213,140 @@ class PoolInvoker(_ModuleInvoker):
         # busy-waits and starves the other workers. This process's own pools are already sized.
         for var in _THREAD_ENV:
             os.environ[var] = "1"
+        self._ctx = multiprocessing.get_context("spawn")
+        self._imports = tuple(sorted(set(self.modules.values())))
         self._lock = threading.Lock()
-        self._executor = self._new_executor()
-
-    def _new_executor(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(tuple(sorted(set(self.modules.values()))),),
-        )
+        self._queue: deque[tuple[cf.Future[Response], tuple[str, bytes, dict[str, str]]]] = deque()
+        self._closed = False
+        # Workers that died before saying ready, in a row: a pool that cannot start stops respawning.
+        self._start_failures = 0
+        self._broken: str | None = None
+        self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
+        self._pool = [_Worker(self._ctx, self._imports) for _ in range(workers)]
+        self._reader = threading.Thread(target=self._read, name="ftg-pool-reader", daemon=True)
+        self._reader.start()
 
     def warmup(self, timeout: float = 120.0) -> list[int]:
         """Block until every worker process has started and imported the handlers; returns their pids."""
         deadline = time.monotonic() + timeout
-        pids: set[int] = set()
-        while len(pids) < self.workers:
+        while True:
+            with self._lock:
+                pool, broken = list(self._pool), self._broken
+            if broken is not None:
+                raise InvocationError(broken)
+            pending = [w for w in pool if not w.ready.is_set()]
+            if not pending:
+                return sorted(w.pid for w in pool)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"only {len(pids)} of {self.workers} workers started within {timeout}s")
-            futures = [self._executor.submit(_worker_pid, 0.05) for _ in range(self.workers)]
-            pids.update(f.result(timeout=remaining) for f in futures)
-        return sorted(pids)
+                raise TimeoutError(
+                    f"only {len(pool) - len(pending)} of {self.workers} workers started within {timeout}s"
+                )
+            # Short waits: a worker that dies is replaced by another object, which this loop then sees.
+            pending[0].ready.wait(min(remaining, 0.1))
 
     def _run(self, module: str, body: bytes, headers: dict[str, str]) -> cf.Future[Response]:
+        fut: cf.Future[Response] = cf.Future()
+        fut.set_running_or_notify_cancel()
+        request = (module, body, headers)
         with self._lock:
-            event = faas.Event(body=body, headers=headers)
-            try:
-                return self._executor.submit(faas.invoke, module, event)
-            except cf.BrokenExecutor:
-                # A worker died (OOM, segfault): start a fresh pool rather than failing every later call.
-                log.warning("process pool broken; starting a new one")
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = self._new_executor()
-                return self._executor.submit(faas.invoke, module, event)
+            if self._closed:
+                raise RuntimeError("the worker pool is closed")
+            if self._broken is not None:
+                fut.set_exception(InvocationError(self._broken))
+                return fut
+            idle = next((w for w in self._pool if w.call is None), None)
+            if idle is None:
+                self._queue.append((fut, request))
+            else:
+                idle.send(fut, request)
+        return fut
+
+    def _dispatch(self, w: _Worker) -> None:
+        # Called with the lock held when ``w`` has become idle.
+        if self._queue and not self._closed:
+            w.send(*self._queue.popleft())
+
+    def _read(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                pool = list(self._pool)
+            sentinels = [w.process.sentinel for w in pool]
+            waitables: list[Any] = [self._wake_r, *(w.conn for w in pool), *sentinels]
+            for ready in wait(waitables):
+                if ready is self._wake_r:
+                    continue
+                for w in pool:
+                    if ready is w.conn:
+                        self._receive(w)
+                    elif ready == w.process.sentinel and not w.process.is_alive():
+                        self._replace(w)
+
+    def _receive(self, w: _Worker) -> None:
+        try:
+            msg = w.conn.recv()
+        except (EOFError, OSError):
+            self._replace(w)
+            return
+        if isinstance(msg, _Ready):
+            w.pid = msg.pid
+            w.ready.set()
+            self._start_failures = 0
+            return
+        with self._lock:
+            fut, w.call = w.call, None
+            self._dispatch(w)
+        if fut is not None:
+            fut.set_result(msg)
+
+    def _replace(self, w: _Worker) -> None:
+        with self._lock:
+            if self._closed or w not in self._pool:
+                return
+            fut, w.call = w.call, None
+            failed = [fut] if fut is not None else []
+            if not w.ready.is_set():
+                self._start_failures += 1
+            if self._start_failures >= _MAX_START_FAILURES:
+                self._broken = f"worker processes exit before they start ({self._start_failures} in a row)"
+                log.error("worker pool broken: %s", self._broken)
+                self._pool.remove(w)
+                failed += [f for f, _ in self._queue]
+                self._queue.clear()
+            else:
+                log.warning("worker %d exited (code %s); starting a new one", w.pid, w.process.exitcode)
+                fresh = _Worker(self._ctx, self._imports)
+                self._pool[self._pool.index(w)] = fresh
+                self._dispatch(fresh)
+        w.conn.close()
+        for f in failed:
+            f.set_exception(InvocationError(self._broken or f"worker process {w.pid} died during the call"))
 
     def close(self) -> None:
-        """Stop the workers, cancelling calls not yet started."""
+        """Stop the workers, cancelling calls not yet started; workers hold no state worth waiting for."""
         with self._lock:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            if self._closed:
+                return
+            self._closed = True
+            queued, self._queue = list(self._queue), deque()
+            pool = list(self._pool)
+        self._wake_w.send(None)
+        self._reader.join(timeout=5)
+        for fut, _ in queued:
+            fut.set_exception(cf.CancelledError("the worker pool was closed"))
+        for w in pool:
+            with contextlib.suppress(OSError):
+                w.conn.send(None)
+        for w in pool:
+            w.process.join(timeout=1)
+            if w.process.is_alive():
+                w.process.terminate()
+                w.process.join(timeout=1)
+            w.conn.close()
+            if w.call is not None and not w.call.done():
+                w.call.set_exception(InvocationError("the worker pool was closed during the call"))
 
     def __enter__(self) -> PoolInvoker:
         return self

@@ -18,13 +18,14 @@ forever:
 * a request body is framed by ``Content-Length`` (ASCII digits only: ``abc``, ``-1``, ``+5`` or two
   disagreeing values are 400) or ``Transfer-Encoding: chunked`` (bounded chunk lines and trailers;
   both at once, or any other coding, is 400); more than :data:`MAX_BODY` bytes is 413, read no further;
-* a body (or header block) that stops arriving is 408 after ``read_timeout`` seconds, and a whole
-  body must arrive within ``read_timeout`` seconds;
+* a body (or header block) that stops arriving for ``read_timeout`` seconds is 408, and so is a body
+  slower than :data:`MIN_BODY_RATE` on average (after a ``read_timeout`` grace), so a client trickling
+  bytes cannot hold a connection either;
 * the body is checked for size and JSON nesting depth (:func:`ftg_common.faas.check_body`) before the
   function is invoked;
 * when an answer leaves request bytes unread, the connection is closed after it, and the unread bytes
-  are drained (at most :data:`LINGER_BYTES`, at most ``read_timeout`` seconds) so the client reads the
-  answer instead of a reset.
+  are drained while they keep coming (at most :data:`LINGER_BYTES`, on the same time bounds) so the
+  client reads the answer instead of a reset.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ from ftg_common.catalog import FUNCTION_NAMES
 
 MAX_BODY = faas.MAX_BODY_BYTES
 READ_TIMEOUT_S = 30.0
-"""Seconds a connection may wait for the client's next bytes, and for a whole request body."""
+"""Seconds a connection may wait for the client's next bytes."""
+MIN_BODY_RATE = 256 * 2**10
+"""Bytes per second a request body must average, after a grace of one read timeout."""
 LINGER_BYTES = 64 * 2**20
 """Unread request bytes drained after an early answer, so the client reads it rather than a reset."""
 MAX_CHUNK_LINE = 1024
@@ -288,7 +291,7 @@ class GatewayHandler(BaseHTTPRequestHandler):
             if coding != "chunked":
                 raise _Refusal(400, f"unsupported Transfer-Encoding {_shown(coding)}; use chunked")
             self._continue()
-            return self._read_chunked(time.monotonic() + self.read_timeout)
+            return self._read_chunked(self._deadline(MAX_BODY))
         if not lengths:
             return b""
         values = {v.strip() for v in lengths}
@@ -300,7 +303,7 @@ class GatewayHandler(BaseHTTPRequestHandler):
         if length > MAX_BODY:
             raise _Refusal(413, f"body of {length} bytes is larger than {MAX_BODY} bytes")
         self._continue()
-        body = self._read_exact(length, time.monotonic() + self.read_timeout)
+        body = self._read_exact(length, self._deadline(length))
         self._pending = False
         return body
 
@@ -310,6 +313,10 @@ class GatewayHandler(BaseHTTPRequestHandler):
             self.send_response_only(HTTPStatus.CONTINUE)
             self.end_headers()
             self.wfile.flush()
+
+    def _deadline(self, size: int) -> float:
+        """When ``size`` bytes must have arrived: one read timeout, plus their time at MIN_BODY_RATE."""
+        return time.monotonic() + self.read_timeout + size / MIN_BODY_RATE
 
     def _read_exact(self, n: int, deadline: float) -> bytes:
         parts: list[bytes] = []
@@ -326,9 +333,7 @@ class GatewayHandler(BaseHTTPRequestHandler):
                 parts.append(chunk)
                 got += len(chunk)
         except TimeoutError as exc:
-            raise _Refusal(
-                408, f"body not received within {self.read_timeout:g} s ({got} of {n} bytes)"
-            ) from exc
+            raise _Refusal(408, f"body not received in time ({got} of {n} bytes arrived)") from exc
         finally:
             self.connection.settimeout(self.read_timeout)
         return b"".join(parts)
@@ -349,7 +354,7 @@ class GatewayHandler(BaseHTTPRequestHandler):
             self.connection.settimeout(min(left, self.read_timeout))
             return self.rfile.readline(MAX_CHUNK_LINE + 1)
         except TimeoutError as exc:
-            raise _Refusal(408, f"chunked body not received within {self.read_timeout:g} s") from exc
+            raise _Refusal(408, "chunked body not received in time") from exc
         finally:
             self.connection.settimeout(self.read_timeout)
 
@@ -377,9 +382,13 @@ class GatewayHandler(BaseHTTPRequestHandler):
         raise _Refusal(400, f"more than {MAX_TRAILERS} trailer lines")
 
     def _linger(self) -> None:
-        """Close after an answer that left request bytes unread: drain them (bounded), then close."""
+        """Close after an answer that left request bytes unread: drain them (bounded), then close.
+
+        Draining stops at the client's end of stream, after a read timeout of silence, after
+        :data:`LINGER_BYTES`, or when those bytes would have taken longer than at MIN_BODY_RATE.
+        """
         self.close_connection = True
-        deadline = time.monotonic() + self.read_timeout
+        deadline = self._deadline(LINGER_BYTES)
         drained = 0
         try:
             self.connection.shutdown(socket.SHUT_WR)
@@ -387,7 +396,7 @@ class GatewayHandler(BaseHTTPRequestHandler):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self.connection.settimeout(left)
+                self.connection.settimeout(min(left, self.read_timeout))
                 chunk = self.connection.recv(2**16)
                 if not chunk:
                     break
