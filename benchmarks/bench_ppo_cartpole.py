@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from iteration_split import IterationSplit, RecordingEngine  # noqa: E402  (a sibling of this script)
 from iteration_split import summarise as summarise_split  # noqa: E402
+from machine_info import machine_info  # noqa: E402  (a sibling of this script)
 
 THRESHOLD = 475.0
 EVAL_EVERY = 2048
@@ -303,16 +303,9 @@ def main() -> int:
 
     record = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": numpy.__version__,
-            "sb3": stable_baselines3.__version__,
-            "loadavg_1min_at_start": round(load_before[0], 2),
-            "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
-        },
+        "machine": machine_info(
+            load_before, torch=torch.__version__, numpy=numpy.__version__, sb3=stable_baselines3.__version__
+        ),
         "seeds": seeds,
         "steps": args.steps,
         "sb3": sb3,

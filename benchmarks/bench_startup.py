@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from machine_info import machine_info  # a sibling of this script
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMELINE = Path(__file__).resolve().parent / "cli_timeline.py"
@@ -227,20 +228,16 @@ def to_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def _revision(root: Path) -> str:
     try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head = _git(root, "rev-parse", "--short", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
         return f"{head}{' + working tree' if dirty else ''}"
     except (OSError, subprocess.CalledProcessError):
         return "not a git checkout"
@@ -300,14 +297,8 @@ def main() -> int:
             variants[label][mode] = {"summary": summarise(runs[label]), "runs": runs[label]}
     record = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            # Other work on the machine inflates every figure; read the before/after ratios.
-            "loadavg_1min_at_start": round(load_before[0], 2),
-            "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
-        },
+        # Other work on the machine inflates every figure; read the before/after ratios.
+        "machine": machine_info(load_before),
         "roots": {label: {"path": str(root), "revision": _revision(root)} for label, root in roots.items()},
         "cli_args": ["submit", *cli_args],
         "repeats": args.repeats,

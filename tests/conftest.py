@@ -16,19 +16,16 @@ requesting one can't slip into the fast subset unnoticed.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from benchmarks.reliability import procs
 from ftg_common.meta.redis import RedisMeta
 from ftg_common.meta.sqlite import SqliteMeta
 from ftg_common.store.file import FileStore
@@ -134,64 +131,23 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 # --------------------------------------------------------------------------- real S3 server (moto)
 
-_MOTO_START_TIMEOUT_S = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _answers_http(url: str) -> bool:
-    # No proxies: a proxy from the environment must not intercept a loopback health check.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        opener.open(url, timeout=1).close()
-    except urllib.error.HTTPError:
-        return True  # any HTTP status means the server is up
-    except OSError:
-        return False
-    return True
-
 
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Endpoint URL of a real S3-protocol server (moto server mode) running as a subprocess."""
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    # moto logs every request; a file (not a pipe nobody reads) can never fill up and stall it.
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log_path, "wb") as log, pytest.MonkeyPatch.context() as env:
+    with pytest.MonkeyPatch.context() as env, ExitStack() as stack:
         # moto accepts any credentials, but boto3 refuses to sign without some.
         env.setenv("AWS_ACCESS_KEY_ID", "ftg-test")
         env.setenv("AWS_SECRET_ACCESS_KEY", "ftg-test")
         env.delenv("AWS_SESSION_TOKEN", raising=False)
         env.delenv("AWS_PROFILE", raising=False)
         env.setenv("NO_PROXY", ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1"])))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
         try:
-            deadline = time.monotonic() + _MOTO_START_TIMEOUT_S
-            while not _answers_http(endpoint):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(
-                        f"moto S3 server did not start on {endpoint}:\n"
-                        + log_path.read_text(errors="replace"),
-                        pytrace=False,
-                    )
-                time.sleep(0.1)
-            yield endpoint
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            endpoint = stack.enter_context(procs.moto_server(log_path))
+        except procs.ServerStartError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield endpoint
 
 
 # --------------------------------------------------------------------------- real Redis server
@@ -276,16 +232,6 @@ def redis_meta(redis_url: str, redis_key_prefix: str, meta_clock: FakeClock) -> 
 # --------------------------------------------------------------------------- the functions' environment
 
 
-def _clear_process_caches() -> None:
-    from ftg_common import runtime
-    from ftg_common.settings import get_settings
-
-    get_settings.cache_clear()
-    runtime.store.cache_clear()
-    runtime.meta.cache_clear()
-    runtime._cached_config.cache_clear()
-
-
 def _forget_mlflow_tracking_uri() -> None:
     # mlflow.set_tracking_uri() keeps a process-wide URI that outranks MLFLOW_TRACKING_URI, so after a
     # test that called it every later test would track into that test's database, depending on order.
@@ -309,7 +255,7 @@ def ftg_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("FTG_LOCAL_WORKERS", "0")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.chdir(tmp_path)
-    _clear_process_caches()
+    procs.clear_settings_caches()
     yield tmp_path
-    _clear_process_caches()
+    procs.clear_settings_caches()
     _forget_mlflow_tracking_uri()

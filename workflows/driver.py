@@ -534,15 +534,7 @@ class RunDriver:
         prior = summarize(earlier, ppo.threshold)
         elapsed = time.perf_counter() - t0
         metrics = _iteration_metrics(
-            i,
-            episodes=rollout.episodes,
-            mean_return=rollout.mean_return,
-            upd=upd,
-            ev=ev,
-            elapsed=elapsed,
-            sps=0.0,
-            wall_s=prior.wall_s + elapsed,
-            gb_s=prior.gb_s + gb_s,
+            i, rollout.episodes, rollout.mean_return, upd, ev, elapsed=elapsed, gb_s=gb_s, before=prior
         )
         log.info("run %s: iteration %d's record rebuilt from its committed objects", rid, i)
         return IterationRecord(
@@ -591,15 +583,7 @@ class RunDriver:
             recent = recent[-20:]
             sps = sum(s for _, s in recent) / max(sum(t for t, _ in recent), 1e-9)
             metrics = _iteration_metrics(
-                i,
-                episodes=agg.episodes,
-                mean_return=agg.mean_return,
-                upd=upd,
-                ev=ev,
-                elapsed=elapsed,
-                sps=sps,
-                wall_s=summary.wall_s + elapsed,
-                gb_s=summary.gb_s + gb_s,
+                i, agg.episodes, agg.mean_return, upd, ev, elapsed=elapsed, sps=sps, gb_s=gb_s, before=summary
             )
             rec = IterationRecord(
                 i, upd.total_steps, int(time.time() * 1000), elapsed, eval_s, gb_s, calls, metrics
@@ -652,17 +636,21 @@ class RunDriver:
 
 def _iteration_metrics(
     i: int,
-    *,
     episodes: int,
     mean_return: float | None,
     upd: UpdateResult,
     ev: EvalResult | None,
+    *,
     elapsed: float,
-    sps: float,
-    wall_s: float,
     gb_s: float,
+    before: RunSummary,
+    sps: float = 0.0,
 ) -> dict[str, float]:
-    """The MLflow metrics of iteration ``i`` (undefined ones left out)."""
+    """The MLflow metrics of iteration ``i`` (undefined ones left out).
+
+    ``elapsed`` and ``gb_s`` are this iteration's; the run's totals add them to those of ``before``, the
+    summary of the iterations before ``i``. ``sps`` is 0.0 where it was not measured (a rebuilt record).
+    """
     metrics: dict[str, float | int | None] = {
         mn.EPISODE_RETURN: mean_return,
         mn.EPISODES: episodes,
@@ -677,8 +665,8 @@ def _iteration_metrics(
         mn.ITERATIONS: i + 1,
         mn.ITERATION_S: elapsed,
         mn.STEPS_PER_S: sps,
-        mn.WALL_S: wall_s,
-        mn.COST_GB_S: gb_s,
+        mn.WALL_S: before.wall_s + elapsed,
+        mn.COST_GB_S: before.gb_s + gb_s,
     }
     if ev is not None:
         metrics.update(

@@ -34,31 +34,25 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.reliability.checks import Check
+from benchmarks.reliability.procs import environment, moto_server
 from ftg_common import checkpoints, faas, layout, runtime
 from ftg_common.config import PPOConfig, RunConfig
 from ftg_common.errors import CorruptObjectError
-from ftg_common.settings import get_settings
 from ftg_common.store.base import KeyNotFoundError, ObjectStore
 from ftg_common.verify import verify_run
 
 AREA = "corruption"
 SEED = 20_261_125
-MOTO_START_TIMEOUT_S = 30.0
 _JSON_TAIL = 77  # ,"sha256":"<64 hex>"} closing a JSON envelope
 MODES = ("flip-data", "flip-header", "truncate", "empty", "delete")
 
@@ -66,89 +60,15 @@ MODES = ("flip-data", "flip-header", "truncate", "empty", "delete")
 # --------------------------------------------------------------------------- stores
 
 
-def _clear_caches() -> None:
-    get_settings.cache_clear()
-    runtime.store.cache_clear()
-    runtime.meta.cache_clear()
-    runtime._cached_config.cache_clear()
-
-
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables (and so the settings) for the block; restore them and the caches after."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    _clear_caches()
-    try:
-        yield
-    finally:
-        with suppress(Exception):
-            runtime.meta().close()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        _clear_caches()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _answers_http(url: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        opener.open(url, timeout=1).close()
-    except urllib.error.HTTPError:
-        return True  # any HTTP status means the server is up
-    except OSError:
-        return False
-    return True
-
-
-@contextmanager
-def moto_server(log_dir: Path) -> Iterator[str]:
-    """An S3-protocol server (``python -m moto.server``) as a child process; yields its endpoint URL."""
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log_path = log_dir / "moto.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + MOTO_START_TIMEOUT_S
-            while not _answers_http(endpoint):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"moto did not start on {endpoint}: {log_path.read_text(errors='replace')}"
-                    )
-                time.sleep(0.1)
-            yield endpoint
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 @contextmanager
 def backend(name: str, root: Path) -> Iterator[None]:
     """Point this process's settings at a scratch store of kind ``name`` (``file`` or ``s3``)."""
     meta = {"FTG_META_URL": f"sqlite:///{root}/{name}-meta.db", "FTG_LOCAL_WORKERS": "0"}
     if name == "file":
-        with _environment({"FTG_STORE_URL": f"file://{root}/store", **meta}):
+        with environment({"FTG_STORE_URL": f"file://{root}/store", **meta}):
             yield
         return
-    with moto_server(root) as endpoint:
+    with moto_server(root / "moto.log") as endpoint:
         bucket = f"ftg-corruption-{uuid.uuid4().hex[:12]}"
         env = {
             "FTG_STORE_URL": f"s3://{bucket}/runs-under-test",
@@ -159,7 +79,7 @@ def backend(name: str, root: Path) -> Iterator[None]:
             "NO_PROXY": ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1"])),
             **meta,
         }
-        with _environment(env):
+        with environment(env):
             from ftg_common.store.s3 import S3Store
 
             S3Store(bucket, endpoint_url=endpoint, create_bucket=True)
@@ -231,7 +151,7 @@ def make_target(run_id: str) -> Target:
 
 # --------------------------------------------------------------------------- the kinds of object
 
-Reader = Callable[[ObjectStore, str], object]
+Reader = Callable[[ObjectStore, str, str], object]
 
 
 @dataclass(frozen=True)
@@ -241,7 +161,7 @@ class Kind:
     Attributes:
         name: as the report names it.
         key: run id -> the key of the object damaged.
-        read: (store, run id) -> reads it as the functions do.
+        read: (store, run id, that key) -> reads it as the functions do.
         call: (function, iteration) of a request that reads it; None when no function does.
         optional: its absence is not damage (an evaluation; an object of the uncommitted iteration).
     """
@@ -253,69 +173,38 @@ class Kind:
     optional: bool = False
 
 
-def _read_json(key: Callable[[str], str]) -> Reader:
-    return lambda store, run_id: store.get_json(key(run_id))
+def _key(builder: Callable[..., str], *args: int) -> Callable[[str], str]:
+    """Run id -> ``builder(run_id, *args)``: the key of one object of every run."""
+    return lambda run_id: builder(run_id, *args)
 
 
-def _read_tensors(key: Callable[[str], str]) -> Reader:
-    return lambda store, run_id: store.get_tensors_with_metadata(key(run_id))
+def _read_json(store: ObjectStore, run_id: str, key: str) -> object:
+    return store.get_json(key)
+
+
+def _read_tensors(store: ObjectStore, run_id: str, key: str) -> object:
+    return store.get_tensors_with_metadata(key)
+
+
+def _read_policy(version: int) -> Reader:
+    return lambda store, run_id, key: checkpoints.read_policy(store, run_id, version)
 
 
 def _read_version(version: int) -> Reader:
-    return lambda store, run_id: checkpoints.read_version(store, run_id, version)
-
-
-def _config(r: str) -> str:
-    return layout.config_key(r)
-
-
-def _policy(r: str) -> str:
-    return layout.policy_key(r, 2)
-
-
-def _weights(r: str) -> str:
-    return layout.ckpt_weights_key(r, 2)
-
-
-def _optimizer(r: str) -> str:
-    return layout.ckpt_optim_key(r, 2)
-
-
-def _state(r: str) -> str:
-    return layout.ckpt_state_key(r, 2)
-
-
-def _traj(r: str) -> str:
-    return layout.traj_key(r, 1, 1)
-
-
-def _carry(r: str) -> str:
-    return layout.carry_key(r, 1, 0)
-
-
-def _batch(r: str) -> str:
-    return layout.batch_key(r, 2)
-
-
-def _update(r: str) -> str:
-    return layout.update_key(r, 1)
-
-
-def _eval(r: str) -> str:
-    return layout.eval_key(r, 1)
+    return lambda store, run_id, key: checkpoints.read_version(store, run_id, version)
 
 
 KINDS = (
-    Kind("config.json", _config, _read_json(_config), ("rollout-collector", 2)),
-    Kind("policy file", _policy, lambda s, r: checkpoints.read_policy(s, r, 2), ("rollout-collector", 2)),
-    Kind("ckpt weights", _weights, _read_version(2), ("policy-updater", 2)),
-    Kind("ckpt optimizer", _optimizer, _read_version(2), ("policy-updater", 2)),
-    Kind("ckpt state.json", _state, _read_version(2), ("policy-updater", 2)),
-    Kind("traj", _traj, _read_tensors(_traj), ("reward-aggregator", 1)),
-    Kind("carry", _carry, _read_tensors(_carry), ("rollout-collector", 2)),
-    Kind("batch", _batch, _read_tensors(_batch), ("policy-updater", 2), optional=True),
-    Kind("update.json", _update, _read_json(_update), ("policy-updater", 1)),
-    Kind("eval.json", _eval, _read_json(_eval), None, optional=True),
+    Kind("config.json", layout.config_key, _read_json, ("rollout-collector", 2)),
+    Kind("policy file", _key(layout.policy_key, 2), _read_policy(2), ("rollout-collector", 2)),
+    Kind("ckpt weights", _key(layout.ckpt_weights_key, 2), _read_version(2), ("policy-updater", 2)),
+    Kind("ckpt optimizer", _key(layout.ckpt_optim_key, 2), _read_version(2), ("policy-updater", 2)),
+    Kind("ckpt state.json", _key(layout.ckpt_state_key, 2), _read_version(2), ("policy-updater", 2)),
+    Kind("traj", _key(layout.traj_key, 1, 1), _read_tensors, ("reward-aggregator", 1)),
+    Kind("carry", _key(layout.carry_key, 1, 0), _read_tensors, ("rollout-collector", 2)),
+    Kind("batch", _key(layout.batch_key, 2), _read_tensors, ("policy-updater", 2), optional=True),
+    Kind("update.json", _key(layout.update_key, 1), _read_json, ("policy-updater", 1)),
+    Kind("eval.json", _key(layout.eval_key, 1), _read_json, None, optional=True),
 )
 
 
@@ -395,7 +284,7 @@ def _read_check(kind: Kind, store: ObjectStore, target: Target, key: str, mode: 
     """None if the read failed as required, else what happened."""
     expected = KeyNotFoundError if mode == "delete" else CorruptObjectError
     try:
-        kind.read(store, target.run_id)
+        kind.read(store, target.run_id, key)
     except (CorruptObjectError, KeyNotFoundError) as exc:
         if isinstance(exc, expected) and exc.key == key:
             return None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from typing import Any
 
 from benchmarks.reliability.checks import Check
 from benchmarks.reliability.faultproxy import PASS, FaultProxy
+from benchmarks.reliability.procs import THREAD_ENV, free_port, stop_process
 
 AREA = "faults"
 P_FAULT = 0.2
@@ -59,14 +59,6 @@ PPO: dict[str, Any] = {
     "threshold": None,
 }
 SEEDS = [0, 1]
-_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -76,9 +68,9 @@ def gateway(store_url: str, meta_url: str, log: Path, start_timeout: float = 60.
     Yields:
         Its base URL.
     """
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **_THREAD_ENV, "FTG_STORE_URL": store_url, "FTG_META_URL": meta_url}
+    env = {**os.environ, **THREAD_ENV, "FTG_STORE_URL": store_url, "FTG_META_URL": meta_url}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "workflows.gateway.server", "--host", "127.0.0.1", "--port", str(port)],
@@ -101,12 +93,7 @@ def gateway(store_url: str, meta_url: str, log: Path, start_timeout: float = 60.
                     time.sleep(0.05)
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 def _settings(store_url: str, meta_url: str, gateway_url: str) -> Any:

@@ -31,7 +31,6 @@ import concurrent.futures as cf
 import http.client
 import importlib
 import json
-import os
 import re
 import socket
 import subprocess
@@ -49,9 +48,9 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from benchmarks.reliability.checks import Check
+from benchmarks.reliability.procs import environment, stop_process
 from ftg_common import catalog, faas, layout, runtime
 from ftg_common.config import PPOConfig, RunConfig
-from ftg_common.settings import get_settings
 
 AREA = "hostile input"
 RUN_ID = "fuzz-run"
@@ -125,32 +124,11 @@ def make_target(run_id: str = RUN_ID) -> Target:
     return Target(cfg, valid)
 
 
-def _clear_caches() -> None:
-    get_settings.cache_clear()
-    runtime.store.cache_clear()
-    runtime.meta.cache_clear()
-    runtime._cached_config.cache_clear()
-
-
 @contextmanager
 def scratch_stores(root: Path) -> Iterator[None]:
     """Point this process's settings (and the gateway it starts) at stores under ``root``; restore after."""
-    names = ("FTG_STORE_URL", "FTG_META_URL")
-    saved = {n: os.environ.get(n) for n in names}
-    os.environ["FTG_STORE_URL"] = f"file://{root}/store"
-    os.environ["FTG_META_URL"] = f"sqlite:///{root}/meta.db"
-    _clear_caches()
-    try:
+    with environment({"FTG_STORE_URL": f"file://{root}/store", "FTG_META_URL": f"sqlite:///{root}/meta.db"}):
         yield
-    finally:
-        with suppress(Exception):
-            runtime.meta().close()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        _clear_caches()
 
 
 # --------------------------------------------------------------------------- bodies
@@ -477,12 +455,7 @@ def gateway_process(read_timeout: float = GATEWAY_READ_TIMEOUT_S) -> Iterator[tu
                 raise RuntimeError(f"gateway did not start: {line!r} {log.read().decode(errors='replace')}")
             yield m.group(1), int(m.group(2))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=30)
             if proc.stdout is not None:
                 proc.stdout.close()
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.reliability.checks import Check
+from benchmarks.reliability.procs import THREAD_ENV
 
 AREA = "kills"
 SEED = 20261201
@@ -82,7 +83,6 @@ STABLE_COLUMNS = (
     "median_steps_to_threshold",
 )
 SUMMARY_METRICS = ("final_return", "final_iqm", "steps_to_threshold", "invocations")
-_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -100,7 +100,7 @@ class Outcome:
 def _env(d: Path) -> dict[str, str]:
     return {
         **os.environ,
-        **_THREAD_ENV,
+        **THREAD_ENV,
         "FTG_STORE_URL": f"file://{d}/store",
         "FTG_META_URL": f"sqlite:///{d}/meta.db",
         "MLFLOW_TRACKING_URI": f"sqlite:///{d}/mlflow.db",

@@ -84,7 +84,6 @@ class MetaStore(ABC):
             TypeError: A value is not JSON-serializable; nothing is written.
         """
 
-    @abstractmethod
     def commit_version(
         self,
         run_id: str,
@@ -111,6 +110,27 @@ class MetaStore(ABC):
         Raises:
             RunNotFoundError: No such run.
             ValueError: A digest is not 64 lowercase hex digits; nothing is written.
+        """
+        recorded = None if digests is None else encode_digests(digests)
+        return self._compare_and_set_version(run_id, int(expected_version), int(iteration), recorded)
+
+    @abstractmethod
+    def _compare_and_set_version(
+        self, run_id: str, expected_version: int, iteration: int, recorded: str | None
+    ) -> bool:
+        """The backend's atomic step of :meth:`commit_version`, its arguments already checked.
+
+        Args:
+            run_id: The run.
+            expected_version: The version the caller trained from.
+            iteration: The iteration whose update is committed.
+            recorded: The new version's digests as :func:`encode_digests` wrote them, or None for none.
+
+        Returns:
+            True if this call committed; False, changing nothing, otherwise.
+
+        Raises:
+            RunNotFoundError: No such run.
         """
 
     @abstractmethod

@@ -214,21 +214,16 @@ class RedisMeta(MetaStore):
 
         self._redis.transaction(merge, key)
 
-    def commit_version(
-        self,
-        run_id: str,
-        expected_version: int,
-        iteration: int,
-        digests: Mapping[str, str] | None = None,
+    def _compare_and_set_version(
+        self, run_id: str, expected_version: int, iteration: int, recorded: str | None
     ) -> bool:
         """See :meth:`MetaStore.commit_version`; the compare, the set and the digests are one Lua script."""
-        recorded = "" if digests is None else encode_digests(digests)
         args: list[str | int] = [
-            int(expected_version),
-            int(iteration),
+            expected_version,
+            iteration,
             repr(self._clock()),
-            int(expected_version) + 1,
-            recorded,
+            expected_version + 1,
+            "" if recorded is None else recorded,
         ]
         keys = [self._key("run", run_id), self._key("digests", run_id)]
         outcome = int(self._commit_version(keys=keys, args=args))

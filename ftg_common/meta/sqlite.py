@@ -208,15 +208,10 @@ class SqliteMeta(MetaStore):
                 (json.dumps(merged, sort_keys=True), self._clock(), run_id),
             )
 
-    def commit_version(
-        self,
-        run_id: str,
-        expected_version: int,
-        iteration: int,
-        digests: Mapping[str, str] | None = None,
+    def _compare_and_set_version(
+        self, run_id: str, expected_version: int, iteration: int, recorded: str | None
     ) -> bool:
         """See :meth:`MetaStore.commit_version`."""
-        recorded = None if digests is None else encode_digests(digests)
         # One conditional UPDATE is the whole compare-and-set: SQLite runs it under the write lock,
         # so of any number of racing callers exactly one matches version = expected_version. The
         # digests are inserted in the same transaction, so they appear exactly when the version does.
@@ -224,13 +219,13 @@ class SqliteMeta(MetaStore):
             cursor = conn.execute(
                 "UPDATE runs SET version = version + 1, last_iteration = ?, updated = ? "
                 "WHERE run_id = ? AND version = ?",
-                (int(iteration), self._clock(), run_id, int(expected_version)),
+                (iteration, self._clock(), run_id, expected_version),
             )
             if cursor.rowcount == 1:
                 if recorded is not None:
                     conn.execute(
                         "INSERT OR REPLACE INTO version_digests (run_id, version, digests) VALUES (?, ?, ?)",
-                        (run_id, int(expected_version) + 1, recorded),
+                        (run_id, expected_version + 1, recorded),
                     )
                 return True
             # Losing a race and naming a run that doesn't exist are different mistakes; say which.
