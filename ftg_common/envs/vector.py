@@ -60,10 +60,10 @@ def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
 
 
 def _codec_for(env: gym.Env) -> str:
-    raw = env.unwrapped
-    if type(raw).__module__.startswith("gymnasium.envs.classic_control") and isinstance(
-        getattr(raw, "state", None), np.ndarray
-    ):
+    # Classic-control envs keep their whole dynamic state in ``unwrapped.state``, and their steps draw
+    # no randomness, so restoring it continues an episode exactly. The attribute is only set by the
+    # first reset, and this runs on envs that were just made: decide by the env's module.
+    if type(env.unwrapped).__module__.startswith("gymnasium.envs.classic_control"):
         return STATE_CODEC
     return REPLAY_CODEC
 

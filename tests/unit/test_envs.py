@@ -106,3 +106,15 @@ def test_unknown_or_unsupported_envs_are_named() -> None:
         validate_env("CartPol-v1")
     with pytest.raises(UnknownEnvError, match="observation space"):
         validate_env("FrozenLake-v1")
+
+
+@pytest.mark.parametrize(
+    "env_id", ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1"]
+)
+def test_classic_control_envs_carry_their_state_not_a_replay(env_id: str) -> None:
+    # Replaying a 500-step episode at every invocation costs more than the rollout itself.
+    envs = ShardEnvs(env_id, {}, 2, run_seed=0, global_offset=0)
+    assert envs.codec == STATE_CODEC
+    envs.start(None)
+    carry = envs.carry()
+    assert carry.codec == STATE_CODEC and carry.arrays["state"].shape[0] == 2
