@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_QUIET ?= -q
 
-.PHONY: setup train test test-fast lint ui render golden bench clean services reliability
+.PHONY: setup train test test-fast lint ui render golden bench bench-runtime clean services reliability
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,16 +43,33 @@ lint: setup
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns --host 127.0.0.1 --port 5000
 
+## The local OpenFaaS-compatible gateway (functions/stack.yml as replica processes that scale by its labels);
+## /system/* needs basic auth as admin (FTG_GATEWAY_PASSWORD, else the password in .ftg/gateway-password).
+GATEWAY_PORT ?= 8080
+.PHONY: gateway
+gateway: setup
+	$(PY) -m workflows.gateway.server --port $(GATEWAY_PORT)
+
 render: setup
 	$(PY) workflows/ppo_sweep.py render --output iteration-template.yaml
 
 golden: setup
 	$(PY) -m workflows.iteration --write-golden
 
-## SB3 vs FaaSTrainGym (with where each iteration's time goes), then start-up and wind-down of `submit`.
+## SB3 vs FaaSTrainGym, PPO (with where each iteration's time goes) and DQN, then start-up and
+## wind-down of `submit`.
 bench: setup
 	$(PY) benchmarks/bench_ppo_cartpole.py
+	$(PY) benchmarks/bench_dqn_cartpole.py
 	$(PY) benchmarks/bench_startup.py
+
+## The serverless runtime: burst scale-out over replica caps 1..64 (a latency-bound env), replicas over
+## time and speed-up (PNG, also in MLflow), gateway per-call overhead, the sweep through the gateway vs
+## embedded, cold starts -> benchmarks/results/<date>-runtime.{md,json,png}. About 10 minutes;
+## BENCH_RUNTIME_ARGS=--quick for a smoke run.
+BENCH_RUNTIME_ARGS ?=
+bench-runtime: setup
+	$(PY) benchmarks/bench_runtime.py $(BENCH_RUNTIME_ARGS)
 
 ## The reliability suite: hostile input, faults, kills, corruption -> benchmarks/results/reliability-<date>.md
 reliability: setup services

@@ -8,6 +8,11 @@ A version is what the policy-updater produces and the other functions consume:
 - ``policy/<v>.safetensors``: the inference weights with the spec as metadata (numpy-loadable, what the
   rollout-collector and policy-evaluator read).
 
+A DQN version (:class:`~ftg_common.update.dqn.DQNVersion`) has the same four objects: its weights
+hold the online (``q.*``) and target (``q_target.*``) networks, its ``state.json`` a
+:class:`~ftg_common.update.dqn.DQNState` (spec: a :class:`~ftg_common.algos.qnet.QNetSpec`), and its
+policy file the online network only, with the spec under ``qnet_spec``.
+
 No RNG state is stored: every random stream is derived from (run seed, purpose, counters), so the
 counters here are all that resuming needs. No torch here.
 
@@ -25,14 +30,17 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ftg_common import layout
+from ftg_common.algos.qnet import ONLINE, QNET_SPEC_METADATA_KEY, QNetSpec
 from ftg_common.errors import CorruptObjectError
 from ftg_common.policy.spec import SPEC_METADATA_KEY, PolicySpec, check_tensors, save_policy_bytes
 from ftg_common.store.base import ObjectStore
 from ftg_common.store.integrity import decode_json, object_digest
-from ftg_common.tensorio import decode
+from ftg_common.tensorio import decode, encode
 
 if TYPE_CHECKING:
     from ftg_common.policy.numpy_policy import NumpyPolicy
+    from ftg_common.policy.qpolicy import QPolicy
+    from ftg_common.update.dqn import DQNVersion
 
 
 class CheckpointState(BaseModel):
@@ -91,7 +99,15 @@ def version_object_keys(run_id: str, version: int) -> list[str]:
     ]
 
 
-def write_version(store: ObjectStore, run_id: str, v: PolicyVersion) -> VersionKeys:
+def _qnet_policy_bytes(spec: QNetSpec, weights: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """The policy file of a DQN version: the online network, its spec as metadata."""
+    online = {k: np.asarray(w, dtype=np.float32) for k, w in weights.items() if k.startswith(ONLINE + ".")}
+    if set(online) != set(spec.shapes(ONLINE)):
+        raise ValueError(f"DQN weights do not hold the online network of {spec}")
+    return encode(online, {**metadata, QNET_SPEC_METADATA_KEY: spec.model_dump_json()})
+
+
+def write_version(store: ObjectStore, run_id: str, v: PolicyVersion | DQNVersion) -> VersionKeys:
     """Write every object of version ``v.state.version``; identical inputs give identical bytes.
 
     Returns:
@@ -103,7 +119,12 @@ def write_version(store: ObjectStore, run_id: str, v: PolicyVersion) -> VersionK
     digests[weights] = store.put_tensors(weights, v.weights)
     digests[optim] = store.put_tensors(optim, v.optimizer)
     policy = layout.policy_key(run_id, n)
-    data = save_policy_bytes(v.state.spec, v.weights, {"version": str(n), "run_id": run_id})
+    meta = {"version": str(n), "run_id": run_id}
+    spec = v.state.spec
+    if isinstance(spec, QNetSpec):
+        data = _qnet_policy_bytes(spec, v.weights, meta)
+    else:
+        data = save_policy_bytes(spec, v.weights, meta)
     store.put_bytes(policy, data)
     digests[policy] = object_digest(data)
     # state.json last: its presence marks a complete checkpoint.
@@ -145,6 +166,53 @@ def read_version(store: ObjectStore, run_id: str, version: int) -> PolicyVersion
         weights=store.get_tensors(layout.ckpt_weights_key(run_id, version)),
         optimizer=store.get_tensors(layout.ckpt_optim_key(run_id, version)),
     )
+
+
+def read_dqn_version(store: ObjectStore, run_id: str, version: int) -> DQNVersion:
+    """Read a DQN version written by :func:`write_version`.
+
+    Raises:
+        CorruptObjectError: ``state.json`` is not a DQN version's.
+    """
+    from ftg_common.update.dqn import DQNState, DQNVersion  # local: keeps this module light
+
+    key = layout.ckpt_state_key(run_id, version)
+    try:
+        state = DQNState.model_validate(store.get_json(key))
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise CorruptObjectError(key, f"not a DQN checkpoint state: {exc}") from None
+    return DQNVersion(
+        state=state,
+        weights=store.get_tensors(layout.ckpt_weights_key(run_id, version)),
+        optimizer=store.get_tensors(layout.ckpt_optim_key(run_id, version)),
+    )
+
+
+def read_qnet(store: ObjectStore, run_id: str, version: int) -> tuple[QNetSpec, dict[str, np.ndarray]]:
+    """The online Q-network of a DQN version and its spec (numpy only).
+
+    Raises:
+        KeyNotFoundError: the version has no policy file.
+        CorruptObjectError: the policy file is damaged, or is not a Q-network's.
+    """
+    key = layout.policy_key(run_id, version)
+    tensors, meta = store.get_tensors_with_metadata(key)
+    try:
+        spec = QNetSpec.model_validate_json(meta[QNET_SPEC_METADATA_KEY])
+    except KeyError:
+        raise CorruptObjectError(key, f"no {QNET_SPEC_METADATA_KEY!r} metadata: not a Q-network") from None
+    except ValueError as exc:
+        raise CorruptObjectError(key, f"not a Q-network policy file: {exc}") from None
+    if {k: tuple(v.shape) for k, v in tensors.items()} != spec.shapes(ONLINE):
+        raise CorruptObjectError(key, "tensors do not match the Q-network spec")
+    return spec, tensors
+
+
+def load_q_policy(store: ObjectStore, run_id: str, version: int) -> QPolicy:
+    """The greedy / epsilon-greedy policy of a DQN version (numpy only)."""
+    from ftg_common.policy.qpolicy import QPolicy
+
+    return QPolicy(*read_qnet(store, run_id, version))
 
 
 def read_policy(store: ObjectStore, run_id: str, version: int) -> tuple[PolicySpec, dict[str, np.ndarray]]:

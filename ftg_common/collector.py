@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from ftg_common.errors import Conflict
 from ftg_common.rollout import Rollout
 from ftg_common.store.base import ObjectStore
 from ftg_common.warm import WarmPool
+
+if TYPE_CHECKING:  # annotations only: a PPO collector never loads the off-policy rollout
+    from ftg_common.rollout_offpolicy import OffPolicyRollout
 
 __all__ = ["resume_envs", "save_shard", "shard_envs"]
 
@@ -37,9 +41,9 @@ def shard_envs(cfg: RunConfig, shard: int) -> Iterator[ShardEnvs]:
 
     Their state is whatever the last call left: :func:`resume_envs` restores the run's.
     """
-    ppo = cfg.ppo
-    m = ppo.envs_per_shard
-    with _ENVS.lend(ppo.env_id, json.dumps(ppo.env_kwargs, sort_keys=True), m, cfg.seed, shard * m) as envs:
+    hp = cfg.hparams
+    m = hp.envs_per_shard
+    with _ENVS.lend(hp.env_id, json.dumps(hp.env_kwargs, sort_keys=True), m, cfg.seed, shard * m) as envs:
         yield envs
 
 
@@ -63,7 +67,12 @@ def resume_envs(envs: ShardEnvs, store: ObjectStore, run_id: str, iteration: int
 
 
 def save_shard(
-    store: ObjectStore, run_id: str, iteration: int, shard: int, rollout: Rollout, envs: ShardEnvs
+    store: ObjectStore,
+    run_id: str,
+    iteration: int,
+    shard: int,
+    rollout: Rollout | OffPolicyRollout,
+    envs: ShardEnvs,
 ) -> tuple[str, str]:
     """Write the shard's trajectory and the carry the next iteration resumes from.
 

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SerializerFunctionWrapHandler,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from ftg_common.ids import RUN_ID_PATTERN
 
@@ -18,6 +29,9 @@ class _Strict(BaseModel):
 class PPOConfig(_Strict):
     """PPO hyperparameters; names and meanings follow Stable-Baselines3."""
 
+    # Excluded from dumps, so the digests of configs stored before DQN existed stay what they were;
+    # a dump without ``algo`` still reads back as PPO (see :data:`AlgoConfig`).
+    algo: Literal["ppo"] = Field(default="ppo", exclude=True)
     env_id: str = "CartPole-v1"
     env_kwargs: dict[str, Any] = Field(default_factory=dict)
     total_steps: int = Field(default=100_000, gt=0)
@@ -92,15 +106,229 @@ class PPOConfig(_Strict):
         return max(1, round(self.eval_every_steps / self.rollout_size))
 
 
+class DQNConfig(_Strict):
+    """DQN hyperparameters; names and meanings follow Stable-Baselines3, defaults the RL Zoo's CartPole-v1.
+
+    One iteration collects ``train_freq`` vectorised steps of ``n_envs`` environments (SB3 counts
+    ``train_freq`` in calls to ``env.step``), appends them to the replay buffer and, once more than
+    ``learning_starts`` steps were taken, takes ``gradient_steps`` minibatch steps (-1: as many as
+    transitions were collected). ``target_update_interval`` counts environment steps as SB3 does: the
+    target network moves towards the online one after every ``max(target_update_interval // n_envs, 1)``
+    vectorised steps (see :func:`ftg_common.algos.dqn.target_syncs`).
+    """
+
+    algo: Literal["dqn"] = "dqn"
+    env_id: str = "CartPole-v1"
+    env_kwargs: dict[str, Any] = Field(default_factory=dict)
+    total_steps: int = Field(default=50_000, gt=0)
+    n_envs: int = Field(default=1, gt=0, le=1024)
+    shards: int = Field(default=1, gt=0, le=256, description="rollout-collector invocations per iteration")
+    learning_rate: float = Field(default=2.3e-3, gt=0)
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    buffer_size: int = Field(
+        default=100_000, gt=0, le=100_000_000, description="replay capacity, transitions"
+    )
+    learning_starts: int = Field(default=1000, ge=0)
+    batch_size: int = Field(default=64, gt=0, description="minibatch size of a gradient step")
+    tau: float = Field(default=1.0, gt=0, le=1, description="polyak coefficient (1: hard copy)")
+    gamma: float = Field(default=0.99, gt=0, le=1)
+    train_freq: int = Field(default=256, gt=0, le=100_000, description="vectorised env steps per iteration")
+    gradient_steps: int = Field(default=128, ge=-1, le=100_000)
+    target_update_interval: int = Field(default=10, gt=0, description="environment steps between syncs")
+    exploration_fraction: float = Field(default=0.16, gt=0, le=1)
+    exploration_initial_eps: float = Field(default=1.0, ge=0, le=1)
+    exploration_final_eps: float = Field(default=0.04, ge=0, le=1)
+    max_grad_norm: float = Field(default=10.0, gt=0)
+    adam_eps: float = Field(default=1e-8, gt=0, description="torch's Adam default, as SB3's DQN uses it")
+    update_backend: Literal["numpy", "torch"] = Field(
+        default="numpy", description="numpy: hand-written gradients (fast on CPU); torch: autograd reference"
+    )
+    net_arch: list[int] = Field(default_factory=lambda: [256, 256], min_length=1, max_length=8)
+    activation: Literal["relu", "tanh"] = "relu"
+    eval_every_steps: int = Field(default=2048, gt=0)
+    eval_episodes: int = Field(default=10, gt=0, le=1000)
+    threshold: float | None = 475.0
+
+    @field_validator("net_arch")
+    @classmethod
+    def _positive_layers(cls, v: list[int]) -> list[int]:
+        if any(h <= 0 or h > 4096 for h in v):
+            raise ValueError("every layer width must be in 1..4096")
+        return v
+
+    @field_validator("train_freq", mode="before")
+    @classmethod
+    def _steps_only(cls, v: Any) -> Any:
+        # SB3 also takes (n, "episode"); an iteration here is a fixed number of steps per shard.
+        if isinstance(v, list | tuple):
+            if len(v) == 2 and v[1] == "step":
+                return v[0]
+            raise ValueError("only a number of steps is supported (an int or [n, 'step']), not episodes")
+        return v
+
+    @field_validator("gradient_steps")
+    @classmethod
+    def _not_zero(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must be positive, or -1 for as many as transitions were collected")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DQNConfig:
+        if self.n_envs % self.shards:
+            raise ValueError(f"n_envs ({self.n_envs}) must be divisible by shards ({self.shards})")
+        if self.batch_size > self.buffer_size:
+            raise ValueError(f"batch_size ({self.batch_size}) exceeds buffer_size ({self.buffer_size})")
+        if self.total_steps < self.rollout_size:
+            raise ValueError(
+                f"total_steps ({self.total_steps}) is less than one iteration (n_envs * train_freq = "
+                f"{self.rollout_size})"
+            )
+        return self
+
+    @property
+    def rollout_size(self) -> int:
+        """Transitions per iteration across all shards (n_envs * train_freq)."""
+        return self.n_envs * self.train_freq
+
+    @property
+    def envs_per_shard(self) -> int:
+        """Environments each rollout-collector invocation steps."""
+        return self.n_envs // self.shards
+
+    @property
+    def n_iterations(self) -> int:
+        """Collect-append-update iterations needed to reach ``total_steps``."""
+        return -(-self.total_steps // self.rollout_size)
+
+    @property
+    def eval_every_iterations(self) -> int:
+        """``eval_every_steps`` rounded to whole iterations (at least 1)."""
+        return max(1, round(self.eval_every_steps / self.rollout_size))
+
+    @property
+    def gradient_steps_per_iteration(self) -> int:
+        """Gradient steps of an iteration that trains (SB3: -1 means one per collected transition)."""
+        return self.gradient_steps if self.gradient_steps > 0 else self.rollout_size
+
+
+def _algo_tag(value: Any) -> str:
+    # A config without ``algo`` is PPO: every sweep file and stored config before DQN existed.
+    if isinstance(value, dict):
+        return str(value.get("algo", "ppo"))
+    return str(getattr(value, "algo", "ppo"))
+
+
+AlgoConfig = Annotated[
+    Annotated[PPOConfig, Tag("ppo")] | Annotated[DQNConfig, Tag("dqn")],
+    Discriminator(
+        _algo_tag,
+        custom_error_type="algo",
+        custom_error_message="unsupported algorithm (supported: ppo, dqn)",
+    ),
+]
+"""PPO or DQN hyperparameters, chosen by ``algo`` (absent: ``ppo``)."""
+
+ALGO_CONFIGS: dict[str, type[PPOConfig] | type[DQNConfig]] = {"ppo": PPOConfig, "dqn": DQNConfig}
+
+
+def validate_algo_config(data: Any, prefix: str = "") -> PPOConfig | DQNConfig:
+    """The hyperparameters ``data`` describes, as the model its ``algo`` names (absent: PPO).
+
+    Args:
+        data: a mapping, e.g. a sweep configuration merged over its defaults.
+        prefix: field path of ``data`` in its document, prepended to every error's field name.
+
+    Raises:
+        SweepError: unknown ``algo`` or an invalid field; every problem names its field path
+            (``<prefix>.algo``, ``<prefix>.buffer_size``, ...).
+    """
+    if not isinstance(data, dict):
+        raise SweepError(f"{prefix or '<root>'}: must be a mapping of hyperparameters")
+    algo = data.get("algo", "ppo")
+    model = ALGO_CONFIGS.get(algo) if isinstance(algo, str) else None
+    if model is None:
+        where = f"{prefix}.algo" if prefix else "algo"
+        raise SweepError(f"{where}: unsupported algorithm {algo!r} (supported: {', '.join(ALGO_CONFIGS)})")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SweepError(format_validation_error(exc, prefix=prefix)) from exc
+
+
 class RunConfig(_Strict):
-    """What a run's functions read from ``runs/<run_id>/config.json``."""
+    """What a run's functions read from ``runs/<run_id>/config.json``.
+
+    ``algo`` names the family and exactly one of ``ppo`` / ``dqn`` holds its hyperparameters. The absent
+    one is left out of dumps, so a PPO config stores (and hashes) exactly as it did before DQN existed.
+    """
 
     run_id: str = Field(pattern=RUN_ID_PATTERN)
     seed: int = Field(ge=0, lt=2**31)
-    algo: Literal["ppo"] = "ppo"
-    ppo: PPOConfig
+    algo: Literal["ppo", "dqn"] = "ppo"
+    ppo: PPOConfig | None = None
+    dqn: DQNConfig | None = None
     sweep_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
     config_name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_algo(cls, data: Any) -> Any:
+        # RunConfig(..., dqn=DQNConfig()) without ``algo`` means a DQN run.
+        if isinstance(data, dict) and "algo" not in data and data.get("dqn") is not None:
+            return {**data, "algo": "dqn"}
+        return data
+
+    @model_validator(mode="after")
+    def _one_family(self) -> RunConfig:
+        present = [name for name in ALGO_CONFIGS if getattr(self, name) is not None]
+        if present != [self.algo]:
+            raise ValueError(
+                f"algo {self.algo!r} needs exactly its own hyperparameters ({self.algo}); "
+                f"got {present or 'none'}"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in ALGO_CONFIGS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
+    @classmethod
+    def for_algo(cls, run_id: str, seed: int, hparams: PPOConfig | DQNConfig, **kw: Any) -> RunConfig:
+        """The run config holding ``hparams`` under the field of its algorithm."""
+        if isinstance(hparams, DQNConfig):
+            return cls(run_id=run_id, seed=seed, algo="dqn", dqn=hparams, **kw)
+        return cls(run_id=run_id, seed=seed, algo="ppo", ppo=hparams, **kw)
+
+    @property
+    def hparams(self) -> PPOConfig | DQNConfig:
+        """The run's hyperparameters, whichever the family (the fields both share: env, sizes, eval)."""
+        hp = self.ppo if self.algo == "ppo" else self.dqn
+        assert hp is not None  # _one_family
+        return hp
+
+    @property
+    def ppo_config(self) -> PPOConfig:
+        """The PPO hyperparameters; ValueError for a run of another algorithm."""
+        if self.ppo is None:
+            raise ValueError(f"run {self.run_id} is a {self.algo} run, not ppo")
+        return self.ppo
+
+    @property
+    def dqn_config(self) -> DQNConfig:
+        """The DQN hyperparameters; ValueError for a run of another algorithm."""
+        if self.dqn is None:
+            raise ValueError(f"run {self.run_id} is a {self.algo} run, not dqn")
+        return self.dqn
+
+    @property
+    def off_policy(self) -> bool:
+        """True for the replay-buffer family (its own iteration template)."""
+        return self.algo == "dqn"
 
     def digest(self) -> str:
         """Short content hash of this config (see ``config_digest``)."""
@@ -134,7 +362,9 @@ class SweepConfig(_Strict):
     description: str = ""
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     max_parallel: int = Field(default=2, gt=0, le=64)
-    defaults: dict[str, Any] = Field(default_factory=dict, description="PPO fields shared by all configs")
+    defaults: dict[str, Any] = Field(
+        default_factory=dict, description="hyperparameters shared by all configs"
+    )
     configs: dict[str, dict[str, Any]] = Field(min_length=1)
 
     @field_validator("seeds")
@@ -156,24 +386,15 @@ class SweepConfig(_Strict):
                 raise ValueError(f"config name {name!r} must match [a-z0-9][a-z0-9-]{{0,30}}")
         return v
 
-    def trial_configs(self) -> dict[str, PPOConfig]:
-        """Each named config merged over ``defaults`` and validated.
+    def trial_configs(self) -> dict[str, PPOConfig | DQNConfig]:
+        """Each named config merged over ``defaults`` and validated as the model its ``algo`` names.
 
         Errors name the field as ``configs.<name>.<field>``.
         """
-        from pydantic import ValidationError
-
-        out: dict[str, PPOConfig] = {}
-        for name, overrides in self.configs.items():
-            merged = {**self.defaults, **(overrides or {})}
-            algo = merged.pop("algo", "ppo")
-            if algo != "ppo":
-                raise SweepError(f"configs.{name}.algo: unsupported algorithm {algo!r} (supported: ppo)")
-            try:
-                out[name] = PPOConfig.model_validate(merged)
-            except ValidationError as exc:
-                raise SweepError(format_validation_error(exc, prefix=f"configs.{name}")) from exc
-        return out
+        return {
+            name: validate_algo_config({**self.defaults, **(overrides or {})}, prefix=f"configs.{name}")
+            for name, overrides in self.configs.items()
+        }
 
 
 class SweepError(ValueError):

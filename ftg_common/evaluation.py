@@ -11,12 +11,13 @@ from ftg_common.envs.factory import make_env
 
 if TYPE_CHECKING:
     from ftg_common.policy.numpy_policy import NumpyPolicy
+    from ftg_common.policy.qpolicy import QPolicy
 
 
 def run_episodes(
     env_id: str,
     env_kwargs: dict[str, Any],
-    policy: NumpyPolicy,
+    policy: NumpyPolicy | QPolicy,
     seeds: list[int],
     envs: list[gym.Env] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
 
-from ftg_common import catalog, runtime
+from ftg_common import catalog, runtime, tracing
 from ftg_common.errors import BadRequest, Conflict, FunctionError, UnknownEnvError
 from ftg_common.ids import InvalidIdError
 from ftg_common.meta.base import RunNotFoundError
@@ -271,6 +271,22 @@ def serve(event: Event, model: type[Req], work: Callable[[Req, FunctionContext],
     if event.method != "POST":
         refusal = {"error": f"method {event.method} not allowed; POST a JSON object"}
         return _answer(405, refusal, {"Allow": "POST"})
+    name = _function_name(work)
+    tracing.configure(name)
+    with tracing.span(f"function {name}", headers=event.headers, kind="server") as span:
+        answer = _serve(event, model, work)
+        if span is not None:
+            span.set_attribute("http.response.status_code", int(answer["statusCode"]))
+        return answer
+
+
+def _function_name(work: Callable[..., Any]) -> str:
+    """The catalog name of the function whose handler module defines ``work`` (else the module)."""
+    module = getattr(work, "__module__", "")
+    return next((spec.name for spec in catalog.FUNCTIONS if spec.module == module), module)
+
+
+def _serve(event: Event, model: type[Req], work: Callable[[Req, FunctionContext], Res]) -> dict[str, Any]:
     try:
         req = _parse(event.body, model)
         ctx = runtime.context_for(req)

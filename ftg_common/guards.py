@@ -32,9 +32,9 @@ def check_iteration(cfg: RunConfig, iteration: int) -> None:
     """Refuse an iteration the run's config does not have.
 
     Raises:
-        BadRequest: ``iteration >= cfg.ppo.n_iterations`` (field ``iteration``).
+        BadRequest: ``iteration >= n_iterations`` of the run's hyperparameters (field ``iteration``).
     """
-    n = cfg.ppo.n_iterations
+    n = cfg.hparams.n_iterations
     if iteration >= n:
         raise BadRequest(
             f"iteration {iteration} out of range: run {cfg.run_id} has {n} iterations (0..{n - 1})",

@@ -93,3 +93,21 @@ def metrics_key(run_id: str, iteration: int) -> str:
 def sweep_trial_key(sweep_id: str, run_id: str) -> str:
     """The frozen config of one trial of a sweep, written at submit so ``resume`` can rebuild it."""
     return f"sweeps/{validate_run_id(sweep_id, 'sweep_id')}/trials/{validate_run_id(run_id)}.json"
+
+
+def sweep_runtime_key(sweep_id: str) -> str:
+    """What the function runtime spent while the sweep's trials ran (idle GB-s, cold starts, wall time)."""
+    return f"sweeps/{validate_run_id(sweep_id, 'sweep_id')}/runtime.json"
+
+
+MAX_CHUNK = 100_000_000
+
+
+def replay_prefix(run_id: str) -> str:
+    """Folder of a run's replay-buffer chunks (off-policy runs)."""
+    return f"{run_prefix(run_id)}/replay"
+
+
+def replay_chunk_key(run_id: str, chunk: int) -> str:
+    """One chunk of the replay buffer: the transitions of one appended shard, in global index order."""
+    return f"{replay_prefix(run_id)}/{validate_index(chunk, 'chunk', MAX_CHUNK):08d}.safetensors"

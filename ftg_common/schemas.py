@@ -26,7 +26,9 @@ Seconds = Annotated[float, Field(ge=0)]
 
 
 class _Msg(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # defer_build: a model's validator is built on its first use, not at import, so each function
+    # builds the few messages it serves instead of every function's (a cold start pays for them all).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
 
 
 class RunRef(_Msg):
@@ -84,12 +86,35 @@ class AggregateResult(_Msg):
     seconds: Seconds = 0.0  # wall time of the call; faas.serve fills it in
 
 
+class AppendResult(_Msg):
+    """Off-policy runs: what the reward-aggregator appended to the replay buffer for an iteration.
+
+    ``steps``, ``episodes`` and ``mean_return`` are computed from the stored trajectories, as for
+    :class:`AggregateResult`.
+    """
+
+    key: Key = Field(description="the run's replay prefix")
+    iteration: Count
+    chunks: list[Count] = Field(description="the chunk ids the iteration's shards are stored as")
+    evicted: list[Count] = Field(default_factory=list, description="chunk ids released by this append")
+    replay_size: Count = Field(description="transitions the buffer holds for sampling after the append")
+    steps: Count
+    episodes: Count
+    mean_return: float | None
+    seconds: Seconds = 0.0  # wall time of the call; faas.serve fills it in
+
+
 # --- policy-updater --------------------------------------------------------------------------------
 class UpdateRequest(RunRef):
-    """Train version ``iteration`` on its batch (``update``), or write version 0 (``init``)."""
+    """Train version ``iteration`` (``update``), or write version 0 (``init``).
+
+    An on-policy update names its training batch (``batch``), an off-policy one the replay append of
+    its iteration (``replay``).
+    """
 
     mode: Literal["update", "init"] = "update"
     batch: AggregateResult | None = None
+    replay: AppendResult | None = None
 
 
 class UpdateResult(_Msg):
@@ -113,6 +138,12 @@ class UpdateResult(_Msg):
     learning_rate: float | None = Field(default=None, ge=0)
     clip_range: float | None = Field(default=None, ge=0)
     n_updates: Count = 0
+    # Off-policy (DQN) statistics; None for PPO.
+    td_loss: float | None = None
+    q_mean: float | None = None
+    grad_norm: float | None = Field(default=None, ge=0)
+    target_syncs: Count | None = None
+    replay_chunks_read: Count | None = None
     seconds: Seconds
 
 
@@ -130,8 +161,25 @@ class EvalRequest(RunRef):
     episodes: int | None = Field(default=None, gt=0, le=1000)
 
 
+class OPEValue(_Msg):
+    """One off-policy estimate of the evaluated version's value, with its bootstrap interval.
+
+    ``value`` and the bounds are None when the estimator is undefined on the logged data (no logged
+    episode the evaluated policy could have produced), never NaN.
+    """
+
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    ess: float = Field(ge=0, description="effective sample size of the trajectory weights")
+
+
 class EvalResult(_Msg):
-    """Summary statistics of the evaluation episodes' returns and lengths."""
+    """Summary statistics of the evaluation episodes' returns and lengths.
+
+    ``ope`` holds the off-policy estimates (``is``, ``pdis``, ``wis``, ``pdwis``, ``dr``) of the same
+    version from the trajectories its predecessor logged, when they could be made.
+    """
 
     key: Key
     version: Count
@@ -142,4 +190,7 @@ class EvalResult(_Msg):
     min_return: float
     max_return: float
     mean_length: float = Field(ge=0)
+    ope: dict[str, OPEValue] | None = None
+    ope_episodes: Count | None = None
+    ope_error: str | None = Field(default=None, max_length=1000, description="why there are no estimates")
     seconds: Seconds = 0.0  # wall time of the call; faas.serve fills it in

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +38,60 @@ class Settings(BaseSettings):
     # Prices for the cost comparison: FaaS per GB-s, a dedicated server per hour
     dedicated_server_usd_per_hour: float = 0.0416
     faas_usd_per_gb_second: float = 0.0000166667
+    # The local OpenFaaS-compatible gateway (workflows/gateway). /system/* needs basic auth as user admin
+    # with this password, or the one in this file (a mounted secret); with neither, one is generated.
+    gateway_password: SecretStr | None = None
+    gateway_password_file: str | None = None
+    gateway_max_replicas: int = Field(default=64, ge=1, description="replicas on this machine, all functions")
+    gateway_max_starting: int = Field(default=0, ge=0, description="replicas starting at once; 0: CPU count")
+    gateway_scale_down_seconds: float = Field(
+        default=30.0, ge=0, description="idle seconds before a replica above the wanted count is stopped"
+    )
+    gateway_zero_duration_seconds: float | None = Field(
+        default=None, ge=0, description="overrides every function's com.openfaas.scale.zero-duration"
+    )
+    gateway_start_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="seconds a replica may take to answer its first health check"
+    )
+    # The embedded engine on an http(s) gateway: every function call through /async-function + a callback
+    # server in the driver (workflows/engines/async_invoker.py) instead of one held connection per call.
+    gateway_async: bool = False
+    gateway_callback_bind: str = Field(default="127.0.0.1:0", description="callback server host:port")
+    gateway_callback_url: str | None = Field(
+        default=None, description="the callback server's base URL as the gateway reaches it"
+    )
+
+    # The gateway's async queue (workflows/gateway/async_queue.py): "nats" is NATS JetStream (durable),
+    # "memory" an in-process queue (lost with the process), "auto" JetStream when it answers, else memory.
+    async_queue: Literal["nats", "memory", "auto"] = "auto"
+    nats_url: str = "nats://127.0.0.1:4222"
+    async_stream: str = Field(
+        default="ftg-async",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*$",
+        description="JetStream stream; its subjects are the name with '-' as '.' (ftg.async.<function>)",
+    )
+    async_max_queued: int = Field(default=10_000, ge=1, description="calls queued or in flight; then 429")
+    async_concurrency: int = Field(default=16, ge=1, description="async calls in flight per gateway")
+    async_ack_wait_s: float = Field(
+        default=30.0, gt=0, description="seconds without a heartbeat before a call is redelivered"
+    )
+    async_max_deliver: int = Field(
+        default=5, ge=1, description="tries of a call (crashes, 429/502/503/504) before it is given up"
+    )
+    async_backoff_s: float = Field(
+        default=0.5, ge=0, description="first delay between tries of a call or a callback; doubles each time"
+    )
+    async_callback_attempts: int = Field(default=4, ge=1, description="tries of one callback POST")
+    async_callback_timeout_s: float = Field(default=10.0, gt=0, description="seconds per callback POST")
+
+    # Traces (ftg_common/tracing.py): exported with OTLP over HTTP when an endpoint is set, by the
+    # OpenTelemetry variable names every collector's documentation uses; off otherwise.
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    )
+    otel_service_name: str | None = Field(default=None, validation_alias="OTEL_SERVICE_NAME")
 
 
 @lru_cache(maxsize=1)

@@ -115,8 +115,9 @@ class _Scan:
 
 def _shard_count(scan: _Scan, keys: list[str]) -> int:
     """The run's shards per iteration: from its config when intact, else the highest shard stored."""
-    ppo = scan.config.get("ppo") if isinstance(scan.config, dict) else None
-    shards = ppo.get("shards") if isinstance(ppo, dict) else None
+    cfg = scan.config if isinstance(scan.config, dict) else {}
+    hp = cfg.get("dqn") if cfg.get("algo") == "dqn" else cfg.get("ppo")
+    shards = hp.get("shards") if isinstance(hp, dict) else None
     if isinstance(shards, int) and shards > 0:
         return shards
     found = [int(m.group(1)) for k in keys if (m := _SHARD_OBJECT.search(k))]
@@ -170,12 +171,14 @@ def verify_run(store: ObjectStore, meta: MetaStore, run_id: str) -> list[Damage]
             scan.expect(key, digest, v)
 
     shards = _shard_count(scan, keys)
+    off_policy = isinstance(scan.config, dict) and scan.config.get("algo") == "dqn"
     for i in range(last_iteration + 1):
         why = f"iteration {i} is committed"
         for shard in range(shards):
             scan.need(layout.traj_key(run_id, i, shard), why)
             scan.need(layout.carry_key(run_id, i, shard), why)
-        scan.need(layout.batch_key(run_id, i), why)
+        if not off_policy:  # an off-policy iteration appends to the replay buffer instead
+            scan.need(layout.batch_key(run_id, i), why)
         scan.need(layout.update_key(run_id, i), why)
 
     return sorted(scan.damage.values(), key=lambda d: d.key)

@@ -17,6 +17,8 @@ from ftg_common.algos.stats import bootstrap_ci, iqm
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from workflows.cost import SweepCost
+
 
 @dataclass(frozen=True)
 class TrialRow:
@@ -33,6 +35,7 @@ class TrialRow:
     wall_s: float
     steps: int
     gb_s: float
+    algo: str = "ppo"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class ConfigRow:
     total_gb_s: float
     faas_usd: float
     dedicated_usd: float
+    algo: str = "ppo"
 
 
 def _median(xs: list[float]) -> float | None:
@@ -99,6 +103,8 @@ def compare(
                 total_gb_s=gb_s,
                 faas_usd=gb_s * usd_per_gb_s,
                 dedicated_usd=wall / 3600.0 * dedicated_usd_per_hour,
+                # A configuration is one algorithm; several (a mistaken merge) are all named.
+                algo="+".join(dict.fromkeys(t.algo for t in group)),
             )
         )
     return rows
@@ -121,32 +127,67 @@ def _fmt(x: float | None, nd: int = 1) -> str:
     return "-" if x is None else f"{x:,.{nd}f}"
 
 
-def to_markdown(rows: list[ConfigRow], threshold: float | None) -> str:
-    """The table as GitHub markdown."""
+def cost_as_dict(cost: SweepCost) -> dict[str, Any]:
+    """The sweep's cost report as a JSON-ready dict (the MLflow ``cost.json`` artifact)."""
+    return asdict(cost)
+
+
+def _cost_cells(c: SweepCost) -> list[str]:
+    """wall, billed GB-s, idle GB-s, cold starts, FaaS $, idle $, dedicated $ ("-" where unknown)."""
+    return [
+        _fmt(c.wall_s, 1),
+        _fmt(c.billed_gb_s, 1),
+        _fmt(c.idle_gb_s, 1),
+        "-" if c.cold_starts is None else str(c.cold_starts),
+        f"{c.faas_usd:.5f}",
+        "-" if c.idle_usd is None else f"{c.idle_usd:.5f}",
+        f"{c.dedicated_usd:.5f}",
+    ]
+
+
+def _cost_markdown(c: SweepCost) -> str:
+    head = "| sweep | wall (s) | billed GB-s | idle GB-s | cold starts | FaaS $ | idle $ | dedicated $ |"
+    return f"{head}\n|{'---|' * 8}\n| {c.source or 'all trials'} | {' | '.join(_cost_cells(c))} |\n"
+
+
+def to_markdown(rows: list[ConfigRow], threshold: float | None, cost: SweepCost | None = None) -> str:
+    """The table as GitHub markdown; with ``cost``, the whole sweep's cost as a second table below it."""
     head = (
-        "| config | seeds | final return IQM [95% CI] | mean | reached "
+        "| config | algorithm | seeds | final return IQM [95% CI] | mean | reached "
         f"{_fmt(threshold, 0)} | median steps to thr. | median time to thr. (s) | median wall (s) | GB-s | "
         "FaaS $ | dedicated $ |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         lines.append(
-            f"| {r.config} | {r.seeds} | {_fmt(r.final_iqm)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] | "
+            f"| {r.config} | {r.algo} | {r.seeds} | "
+            f"{_fmt(r.final_iqm)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] | "
             f"{_fmt(r.final_mean)} | {r.reached}/{r.seeds} | {_fmt(r.median_steps_to_threshold, 0)} | "
             f"{_fmt(r.median_time_to_threshold_s, 2)} | {_fmt(r.median_wall_s, 1)} | "
             f"{_fmt(r.total_gb_s, 1)} | "
             f"{r.faas_usd:.5f} | {r.dedicated_usd:.5f} |"
         )
-    return "\n".join(lines) + "\n"
+    table = "\n".join(lines) + "\n"
+    return table if cost is None else f"{table}\n{_cost_markdown(cost)}"
 
 
-def to_rich_table(rows: list[ConfigRow], threshold: float | None, title: str) -> Table:
-    """The table for the terminal."""
+def to_rich_table(
+    rows: list[ConfigRow], threshold: float | None, title: str, cost: SweepCost | None = None
+) -> Table:
+    """The table for the terminal; with ``cost``, the whole sweep's cost as its caption."""
     from rich.table import Table
 
-    table = Table(title=title)
+    caption = None
+    if cost is not None:
+        wall, billed, idle, cold, faas, idle_usd, dedicated = _cost_cells(cost)
+        caption = (
+            f"sweep ({cost.source or 'all trials'}): wall {wall} s, billed {billed} GB-s, idle {idle} GB-s, "
+            f"{cold} cold starts; FaaS ${faas} (idle ${idle_usd}) vs dedicated ${dedicated}"
+        )
+    table = Table(title=title, caption=caption)
     for col in (
         "config",
+        "algorithm",
         "seeds",
         "final IQM [95% CI]",
         "mean",
@@ -158,10 +199,11 @@ def to_rich_table(rows: list[ConfigRow], threshold: float | None, title: str) ->
         "FaaS $",
         "dedicated $",
     ):
-        table.add_column(col, justify="left" if col == "config" else "right")
+        table.add_column(col, justify="left" if col in ("config", "algorithm") else "right")
     for r in rows:
         table.add_row(
             r.config,
+            r.algo,
             str(r.seeds),
             f"{_fmt(r.final_iqm)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]",
             _fmt(r.final_mean),

@@ -18,16 +18,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ftg_common import catalog, layout
+from ftg_common import catalog, layout, tracing
 from ftg_common.catalog import AGGREGATE, EVALUATE, UPDATE
 from ftg_common.config import RunConfig
 from ftg_common.errors import CorruptObjectError
 from ftg_common.meta.base import MetaStore
-from ftg_common.schemas import AggregateResult, EvalResult, UpdateResult
+from ftg_common.schemas import AggregateResult, AppendResult, EvalResult, UpdateResult
 from ftg_common.store.base import KeyNotFoundError, ObjectStore
 from workflows import metric_names as mn
 from workflows.cost import invocation_gb_seconds
 from workflows.engines.base import Engine, FunctionCallError, WorkflowRun
+from workflows.tracking import RunRef
 
 if TYPE_CHECKING:
     from workflows.tracking import Tracker
@@ -179,6 +180,7 @@ class TrialProgress:
     steps_per_second: float | None = None
     eta_seconds: float | None = None
     message: str = ""
+    iteration_s: float | None = None  # wall time of the iteration just completed
 
 
 @dataclass
@@ -215,6 +217,29 @@ class RunSummary:
         """Wall time spent outside evaluation."""
         return self.wall_s - self.eval_s
 
+    def add(self, r: IterationRecord, threshold: float | None) -> RunSummary:
+        """Fold in the record of the iteration after the last one folded in; returns self."""
+        self.wall_s += r.elapsed_s
+        self.eval_s += r.eval_s
+        self.gb_s += r.gb_s
+        self.invocations += r.invocations
+        self.steps = r.steps
+        ret = r.eval_return
+        if ret is None:
+            return self
+        self.final_return = ret
+        self.final_iqm = r.metrics.get(mn.EVAL_IQM_RETURN)
+        self.evals.append((r.steps, ret))
+        if threshold is not None and self.threshold_step is None and ret >= threshold:
+            self.threshold_step = r.steps
+            self.threshold_time_s = round(self.train_s, 4)
+            self.threshold_time_incl_eval_s = round(self.wall_s, 4)
+        return self
+
+
+SUMMARY_EVERY_S = 1.0
+"""Longest time between writes of a running trial's summary to its run record."""
+
 
 def summarize(records: Sequence[IterationRecord], threshold: float | None) -> RunSummary:
     """The run summary of its iteration records: a pure function, so a crash cannot skew it.
@@ -225,21 +250,7 @@ def summarize(records: Sequence[IterationRecord], threshold: float | None) -> Ru
     """
     s = RunSummary()
     for r in sorted(records, key=lambda r: r.iteration):
-        s.wall_s += r.elapsed_s
-        s.eval_s += r.eval_s
-        s.gb_s += r.gb_s
-        s.invocations += r.invocations
-        s.steps = r.steps
-        ret = r.eval_return
-        if ret is None:
-            continue
-        s.final_return = ret
-        s.final_iqm = r.metrics.get(mn.EVAL_IQM_RETURN)
-        s.evals.append((r.steps, ret))
-        if threshold is not None and s.threshold_step is None and ret >= threshold:
-            s.threshold_step = r.steps
-            s.threshold_time_s = round(s.train_s, 4)
-            s.threshold_time_incl_eval_s = round(s.wall_s, 4)
+        s.add(r, threshold)
     return s
 
 
@@ -290,7 +301,8 @@ class RunDriver:
         meta: metadata store (run record, lease).
         config_name: the sweep configuration the run belongs to (progress and records).
         tracker: MLflow tracker; no per-iteration metrics without it (and ``mlflow_run_id``).
-        mlflow_run_id: the MLflow run to log to.
+        mlflow_run_id: the MLflow run to log to: its id, or a :class:`RunRef` to a run still being
+            created (the metrics of iterations that end before it exists are logged once it does).
         on_progress: called after every iteration.
         stop: set to stop at the next iteration boundary (the run is then ``interrupted``).
         retry_delays: waits between attempts of a store or metadata call that failed transiently.
@@ -306,7 +318,7 @@ class RunDriver:
         meta: MetaStore,
         config_name: str = "",
         tracker: Tracker | None = None,
-        mlflow_run_id: str | None = None,
+        mlflow_run_id: str | RunRef | None = None,
         on_progress: Callable[[TrialProgress], None] | None = None,
         stop: threading.Event | None = None,
         retry_delays: Sequence[float] = RETRY_DELAYS,
@@ -318,7 +330,8 @@ class RunDriver:
         self.meta = meta
         self.config_name = config_name or cfg.config_name or ""
         self.tracker = tracker
-        self.mlflow_run_id = mlflow_run_id
+        self.mlflow_run = mlflow_run_id if isinstance(mlflow_run_id, RunRef) else RunRef(mlflow_run_id)
+        self._unlogged: list[tuple[Mapping[str, float | None], int, int]] = []
         self.on_progress = on_progress or (lambda _p: None)
         self.stop = stop or threading.Event()
         self.owner = driver_identity()
@@ -385,7 +398,7 @@ class RunDriver:
                 )
         else:
             self._io(f"writing {key}", self.store.put_json, key, cfg.to_stored())
-        extra = {"config_name": self.config_name, "seed": cfg.seed}
+        extra = {"config_name": self.config_name, "seed": cfg.seed, "algo": cfg.algo}
         self._io("creating the run record", self.meta.create_run, cfg.run_id, cfg.sweep_id, extra)
         state = layout.ckpt_state_key(cfg.run_id, 0)
         if not self._io(f"checking {state}", self.store.exists, state):
@@ -394,16 +407,17 @@ class RunDriver:
 
     def parameters(self, iteration: int) -> dict[str, str]:
         """The Workflow parameters of iteration ``iteration``."""
-        ppo = self.cfg.ppo
+        hp = self.cfg.hparams
         return {
             "run-id": self.cfg.run_id,
             "iteration": str(iteration),
-            "iterations": str(ppo.n_iterations),
-            "eval-every": str(ppo.eval_every_iterations),
+            "iterations": str(hp.n_iterations),
+            "eval-every": str(hp.eval_every_iterations),
             "gateway": self.engine.gateway,
-            "shards": json.dumps(list(range(ppo.shards))),
+            "shards": json.dumps(list(range(hp.shards))),
             "config-digest": self.cfg.digest(),
-            "traceparent": new_traceparent(self.trace_id),
+            # The iteration span's header when tracing is on: the steps and functions join its trace.
+            "traceparent": tracing.current_traceparent() or new_traceparent(self.trace_id),
         }
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -478,10 +492,31 @@ class RunDriver:
                 rec = self._recover(i, records)
                 self._io(f"writing {key}", self.store.put_json, key, rec.as_dict())
                 records.append(rec)
-        summary = summarize(records, self.cfg.ppo.threshold)
+        summary = summarize(records, self.cfg.hparams.threshold)
         self._io("writing the run summary", self.meta.update_extra, rid, {"summary": summary.as_dict()})
         self.repair_tracking(records)
         return records
+
+    @property
+    def mlflow_run_id(self) -> str | None:
+        """The trial's MLflow run id; None without one, or while it is still being created."""
+        return self.mlflow_run.peek()
+
+    def _log_metrics(self, metrics: Mapping[str, float | None], step: int, time_ms: int) -> None:
+        """Queue one iteration's metrics for MLflow; kept until the run exists if it does not yet."""
+        if self.tracker is None:
+            return
+        if self.mlflow_run.pending:
+            self._unlogged.append((metrics, step, time_ms))
+            return
+        mlflow_id = self.mlflow_run.peek()
+        if mlflow_id is None:
+            self._unlogged.clear()  # no run, or creating it failed: the stored records still have it all
+            return
+        for earlier, earlier_step, earlier_ms in self._unlogged:
+            self.tracker.log_metrics(mlflow_id, earlier, step=earlier_step, timestamp_ms=earlier_ms)
+        self._unlogged.clear()
+        self.tracker.log_metrics(mlflow_id, metrics, step=step, timestamp_ms=time_ms)
 
     def repair_tracking(self, records: Sequence[IterationRecord]) -> int:
         """Log to MLflow every per-iteration metric of ``records`` its history lacks; never duplicates.
@@ -490,12 +525,15 @@ class RunDriver:
             Rows logged (0 without a tracker, or when MLflow cannot be reached: the next ``resume``
             repairs it then).
         """
-        if self.tracker is None or self.mlflow_run_id is None or not records:
+        if self.tracker is None or not records:
             return 0
         rows = [(r.steps, r.time_ms, r.metrics) for r in records]
         try:
+            mlflow_id = self.mlflow_run.wait()
+            if mlflow_id is None:
+                return 0
             self.tracker.flush()
-            added = self.tracker.log_missing(self.mlflow_run_id, rows)
+            added = self.tracker.log_missing(mlflow_id, rows)
         except Exception:
             log.warning("run %s: MLflow not repaired; `resume` repairs it", self.cfg.run_id, exc_info=True)
             return 0
@@ -507,7 +545,7 @@ class RunDriver:
         """The record of committed iteration ``i`` whose driver died before writing it."""
         from ftg_common.batch import read_trajectories, rollout_summary
 
-        cfg, ppo = self.cfg, self.cfg.ppo
+        cfg, ppo = self.cfg, self.cfg.hparams
         rid = cfg.run_id
         t0 = time.perf_counter()
         ukey = layout.update_key(rid, i)
@@ -542,7 +580,7 @@ class RunDriver:
         )
 
     def _loop(self) -> RunSummary:
-        cfg, ppo = self.cfg, self.cfg.ppo
+        cfg, ppo = self.cfg, self.cfg.hparams
         rid = cfg.run_id
         records = self.reconcile()
         summary = summarize(records, ppo.threshold)
@@ -550,9 +588,12 @@ class RunDriver:
         start = len(records)
         self._io("marking the run running", self.meta.set_status, rid, "running")
         recent: list[tuple[float, int]] = []
-        renewed = time.monotonic()
+        renewed = summary_written = time.monotonic()
         for i in range(start, n_iter):
             if self.stop.is_set():
+                self._io(
+                    "writing the run summary", self.meta.update_extra, rid, {"summary": summary.as_dict()}
+                )
                 self._io("marking the run interrupted", self.meta.set_status, rid, "interrupted")
                 raise KeyboardInterrupt
             if time.monotonic() - renewed > LEASE_SECONDS / 4:
@@ -563,7 +604,8 @@ class RunDriver:
                     raise RunFailed(f"run {rid}: lost its lease to another driver")
                 renewed = time.monotonic()
             t0 = time.perf_counter()
-            wf = self.engine.run(self.parameters(i))
+            with tracing.span("iteration", root=True, attributes={"ftg.run_id": rid, "ftg.iteration": i}):
+                wf = self.engine.run(self.parameters(i))
             elapsed = time.perf_counter() - t0
             if not wf.succeeded:
                 detail = _failed_node_errors(wf)
@@ -571,7 +613,11 @@ class RunDriver:
                     f"iteration {i} of {rid}: workflow {wf.phase}: {wf.message}"
                     + (f" [{detail}]" if detail else "")
                 )
-            agg = wf.result(AGGREGATE, AggregateResult)
+            agg: AggregateResult | AppendResult = (
+                wf.result(AGGREGATE, AppendResult)
+                if cfg.off_policy
+                else wf.result(AGGREGATE, AggregateResult)
+            )
             upd = wf.result(UPDATE, UpdateResult)
             ev = wf.result_if_succeeded(EVALUATE, EvalResult)
             nodes = wf.http_nodes()
@@ -592,12 +638,16 @@ class RunDriver:
             key = layout.metrics_key(rid, i)
             self._io(f"writing {key}", self.store.put_json, key, rec.as_dict())
             records.append(rec)
-            summary = summarize(records, ppo.threshold)
-            self._io("writing the run summary", self.meta.update_extra, rid, {"summary": summary.as_dict()})
-            if self.tracker is not None and self.mlflow_run_id is not None:
-                self.tracker.log_metrics(
-                    self.mlflow_run_id, metrics, step=rec.steps, timestamp_ms=rec.time_ms
+            # Records arrive in iteration order here, so folding the new one in equals summarize(records).
+            summary.add(rec, ppo.threshold)
+            # The summary is for `status` and the table; the records above are what a crash keeps. So it
+            # is written after an evaluation, at the end, and at most every SUMMARY_EVERY_S in between.
+            if ev is not None or i + 1 == n_iter or time.monotonic() - summary_written >= SUMMARY_EVERY_S:
+                self._io(
+                    "writing the run summary", self.meta.update_extra, rid, {"summary": summary.as_dict()}
                 )
+                summary_written = time.monotonic()
+            self._log_metrics(metrics, rec.steps, rec.time_ms)
             remaining = (n_iter - i - 1) * ppo.rollout_size
             self.on_progress(
                 TrialProgress(
@@ -612,6 +662,7 @@ class RunDriver:
                     eval_return=summary.final_return,
                     steps_per_second=sps,
                     eta_seconds=remaining / sps if sps > 0 else None,
+                    iteration_s=elapsed,
                 )
             )
         # Whatever the writer thread dropped (a tracking-store error) is logged again now.
@@ -662,6 +713,10 @@ def _iteration_metrics(
         mn.EXPLAINED_VARIANCE: upd.explained_variance,
         mn.LEARNING_RATE: upd.learning_rate,
         mn.CLIP_RANGE: upd.clip_range,
+        mn.TD_LOSS: upd.td_loss,
+        mn.Q_MEAN: upd.q_mean,
+        mn.GRAD_NORM: upd.grad_norm,
+        mn.REPLAY_CHUNKS_READ: upd.replay_chunks_read,
         mn.ITERATIONS: i + 1,
         mn.ITERATION_S: elapsed,
         mn.STEPS_PER_S: sps,
@@ -677,4 +732,9 @@ def _iteration_metrics(
                 mn.EVAL_MEAN_LENGTH: ev.mean_length,
             }
         )
+        for name, est in (ev.ope or {}).items():
+            if name in mn.OPE_REPORTED:
+                metrics[f"{mn.OPE_PREFIX}{name}"] = est.value
+                metrics[f"{mn.OPE_PREFIX}{name}_ci_low"] = est.ci_low
+                metrics[f"{mn.OPE_PREFIX}{name}_ci_high"] = est.ci_high
     return {k: float(v) for k, v in metrics.items() if v is not None}

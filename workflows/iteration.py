@@ -2,6 +2,14 @@
 
     collect ×K (withParam over the shard list) -> aggregate (fan-in) -> update -> evaluate (when due)
 
+Two WorkflowTemplates, one per algorithm family, through the same four functions:
+
+- ``ftg-iteration`` (on-policy, PPO): aggregate builds the GAE training batch, update trains on it
+  (``batch``);
+- ``ftg-iteration-offpolicy`` (DQN): collect acts epsilon-greedy and logs behaviour probabilities,
+  aggregate appends the shards to the replay buffer, update takes its gradient steps on minibatches
+  sampled from the buffer (``replay``: the append it samples after), evaluate adds off-policy estimates.
+
 Every step POSTs a small JSON body (keys, not payloads) to ``{gateway}/function/<name>``, bounded by
 ``timeoutSeconds`` and retried (see ``RETRY_LIMIT``, ``RETRY_BACKOFF``, ``RETRY_EXPRESSION``). The same
 compiled dict is submitted to Argo (as a WorkflowTemplate plus one Workflow per iteration, see
@@ -26,8 +34,10 @@ from hera.workflows.models import V1alpha1HTTPHeader as HTTPHeader
 from ftg_common import catalog
 
 TEMPLATE_NAME = "ftg-iteration"
+OFF_POLICY_TEMPLATE_NAME = "ftg-iteration-offpolicy"
 ENTRYPOINT = "iteration"
 GOLDEN_PATH = Path(__file__).resolve().parent.parent / "tests" / "golden" / "iteration-template.yaml"
+OFF_POLICY_GOLDEN_PATH = GOLDEN_PATH.with_name("offpolicy-iteration-template.yaml")
 
 # Workflow parameters (all strings, as Argo passes them). Defaults only where a manual `argo submit`
 # can sensibly omit the value; the driver always passes every one.
@@ -48,6 +58,8 @@ from ftg_common.catalog import AGGREGATE, COLLECT, EVALUATE, UPDATE  # noqa: E40
 
 # The request field each step adds to the common body, filled from the input parameter of the same name.
 _BODY_FIELD: dict[str, str | None] = {COLLECT: "shard", AGGREGATE: "shards", UPDATE: "batch", EVALUATE: None}
+# Off-policy: the update names the replay append it samples after, not a training batch.
+_OFF_POLICY_BODY_FIELD: dict[str, str | None] = {**_BODY_FIELD, UPDATE: "replay"}
 
 # Evaluate after the iteration that completes every eval-every'th one, and always after the last.
 EVAL_WHEN = (
@@ -137,21 +149,31 @@ def _result_of(task: str) -> str:
     return f"{{{{tasks.{task}.outputs.result}}}}"
 
 
-def build_iteration_template(name: str = TEMPLATE_NAME, namespace: str | None = None) -> WorkflowTemplate:
+def template_name_for(off_policy: bool) -> str:
+    """The WorkflowTemplate a run's iterations use: on-policy (PPO) or off-policy (DQN)."""
+    return OFF_POLICY_TEMPLATE_NAME if off_policy else TEMPLATE_NAME
+
+
+def build_iteration_template(
+    name: str | None = None, namespace: str | None = None, *, off_policy: bool = False
+) -> WorkflowTemplate:
     """The iteration WorkflowTemplate as a Hera object.
 
     Args:
-        name: ``metadata.name``.
+        name: ``metadata.name``; the family's template name when None.
         namespace: ``metadata.namespace``; omitted when None.
+        off_policy: the replay-buffer iteration (DQN) instead of the on-policy one (PPO).
     """
+    name = name or template_name_for(off_policy)
+    fields = _OFF_POLICY_BODY_FIELD if off_policy else _BODY_FIELD
+    update_input = fields[UPDATE]
+    assert update_input is not None
     arguments = [
         Parameter(name=p) if default is None else Parameter(name=p, value=default)
         for p, default in PARAMETERS.items()
     ]
     with WorkflowTemplate(name=name, namespace=namespace, entrypoint=ENTRYPOINT, arguments=arguments) as wt:
-        steps = {
-            f.step: _http_step(f.step, f.name, f.timeout_s, _BODY_FIELD[f.step]) for f in catalog.FUNCTIONS
-        }
+        steps = {f.step: _http_step(f.step, f.name, f.timeout_s, fields[f.step]) for f in catalog.FUNCTIONS}
         with DAG(name=ENTRYPOINT):
             Task(
                 name=COLLECT,
@@ -169,21 +191,28 @@ def build_iteration_template(name: str = TEMPLATE_NAME, namespace: str | None = 
                 name=UPDATE,
                 template=steps[UPDATE],
                 depends=AGGREGATE,
-                arguments={"batch": _result_of(AGGREGATE)},
+                arguments={update_input: _result_of(AGGREGATE)},
             )
             Task(name=EVALUATE, template=steps[EVALUATE], depends=UPDATE, when=EVAL_WHEN)
     return wt
 
 
-def iteration_manifest(name: str = TEMPLATE_NAME, namespace: str | None = None) -> dict[str, Any]:
+def iteration_manifest(
+    name: str | None = None, namespace: str | None = None, *, off_policy: bool = False
+) -> dict[str, Any]:
     """The iteration WorkflowTemplate as a dict (what Argo stores and the embedded engine compiles)."""
-    manifest: dict[str, Any] = build_iteration_template(name, namespace).to_dict()
+    manifest: dict[str, Any] = build_iteration_template(name, namespace, off_policy=off_policy).to_dict()
     return manifest
 
 
-def render_yaml(name: str = TEMPLATE_NAME, namespace: str | None = None) -> str:
-    """The iteration WorkflowTemplate as YAML (the golden file and ``manifests/argo``)."""
-    return build_iteration_template(name, namespace).to_yaml()
+def off_policy_manifest(name: str | None = None, namespace: str | None = None) -> dict[str, Any]:
+    """The off-policy (replay buffer) iteration WorkflowTemplate as a dict."""
+    return iteration_manifest(name, namespace, off_policy=True)
+
+
+def render_yaml(name: str | None = None, namespace: str | None = None, *, off_policy: bool = False) -> str:
+    """The iteration WorkflowTemplate as YAML (the golden files and ``manifests/argo``)."""
+    return build_iteration_template(name, namespace, off_policy=off_policy).to_yaml()
 
 
 def _check_params(params: dict[str, str]) -> None:
@@ -223,19 +252,22 @@ def iteration_workflow(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m workflows.iteration``: print the template, or refresh the golden file."""
+    """``python -m workflows.iteration``: print a template, or refresh both golden files."""
     parser = argparse.ArgumentParser(description="Render the iteration WorkflowTemplate as YAML.")
     parser.add_argument(
-        "--write-golden", action="store_true", help="rewrite tests/golden/iteration-template.yaml"
+        "--write-golden",
+        action="store_true",
+        help="rewrite tests/golden/iteration-template.yaml and offpolicy-iteration-template.yaml",
     )
+    parser.add_argument("--off-policy", action="store_true", help="print the off-policy (DQN) template")
     args = parser.parse_args(argv)
-    text = render_yaml()
     if args.write_golden:
-        GOLDEN_PATH.parent.mkdir(parents=True, exist_ok=True)
-        GOLDEN_PATH.write_text(text)
-        print(f"wrote {GOLDEN_PATH}", file=sys.stderr)
+        for path, off_policy in ((GOLDEN_PATH, False), (OFF_POLICY_GOLDEN_PATH, True)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render_yaml(off_policy=off_policy))
+            print(f"wrote {path}", file=sys.stderr)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(render_yaml(off_policy=args.off_policy))
     return 0
 
 

@@ -23,6 +23,12 @@ CLIP_FRACTION: Final = "losses/clip_fraction"
 EXPLAINED_VARIANCE: Final = "losses/explained_variance"
 LEARNING_RATE: Final = "train/learning_rate"  # after the schedule, as used by this update
 CLIP_RANGE: Final = "train/clip_range"
+# DQN (SB3 logs its TD loss as train/loss)
+TD_LOSS: Final = "losses/td_loss"
+Q_MEAN: Final = "train/q_mean"  # mean Q(s, a) of the sampled minibatches
+GRAD_NORM: Final = "train/grad_norm"  # before clipping
+REPLAY_SIZE: Final = "train/replay_size"  # transitions the buffer holds for sampling
+REPLAY_CHUNKS_READ: Final = "train/replay_chunks_read"  # chunks the update's sample read
 
 # --- per iteration: time and cost --------------------------------------------------------------------
 ITERATIONS: Final = "time/iterations"  # iterations completed (SB3's meaning)
@@ -36,6 +42,10 @@ EVAL_MEAN_RETURN: Final = "eval/mean_return"
 EVAL_IQM_RETURN: Final = "eval/iqm_return"
 EVAL_STD_RETURN: Final = "eval/std_return"
 EVAL_MEAN_LENGTH: Final = "eval/mean_length"
+# Off-policy estimates of the evaluated version from its predecessor's logged trajectories; each also
+# as <name>_ci_low and <name>_ci_high (bootstrap interval).
+OPE_PREFIX: Final = "ope/"
+OPE_REPORTED: Final = ("is", "wis", "pdwis", "dr")
 
 # --- once per trial, when the sweep is finalized (from the run's RunSummary) -------------------------
 FINAL_RETURN: Final = "summary/final_return"  # mean return of the last evaluation

@@ -60,18 +60,26 @@ def log_policy_model(
     import mlflow
     import numpy as np
 
-    from ftg_common.checkpoints import read_policy
+    from ftg_common import layout
+    from ftg_common.algos.qnet import QNET_SPEC_METADATA_KEY
+    from ftg_common.checkpoints import read_policy, read_qnet
     from ftg_common.tensorio import encode
     from workflows.policy_model import SPEC, WEIGHTS
 
-    spec, tensors = read_policy(store, run_id, version)
-    actor = {k: v for k, v in tensors.items() if k.startswith("pi.")}
+    _, meta = store.get_tensors_with_metadata(layout.policy_key(run_id, version))
+    if QNET_SPEC_METADATA_KEY in meta:  # a DQN run: the online Q-network
+        qspec, actor = read_qnet(store, run_id, version)
+        obs_dim, spec_json = qspec.obs_dim, {**qspec.model_dump(mode="json"), "prefix": "q"}
+    else:
+        spec, tensors = read_policy(store, run_id, version)
+        actor = {k: v for k, v in tensors.items() if k.startswith("pi.")}
+        obs_dim, spec_json = spec.obs_dim, spec.model_dump(mode="json")
     # Two rows, so the signature's batch dimension is inferred as variable.
-    example = np.zeros((2, spec.obs_dim), dtype=np.float32)
+    example = np.zeros((2, obs_dim), dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="ftg-model-") as tmp:
         weights, spec_path = Path(tmp) / "actor.safetensors", Path(tmp) / "spec.json"
         weights.write_bytes(encode(actor, {"run_id": run_id, "version": str(version)}))
-        spec_path.write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
+        spec_path.write_text(json.dumps(spec_json, indent=2))
         # The fluent run stack is per thread, so trials can log their models concurrently.
         with mlflow.start_run(run_id=mlflow_run_id):
             info = mlflow.pyfunc.log_model(

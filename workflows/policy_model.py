@@ -1,11 +1,12 @@
 """A trained policy's actor as an MLflow pyfunc model.
 
 Observations [B, obs_dim] -> action logits [B, n_actions] (discrete) or action means [B, action_dim]
-(box). MLflow logs this file as a "model from code": it stores the source and the two artifacts (the
-actor's weights as safetensors, its architecture as JSON) and runs the file when the model is loaded,
-so no pickle is involved and nothing of this project has to be installed where the model is served:
-numpy, safetensors and MLflow are enough. The forward pass is the numpy mirror of
-``ftg_common.policy.torch_policy.ActorCritic.forward_actor``.
+(box); for a DQN run, the online Q-network's Q-values [B, n_actions] (the spec's ``prefix`` is ``q``;
+the greedy action is their argmax). MLflow logs this file as a "model from code": it stores the
+source and the two artifacts (the actor's weights as safetensors, its architecture as JSON) and runs
+the file when the model is loaded, so no pickle is involved and nothing of this project has to be
+installed where the model is served: numpy, safetensors and MLflow are enough. The forward pass is
+the numpy mirror of ``ftg_common.policy.torch_policy.ActorCritic.forward_actor``.
 """
 
 from __future__ import annotations
@@ -33,17 +34,18 @@ class PolicyActor(PythonModel):
         tensors = load_file(context.artifacts[WEIGHTS])
         self.obs_dim = int(spec["obs_dim"])
         self.relu = spec.get("activation", "tanh") == "relu"
+        p = spec.get("prefix", "pi")  # "q": a DQN run's Q-network
         # Stored in torch Linear layout [out, in]; transposed once so a layer is x @ W + b.
         self.hidden = [
             (
-                np.ascontiguousarray(tensors[f"pi.{i}.weight"].T, dtype=np.float32),
-                tensors[f"pi.{i}.bias"].astype(np.float32),
+                np.ascontiguousarray(tensors[f"{p}.{i}.weight"].T, dtype=np.float32),
+                tensors[f"{p}.{i}.bias"].astype(np.float32),
             )
             for i in range(len(spec["net_arch"]))
         ]
         self.out = (
-            np.ascontiguousarray(tensors["pi.out.weight"].T, dtype=np.float32),
-            tensors["pi.out.bias"].astype(np.float32),
+            np.ascontiguousarray(tensors[f"{p}.out.weight"].T, dtype=np.float32),
+            tensors[f"{p}.out.bias"].astype(np.float32),
         )
 
     # MLflow reads predict's input annotation: np.ndarray keeps the schema inferred from the input

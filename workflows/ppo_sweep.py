@@ -38,8 +38,9 @@ def _fail(message: str) -> int:
 
 
 def _read_sweep(path: str, overrides: argparse.Namespace) -> Any:
-    from ftg_common.config import SweepError, load_sweep
+    from ftg_common.config import DQNConfig, SweepError, load_sweep
     from ftg_common.envs.factory import UnknownEnvError, validate_env
+    from ftg_common.update.initial import qnet_spec
 
     p = Path(path)
     if not p.exists() and not p.is_absolute() and (ROOT / p).exists():
@@ -65,12 +66,27 @@ def _read_sweep(path: str, overrides: argparse.Namespace) -> Any:
             raise SweepError(f"--only: unknown config(s) {', '.join(unknown)}")
         data["configs"] = {k: v for k, v in data["configs"].items() if k in keep}
     sweep = load_sweep(json.dumps(data))
-    for name, ppo in sweep.trial_configs().items():
+    for name, hp in sweep.trial_configs().items():
         try:
-            validate_env(ppo.env_id, ppo.env_kwargs).close()
+            validate_env(hp.env_id, hp.env_kwargs).close()
+            if isinstance(hp, DQNConfig):
+                qnet_spec(hp)  # DQN needs a Discrete action space: a Box one is refused here, by name
         except UnknownEnvError as exc:
-            raise SweepError(f"configs.{name}.env_id: {exc}") from exc
+            raise SweepError(f"configs.{name}.env_id: {hp.env_id}: {exc}") from exc
     return sweep
+
+
+_METRICS_HELP = "serve training metrics (steps/s, returns, iteration time) for Prometheus on this port"
+
+
+def _serve_metrics(services: Any, port: int | None) -> None:
+    """Serve the training metrics on ``port`` for as long as the command runs (nothing if None)."""
+    if port is None:
+        return
+    from workflows.training_metrics import TrainingMetrics
+
+    services.observers.append(TrainingMetrics().serve(port))
+    print(f"training metrics: http://127.0.0.1:{port}/metrics", file=sys.stderr)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -99,6 +115,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return _fail(f"--sweep-id: sweep {args.sweep_id!r} exists; `resume {args.sweep_id}` continues it")
     console = _console()
     services = open_services(get_settings(), tracking=not args.no_tracking)
+    _serve_metrics(services, args.metrics_port)
     finalize_trials_as_they_finish(services)
     try:
         sweep_id = submit(sweep, services, console, sweep_id=args.sweep_id)
@@ -116,7 +133,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     """``render``: write the WorkflowTemplate YAML, or one iteration's Workflow."""
     import yaml
 
-    from workflows.iteration import iteration_workflow, render_yaml
+    from workflows.iteration import iteration_workflow, render_yaml, template_name_for
 
     if args.workflow:
         from ftg_common.ids import InvalidIdError, validate_run_id
@@ -135,9 +152,10 @@ def cmd_render(args: argparse.Namespace) -> int:
             "config-digest": "0" * 16,
             "traceparent": "",
         }
-        text = yaml.safe_dump(iteration_workflow(params), sort_keys=False)
+        template = template_name_for(args.off_policy)
+        text = yaml.safe_dump(iteration_workflow(params, template_name=template), sort_keys=False)
     else:
-        text = render_yaml()
+        text = render_yaml(off_policy=args.off_policy)
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)
@@ -200,7 +218,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ftg_common.meta.base import RunNotFoundError
     from ftg_common.settings import get_settings
     from workflows.compare import rows_as_dicts, to_rich_table
-    from workflows.sweep import comparison, open_services
+    from workflows.sweep import comparison, open_services, sweep_cost
 
     services = open_services(get_settings(), tracking=False, warm=False)
     try:
@@ -208,13 +226,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
             sweep = services.meta.get_sweep(args.sweep)
         except (KeyError, RunNotFoundError):
             return _fail(f"no sweep named {args.sweep!r} (see `status`)")
-        _trials, table = comparison(services, args.sweep)
+        trials, table = comparison(services, args.sweep)
         if args.json:
             print(json.dumps(rows_as_dicts(table), indent=2))
         else:
-            _console().print(
-                to_rich_table(table, sweep.get("threshold"), f"A/B comparison — sweep {args.sweep}")
-            )
+            title = f"A/B comparison — sweep {args.sweep}"
+            cost = sweep_cost(services, args.sweep, trials)
+            _console().print(to_rich_table(table, sweep.get("threshold"), title, cost))
     finally:
         services.close()
     return 0
@@ -249,6 +267,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         sweep_id, run_ids = run["sweep_id"], [args.id]
     meta.close()
     services = open_services(get_settings(), tracking=not args.no_tracking)
+    _serve_metrics(services, args.metrics_port)
     try:
         # Before anything runs: lost or damaged state is named, not met as a traceback mid-iteration.
         problems = resume_problems(services, sweep_id, run_ids)
@@ -315,11 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-parallel", type=int, help="override max_parallel")
     s.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     s.add_argument("--sweep-id", help="use this sweep id instead of a new one (it must not exist yet)")
+    s.add_argument("--metrics-port", type=int, metavar="PORT", help=_METRICS_HELP)
     s.set_defaults(func=cmd_submit)
     r = sub.add_parser("render", help="write the Argo WorkflowTemplate YAML (or one iteration's Workflow)")
     r.add_argument("--output", "-o")
     r.add_argument("--workflow", metavar="RUN_ID", help="render the per-iteration Workflow for this run id")
     r.add_argument("--gateway", default="http://gateway.openfaas:8080")
+    r.add_argument("--off-policy", action="store_true", help="the off-policy (DQN) iteration template")
     r.set_defaults(func=cmd_render)
     st = sub.add_parser("status", help="sweeps and runs, where each stands")
     st.add_argument("id", nargs="?")
@@ -333,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rs.add_argument("id")
     rs.add_argument("--no-tracking", action="store_true")
+    rs.add_argument("--metrics-port", type=int, metavar="PORT", help=_METRICS_HELP)
     rs.set_defaults(func=cmd_resume)
     v = sub.add_parser("verify", help="check every stored object of a run against its content digests")
     v.add_argument("run_id")
@@ -343,7 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command ``argv`` names; its exit code."""
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    # This process mostly waits on its workers while MLflow's import and model logging run on other
+    # threads; with the default 5 ms switch interval every return of the engine's thread from a pipe
+    # read can wait that long for the GIL (several times per ~35 ms iteration).
+    sys.setswitchinterval(0.0005)
+    from ftg_common import tracing
+
+    tracing.configure("ftg-driver")
+    try:
+        code: int = args.func(args)
+    finally:
+        tracing.shutdown()  # export the spans still buffered
     return code
 
 

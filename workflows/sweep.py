@@ -10,14 +10,15 @@ import hashlib
 import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
 
 from ftg_common import layout
-from ftg_common.config import PPOConfig, RunConfig, SweepConfig
+from ftg_common.config import DQNConfig, PPOConfig, RunConfig, SweepConfig
 from ftg_common.errors import CorruptObjectError
 from ftg_common.ids import validate_run_id
 from ftg_common.meta.base import MetaStore
@@ -28,13 +29,18 @@ from workflows.compare import (
     TrialRow,
     best_trial,
     compare,
+    cost_as_dict,
     rows_as_dicts,
     to_markdown,
     to_rich_table,
 )
+from workflows.cost import SweepCost
 from workflows.driver import RunDriver, RunFailed, RunSummary, TrialProgress
 from workflows.engines.base import Engine
+from workflows.gateway_stats import load_runtime, measure_segment, runtime_probe, sweep_cost_of
 from workflows.progress import SweepProgress
+from workflows.sweep_runs import SweepTags, TrialTags, open_sweep_runs, parent_run
+from workflows.tracking import RunRef
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Services:
         meta: metadata store.
         engine: the embedded engine or Argo (``FTG_ENGINE``).
         tracker: MLflow tracker, or None without tracking.
+        observers: also told every trial's progress (e.g. the Prometheus ``TrainingMetrics``).
     """
 
     settings: Settings
@@ -54,11 +61,25 @@ class Services:
     meta: MetaStore
     engine: Engine
     tracker: Any | None
+    _off_policy_engine: Engine | None = None
+    observers: list[Callable[[TrialProgress], None]] = field(default_factory=list)
 
     @property
     def gateway(self) -> str:
         """Base URL of the function gateway the engine calls."""
         return self.engine.gateway
+
+    def engine_for(self, cfg: RunConfig) -> Engine:
+        """The engine running ``cfg``'s iteration template: ``engine`` for PPO, the off-policy one for DQN.
+
+        The embedded off-policy engine shares ``engine``'s invoker (its warm workers); on Argo it
+        installs the off-policy WorkflowTemplate beside the on-policy one.
+        """
+        if not cfg.off_policy:
+            return self.engine
+        if self._off_policy_engine is None:
+            self._off_policy_engine = _off_policy_engine(self.settings, self.engine)
+        return self._off_policy_engine
 
     def close(self) -> None:
         """Flush the tracker, stop the engine's workers, close the metadata store."""
@@ -78,7 +99,13 @@ def open_services(settings: Settings, tracking: bool = True, warm: bool = True) 
     """
     from ftg_common.meta import open_meta
     from ftg_common.store import open_store
-    from workflows.engines.invokers import HttpInvoker, InProcessInvoker, PoolInvoker, RoutingInvoker
+    from workflows.engines.invokers import (
+        HttpInvoker,
+        InProcessInvoker,
+        Invoker,
+        PoolInvoker,
+        RoutingInvoker,
+    )
     from workflows.engines.local import LOCAL_GATEWAY, LocalEngine
 
     store = open_store(settings.store_url, settings)
@@ -87,18 +114,38 @@ def open_services(settings: Settings, tracking: bool = True, warm: bool = True) 
     if tracking:
         from workflows.tracking import Tracker
 
-        tracker = Tracker(settings)
+        tracker = Tracker(settings, deferred=warm)
     if settings.engine == "argo":
         return Services(settings, store, meta, _argo_engine(settings), tracker)
+    # The workers start now; compiling the DAG (importing Hera, ~0.5 s) overlaps their imports.
     local = PoolInvoker(settings.local_workers) if settings.local_workers > 0 else InProcessInvoker()
+    gateway = LOCAL_GATEWAY if settings.gateway_url == "local" else settings.gateway_url
+    http: Invoker = HttpInvoker()
+    if settings.gateway_async:  # every call to an http(s) gateway via /async-function and a callback
+        from workflows.engines.async_invoker import from_settings
+
+        http = from_settings(settings)
+    engine = LocalEngine(RoutingInvoker(local=local, http=http), gateway=gateway)
     if warm and isinstance(local, PoolInvoker):
         local.warmup()
-    gateway = LOCAL_GATEWAY if settings.gateway_url == "local" else settings.gateway_url
-    engine = LocalEngine(RoutingInvoker(local=local, http=HttpInvoker()), gateway=gateway)
+    if tracker is not None:
+        tracker.start()  # MLflow's import (~1.5 s of CPU) would otherwise slow the workers' start
     return Services(settings, store, meta, engine, tracker)
 
 
-def _argo_engine(settings: Settings) -> Engine:
+def _off_policy_engine(settings: Settings, engine: Engine) -> Engine:
+    """The off-policy twin of ``engine``: same gateway and workers, the off-policy template."""
+    from workflows.engines.compiler import compile_workflow
+    from workflows.engines.local import LocalEngine
+    from workflows.iteration import off_policy_manifest
+
+    if isinstance(engine, LocalEngine):
+        # Not closed on its own: the invoker belongs to ``engine``.
+        return LocalEngine(engine.invoker, compile_workflow(off_policy_manifest()), gateway=engine.gateway)
+    return _argo_engine(settings, off_policy=True)
+
+
+def _argo_engine(settings: Settings, off_policy: bool = False) -> Engine:
     """The engine for FTG_ENGINE=argo, with the iteration template installed on the server."""
     from workflows.engines.argo import ArgoEngine
 
@@ -115,6 +162,7 @@ def _argo_engine(settings: Settings) -> Engine:
         settings.argo_verify_ssl,
         poll_seconds=settings.argo_poll_seconds,
         gateway=settings.gateway_url,
+        off_policy=off_policy,
     )
     engine.ensure_template()
     return engine
@@ -160,10 +208,16 @@ def trial_run_id(sweep_id: str, config: str, seed: int) -> str:
     return validate_run_id(rid)
 
 
-def _params(name: str, seed: int, ppo: PPOConfig) -> dict[str, Any]:
-    params = {f"ppo.{k}": v for k, v in ppo.model_dump(mode="json").items()}
+def _params(name: str, seed: int, hp: PPOConfig | DQNConfig) -> dict[str, Any]:
+    params: dict[str, Any] = {f"{hp.algo}.{k}": v for k, v in hp.model_dump(mode="json").items()}
     params.update(
-        {"config": name, "seed": seed, "rollout_size": ppo.rollout_size, "iterations": ppo.n_iterations}
+        {
+            "config": name,
+            "seed": seed,
+            "algo": hp.algo,
+            "rollout_size": hp.rollout_size,
+            "iterations": hp.n_iterations,
+        }
     )
     return params
 
@@ -172,61 +226,51 @@ def submit(sweep: SweepConfig, services: Services, console: Console, sweep_id: s
     """Create the sweep and its trials, run them, and print the comparison. Returns the sweep id."""
     sweep_id = sweep_id or make_sweep_id(sweep.name)
     trials = sweep.trial_configs()
-    tracker = services.tracker
-    parent = None
-    if tracker:
-        parent = tracker.start_parent(sweep_id, {"ftg.sweep_id": sweep_id, "ftg.kind": "sweep"})
-    if tracker and parent:
-        tracker.log_params(
-            parent,
-            {
-                "sweep.name": sweep.name,
-                "sweep.seeds": sweep.seeds,
-                "sweep.configs": ",".join(trials),
-                "sweep.max_parallel": sweep.max_parallel,
-            },
-        )
-        tracker.log_text(parent, sweep.model_dump_json(indent=2), "sweep.json")
     run_ids = []
-    for name, ppo in trials.items():
+    tagged: list[TrialTags] = []
+    for name, hp in trials.items():
         for seed in sweep.seeds:
-            cfg = RunConfig(
-                run_id=trial_run_id(sweep_id, name, seed),
-                seed=seed,
-                ppo=ppo,
-                sweep_id=sweep_id,
-                config_name=name,
+            cfg = RunConfig.for_algo(
+                trial_run_id(sweep_id, name, seed), seed, hp, sweep_id=sweep_id, config_name=name
             )
-            child = None
-            if tracker and parent:
-                tags = {
-                    "ftg.sweep_id": sweep_id,
-                    "ftg.config": name,
-                    "ftg.seed": str(seed),
-                    "ftg.run_id": cfg.run_id,
-                }
-                child = tracker.start_child(parent, cfg.run_id, tags)
-                tracker.log_params(child, _params(name, seed, ppo))
             services.meta.create_run(
-                cfg.run_id,
-                sweep_id=sweep_id,
-                extra={"config_name": name, "seed": seed, "mlflow_run_id": child},
+                cfg.run_id, sweep_id=sweep_id, extra={"config_name": name, "seed": seed, "algo": cfg.algo}
             )
             services.store.put_json(layout.sweep_trial_key(sweep_id, cfg.run_id), cfg.model_dump(mode="json"))
             run_ids.append(cfg.run_id)
+            tagged.append(TrialTags(cfg.run_id, name, seed, _params(name, seed, hp)))
     services.meta.create_sweep(
         sweep_id,
         {
             "name": sweep.name,
             "created": time.time(),
-            "mlflow_parent_run_id": parent,
             "threshold": next(iter(trials.values())).threshold,
             "runs": run_ids,
             "max_parallel": sweep.max_parallel,
         },
     )
+    mlflow_runs = None
+    if services.tracker:
+        # On the tracker's job pool: the trials start now, not once MLflow has opened (~2 s).
+        params = {
+            "sweep.name": sweep.name,
+            "sweep.seeds": sweep.seeds,
+            "sweep.configs": ",".join(trials),
+            "sweep.max_parallel": sweep.max_parallel,
+        }
+        texts = {"sweep.json": sweep.model_dump_json(indent=2)}
+        mlflow_runs = services.tracker.submit_job(
+            sweep_id,
+            _OPEN_RUNS_JOB,
+            open_sweep_runs,
+            services.tracker,
+            services.meta,
+            sweep_id,
+            SweepTags(params, texts),
+            tagged,
+        )
     try:
-        run_trials(sweep_id, run_ids, sweep.max_parallel, services, console)
+        run_trials(sweep_id, run_ids, sweep.max_parallel, services, console, mlflow_runs)
     except SweepFailed:
         finalize(sweep_id, services, console)  # the trials that did finish still get their table
         raise
@@ -237,6 +281,16 @@ def submit(sweep: SweepConfig, services: Services, console: Console, sweep_id: s
 def load_trial_config(services: Services, sweep_id: str, run_id: str) -> RunConfig:
     """The frozen config of trial ``run_id``, as ``submit`` stored it."""
     return RunConfig.model_validate(services.store.get_json(layout.sweep_trial_key(sweep_id, run_id)))
+
+
+def _tell(*observers: Callable[[TrialProgress], None]) -> Callable[[TrialProgress], None]:
+    """One progress callback telling each of ``observers`` in turn."""
+
+    def tell(p: TrialProgress) -> None:
+        for observe in observers:
+            observe(p)
+
+    return tell
 
 
 class SweepFailed(RuntimeError):
@@ -254,12 +308,46 @@ def _drive_and_close(driver: RunDriver, tracker: Any | None) -> RunSummary:
         status = "KILLED"
         raise
     finally:
-        if tracker is not None and driver.mlflow_run_id:
-            tracker.end_run(driver.mlflow_run_id, status)
+        mlflow_id = driver.mlflow_run.wait() if tracker is not None else None
+        if tracker is not None and mlflow_id:
+            tracker.end_run(mlflow_id, status)
+
+
+def _open_missing_runs(
+    services: Services, sweep_id: str, run_ids: list[str]
+) -> Future[Mapping[str, str]] | None:
+    """Create, in the background, the MLflow runs a crash kept ``submit`` from creating (or None)."""
+    tracker = services.tracker
+    if tracker is None:
+        return None
+    missing = [
+        rid for rid in run_ids if not (services.meta.get_run(rid).get("extra") or {}).get("mlflow_run_id")
+    ]
+    if not missing:
+        return None
+    sweep = services.meta.get_sweep(sweep_id)
+    trials = []
+    for rid in missing:
+        try:
+            cfg = load_trial_config(services, sweep_id, rid)
+        except (KeyNotFoundError, CorruptObjectError):
+            continue  # reported as that trial's failure by run_trials
+        name = cfg.config_name or ""
+        trials.append(TrialTags(rid, name, cfg.seed, _params(name, cfg.seed, cfg.hparams)))
+    params = {"sweep.name": sweep.get("name"), "sweep.max_parallel": sweep.get("max_parallel")}
+    future: Future[Mapping[str, str]] = tracker.submit_job(
+        sweep_id, _OPEN_RUNS_JOB, open_sweep_runs, tracker, services.meta, sweep_id, SweepTags(params), trials
+    )
+    return future
 
 
 def run_trials(
-    sweep_id: str, run_ids: list[str], max_parallel: int, services: Services, console: Console
+    sweep_id: str,
+    run_ids: list[str],
+    max_parallel: int,
+    services: Services,
+    console: Console,
+    mlflow_runs: Future[Mapping[str, str]] | None = None,
 ) -> None:
     """Drive every unfinished trial, ``max_parallel`` at a time, and repair the finished ones' tracking.
 
@@ -267,6 +355,9 @@ def run_trials(
     all trials at their next iteration boundary, with everything committed so far kept for ``resume``.
     A trial already finished (a resumed sweep) gets its MLflow history repaired from its stored records
     and its MLflow run closed, in case a crash came before either.
+
+    ``mlflow_runs`` is the job creating the trials' MLflow runs (``submit``); without it, trials whose
+    runs were never created (a crash before that job finished) get theirs now, in the background.
 
     Raises:
         SweepFailed: one or more trials failed (the others ran to the end).
@@ -276,6 +367,8 @@ def run_trials(
     progress = SweepProgress(f"sweep {sweep_id}", console)
     drivers = []
     failures: list[tuple[str, BaseException]] = []
+    if mlflow_runs is None:
+        mlflow_runs = _open_missing_runs(services, sweep_id, run_ids)
     for rid in run_ids:
         record = services.meta.get_run(rid)
         try:
@@ -285,19 +378,20 @@ def run_trials(
             continue
         extra = record.get("extra") or {}
         mlflow_id = extra.get("mlflow_run_id")
+        ref = RunRef(mlflow_id) if mlflow_id or mlflow_runs is None else RunRef(mlflow_runs, rid)
         driver = RunDriver(
             cfg,
-            engine=services.engine,
+            engine=services.engine_for(cfg),
             store=services.store,
             meta=services.meta,
             config_name=cfg.config_name or "",
             tracker=services.tracker,
-            mlflow_run_id=mlflow_id,
-            on_progress=progress,
+            mlflow_run_id=ref,
+            on_progress=_tell(progress, *services.observers),
             stop=stop,
         )
         if record["status"] == "finished":
-            if services.tracker and mlflow_id:
+            if services.tracker and (mlflow_id := ref.wait()):
                 try:
                     driver.reconcile()
                     if services.tracker.client.get_run(mlflow_id).info.status == "RUNNING":
@@ -308,14 +402,14 @@ def run_trials(
         if services.tracker and mlflow_id:
             services.tracker.reopen(mlflow_id)
         summary = RunSummary.from_dict(extra.get("summary"))
-        total_steps = cfg.ppo.n_iterations * cfg.ppo.rollout_size
+        total_steps = cfg.hparams.n_iterations * cfg.hparams.rollout_size
         progress.add(
             TrialProgress(
                 rid,
                 cfg.config_name or "",
                 cfg.seed,
                 int(record["last_iteration"]) + 1,
-                cfg.ppo.n_iterations,
+                cfg.hparams.n_iterations,
                 summary.steps,
                 total_steps,
                 status="queued",
@@ -325,7 +419,11 @@ def run_trials(
         drivers.append(driver)
     futures = {}
     if drivers:
-        with progress, ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="trial") as pool:
+        # Idle GB-s and cold starts of the function runtime while the trials run (the cost report).
+        source, probe = runtime_probe(services.settings, services.engine)
+        segment = measure_segment(services.store, sweep_id, source, probe)
+        trial_pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="trial")
+        with segment, progress, trial_pool as pool:
             futures = {pool.submit(_drive_and_close, d, services.tracker): d for d in drivers}
             try:
                 wait(futures)
@@ -389,10 +487,23 @@ def trial_rows(services: Services, sweep_id: str) -> list[TrialRow]:
                 s.wall_s,
                 s.steps,
                 s.gb_s,
+                # Records written before DQN existed have no algo: they are PPO runs.
+                str(extra.get("algo", "ppo")),
             )
         )
     order = {rid: i for i, rid in enumerate(services.meta.get_sweep(sweep_id).get("runs", []))}
     return sorted(rows, key=lambda r: order.get(r.run_id, 1 << 30))
+
+
+def sweep_cost(services: Services, sweep_id: str, trials: list[TrialRow]) -> SweepCost | None:
+    """The whole sweep's cost: its trials' billed GB-s, the runtime's idle GB-s and cold starts.
+
+    None before the trials first ran (nothing measured yet).
+    """
+    st = services.settings
+    runtime = load_runtime(services.store, sweep_id)
+    billed = sum(t.gb_s for t in trials)
+    return sweep_cost_of(runtime, billed, st.faas_usd_per_gb_second, st.dedicated_server_usd_per_hour)
 
 
 def comparison(services: Services, sweep_id: str) -> tuple[list[TrialRow], list[ConfigRow]]:
@@ -403,6 +514,7 @@ def comparison(services: Services, sweep_id: str) -> tuple[list[TrialRow], list[
 
 
 _FINALIZE_JOB = "finalize"
+_OPEN_RUNS_JOB = "open-mlflow-runs"
 # Set on a trial's MLflow run once its final policy is registered, so finalizing twice (resume after a
 # partly failed sweep) does not register the same policy again.
 _MODEL_VERSION_TAG = "ftg.registered_model_version"
@@ -454,9 +566,9 @@ def _finalize_trial(services: Services, sweep_id: str, run_id: str) -> str | Non
     evaluated = [
         {
             "env_steps": steps,
-            "version": steps // cfg.ppo.rollout_size,
+            "version": steps // cfg.hparams.rollout_size,
             "eval_mean_return": ret,
-            "checkpoint_uri": f"{base}/{layout.ckpt_prefix(run_id, steps // cfg.ppo.rollout_size)}",
+            "checkpoint_uri": f"{base}/{layout.ckpt_prefix(run_id, steps // cfg.hparams.rollout_size)}",
         }
         for steps, ret in s.evals
     ]
@@ -500,7 +612,13 @@ def finalize(sweep_id: str, services: Services, console: Console) -> None:
     """
     sweep = services.meta.get_sweep(sweep_id)
     trials, table = comparison(services, sweep_id)
-    tracker, parent = services.tracker, sweep.get("mlflow_parent_run_id")
+    cost = sweep_cost(services, sweep_id, trials)
+    tracker = services.tracker
+    if tracker:
+        job = tracker.job(sweep_id, _OPEN_RUNS_JOB)
+        if job is not None:
+            job.result()  # the trials' runs exist (every trial has finished, so this is long done)
+    parent = parent_run(tracker, sweep_id, sweep.get("mlflow_parent_run_id")) if tracker else None
     threshold = sweep.get("threshold")
     if tracker and parent:
         from workflows.models import set_champion
@@ -522,9 +640,11 @@ def finalize(sweep_id: str, services: Services, console: Console) -> None:
                 parent,
                 {"ftg.champion_run": best.run_id, "ftg.champion_model": f"models:/{registered}@champion"},
             )
-        md = to_markdown(table, threshold)
+        md = to_markdown(table, threshold, cost)
         tracker.log_text(parent, md, "compare.md")
         tracker.log_text(parent, json.dumps(rows_as_dicts(table), indent=2), "compare.json")
+        if cost is not None:
+            tracker.log_text(parent, json.dumps(cost_as_dict(cost), indent=2), "cost.json")
         all_done = all(t.status == "finished" for t in trials)
         # The sweep's results, once, and only once every trial has finished: a partial sweep's numbers
         # would otherwise stand beside (or in place of) the final ones after a resume.
@@ -538,5 +658,18 @@ def finalize(sweep_id: str, services: Services, console: Console) -> None:
                     f"{r.config}.median_time_to_threshold_s": r.median_time_to_threshold_s,
                 },
             )
+        if all_done and cost is not None:
+            tracker.log_metrics_once(
+                parent,
+                {
+                    "sweep.wall_s": cost.wall_s,
+                    "sweep.billed_gb_s": cost.billed_gb_s,
+                    "sweep.idle_gb_s": cost.idle_gb_s,
+                    "sweep.cold_starts": cost.cold_starts,
+                    "sweep.faas_usd": cost.faas_usd,
+                    "sweep.idle_usd": cost.idle_usd,
+                    "sweep.dedicated_usd": cost.dedicated_usd,
+                },
+            )
         tracker.end_run(parent, "FINISHED" if all_done else "KILLED")
-    console.print(to_rich_table(table, threshold, f"A/B comparison — sweep {sweep_id}"))
+    console.print(to_rich_table(table, threshold, f"A/B comparison — sweep {sweep_id}", cost))

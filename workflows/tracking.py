@@ -45,6 +45,49 @@ def _report_failure(future: Future[Any], run_id: str, name: str) -> None:
         log.error("MLflow job %r of run %s failed: %s", name, run_id, exc, exc_info=exc)
 
 
+class RunRef:
+    """The id of an MLflow run that may still be being created on the tracker's job pool.
+
+    Args:
+        source: the id itself, a future of ``{key: id}`` (:func:`workflows.sweep_runs.open_sweep_runs`),
+            or None (no run).
+        key: this run's key in that mapping.
+    """
+
+    def __init__(self, source: str | Future[Mapping[str, str]] | None, key: str = "") -> None:
+        self._source = source
+        self._key = key
+
+    def _resolve(self, future: Future[Mapping[str, str]], timeout: float | None) -> str | None:
+        try:
+            return future.result(timeout).get(self._key)
+        except TimeoutError:
+            raise
+        except Exception:  # reported by the job's own callback; tracking is lost, training is not
+            return None
+
+    def peek(self) -> str | None:
+        """The id if the run exists now; None while it is being created (or if creating it failed)."""
+        if isinstance(self._source, Future):
+            return self._resolve(self._source, None) if self._source.done() else None
+        return self._source
+
+    @property
+    def pending(self) -> bool:
+        """True while the run is still being created."""
+        return isinstance(self._source, Future) and not self._source.done()
+
+    def wait(self, timeout: float | None = None) -> str | None:
+        """The id once the run exists (None if there is no run or creating it failed).
+
+        Raises:
+            TimeoutError: still being created after ``timeout`` seconds.
+        """
+        if isinstance(self._source, Future):
+            return self._resolve(self._source, timeout)
+        return self._source
+
+
 class TrackingUnavailable(RuntimeError):
     """MLflow could not be opened (import, tracking store or experiment)."""
 
@@ -55,9 +98,11 @@ class Tracker:
     Args:
         settings: ``tracking_uri`` (else MLflow's own default) and ``mlflow_experiment``.
         flush_seconds: longest time a queued metric waits before it is written.
+        deferred: wait for :meth:`start` (or the first use of the client) before opening MLflow, so a
+            caller that is itself starting up (warming worker processes) is not slowed by its import.
     """
 
-    def __init__(self, settings: Settings, flush_seconds: float = 1.0) -> None:
+    def __init__(self, settings: Settings, flush_seconds: float = 1.0, deferred: bool = False) -> None:
         self._settings = settings
         self._flush_seconds = flush_seconds
         self._ready = threading.Event()
@@ -70,8 +115,15 @@ class Tracker:
         self._jobs: dict[tuple[str, str], Future[Any]] = {}
         self._jobs_lock = threading.Lock()
         self._job_pool: ThreadPoolExecutor | None = None
+        self._go = threading.Event()
+        if not deferred:
+            self._go.set()
         self._thread = threading.Thread(target=self._run, name="mlflow-writer", daemon=True)
         self._thread.start()
+
+    def start(self) -> None:
+        """Begin opening MLflow now (a deferred tracker); a no-op otherwise."""
+        self._go.set()
 
     # --- the connection ----------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -98,6 +150,7 @@ class Tracker:
         Raises:
             TrackingUnavailable: opening it failed, or ``timeout`` passed first.
         """
+        self._go.set()
         if not self._ready.wait(timeout):
             raise TrackingUnavailable(f"MLflow did not open within {timeout}s")
         if self._error is not None:
@@ -263,6 +316,7 @@ class Tracker:
 
     # --- background writer -------------------------------------------------------------------------
     def _run(self) -> None:
+        self._go.wait()
         try:
             self._connect()
         except BaseException as exc:  # reported to whoever needs the store (wait_ready)
@@ -328,6 +382,7 @@ class Tracker:
 
     def flush(self) -> None:
         """Block until everything queued so far is written."""
+        self._go.set()  # a deferred tracker that was never started would otherwise never drain
         self._queue.put(_FLUSH)
         self._queue.join()
 
@@ -337,5 +392,6 @@ class Tracker:
             pool, self._job_pool = self._job_pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+        self._go.set()
         self._queue.put(None)
         self._thread.join(timeout=30)

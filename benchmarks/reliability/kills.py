@@ -186,7 +186,13 @@ def _outcome(d: Path) -> Outcome:
                 # steps_to_threshold is absent when the trial never reached the threshold
                 if n > 1 or (n == 0 and key != "steps_to_threshold"):
                     out.once_errors.append(f"{rid} {key}: {n} rows")
-        parent = str(services.meta.get_sweep(SWEEP_ID).get("mlflow_parent_run_id"))
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        parents = client.search_runs(
+            experiments, filter_string=f"tags.`ftg.sweep_id` = '{SWEEP_ID}' and tags.`ftg.kind` = 'sweep'"
+        )
+        if len(parents) != 1:
+            out.once_errors.append(f"sweep: {len(parents)} parent runs")
+        parent = parents[0].info.run_id if parents else ""
         for row in table:
             for suffix in ("final_iqm", "reached"):
                 n = len(client.get_metric_history(parent, f"{row.config}.{suffix}"))

@@ -6,9 +6,14 @@ from typing import Any
 
 import gymnasium as gym
 
+from ftg_common.envs.slow import register_benchmark_envs
 from ftg_common.errors import UnknownEnvError
 
 __all__ = ["UnknownEnvError", "make_env", "validate_env"]
+
+# The project's own ids (the latency-bound benchmark env) resolve wherever envs are made: in every
+# function replica, the driver's validation and the tests, which all come through this module.
+register_benchmark_envs()
 
 
 def validate_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:

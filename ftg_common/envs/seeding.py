@@ -10,6 +10,9 @@ ACTIONS = 2
 MINIBATCH = 3
 EVAL = 4
 INIT = 5
+# Off-policy streams, numbered apart from the ones above so new on-policy purposes cannot collide.
+REPLAY_SAMPLE = 101
+OPE_BOOTSTRAP = 102
 
 
 def derive_seed(run_seed: int, purpose: int, *counters: int) -> int:

@@ -176,7 +176,7 @@ class ShardEnvs:
         """Step every env; envs whose episode ended are reset with their next episode seed.
 
         Returns (obs [M, obs_dim] after autoreset, rewards [M], terminated [M], truncated [M],
-        final_obs [M, obs_dim] (the true last observation where truncated, else zeros),
+        final_obs [M, obs_dim] (the true last observation where an episode ended, else zeros),
         finished [(return, length)] in env order).
         """
         m = self.n_envs
@@ -198,8 +198,8 @@ class ShardEnvs:
                 terminated[j] = term
                 # An episode that both terminates and hits the time limit has no future: no bootstrap.
                 truncated[j] = trunc and not term
-                if truncated[j]:
-                    final_obs[j] = np.asarray(obs, dtype=np.float32).reshape(-1)
+                # The true last observation (the replay buffer's next_obs; PPO bootstraps on truncation).
+                final_obs[j] = np.asarray(obs, dtype=np.float32).reshape(-1)
                 finished.append((float(self.ep_return[j]), int(self.ep_length[j])))
                 self.ep_index[j] += 1
                 self.obs[j] = self._reset_env(j)

@@ -1,4 +1,4 @@
-"""Metadata store interface: run records, sweeps, leases, and the fenced policy-version commit."""
+"""Metadata store interface: runs, sweeps, leases, the fenced version commit and the replay index."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -23,6 +24,79 @@ def encode_digests(digests: Mapping[str, str]) -> str:
         if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
             raise ValueError(f"digest of {key!r} must be 64 lowercase hex digits, got {digest!r}")
     return json.dumps(dict(digests), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class ReplayChunkRecord:
+    """One chunk of a run's replay buffer as its index records it.
+
+    Attributes:
+        chunk: the chunk id (0, 1, 2, ... in append order); its object is ``layout.replay_chunk_key``.
+        first: global index of its first transition (transitions are numbered in append order).
+        size: transitions in the chunk (> 0); they are ``first .. first + size - 1``.
+        digest: SHA-256 (hex) of the chunk object's stored bytes.
+        source: what was appended (the trajectory key), so appending it again is recognised.
+    """
+
+    chunk: int
+    first: int
+    size: int
+    digest: str
+    source: str
+
+    @property
+    def last(self) -> int:
+        """Global index of the chunk's last transition."""
+        return self.first + self.size - 1
+
+    def to_json(self) -> str:
+        """The record as both backends store it (compact, sorted keys)."""
+        fields = {
+            "chunk": self.chunk,
+            "first": self.first,
+            "size": self.size,
+            "digest": self.digest,
+            "source": self.source,
+        }
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ReplayChunkRecord:
+        """Inverse of :meth:`to_json`."""
+        d = json.loads(text)
+        return cls(int(d["chunk"]), int(d["first"]), int(d["size"]), str(d["digest"]), str(d["source"]))
+
+    def check(self) -> ReplayChunkRecord:
+        """The record itself if its fields are in range.
+
+        Raises:
+            ValueError: a negative id or index, an empty chunk, a digest that is not 64 lowercase hex
+                digits or an empty source.
+        """
+        for name in ("chunk", "first", "size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "size" else 0):
+                raise ValueError(f"replay chunk {name} must be an integer >= {1 if name == 'size' else 0}")
+        if not isinstance(self.digest, str) or not _SHA256_HEX.fullmatch(self.digest):
+            raise ValueError(f"replay chunk digest must be 64 lowercase hex digits, got {self.digest!r}")
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError("replay chunk source must be a non-empty string")
+        return self
+
+
+@dataclass(frozen=True)
+class ReplayHead:
+    """Where a run's replay buffer stands.
+
+    Attributes:
+        next_chunk: the id the next appended chunk gets (chunks ever appended).
+        next_first: the global index its first transition gets (transitions ever appended).
+        oldest_chunk: the lowest chunk id still indexed; ``next_chunk`` when none is.
+    """
+
+    next_chunk: int = 0
+    next_first: int = 0
+    oldest_chunk: int = 0
 
 
 class RunNotFoundError(KeyError):
@@ -197,6 +271,69 @@ class MetaStore(ABC):
     @abstractmethod
     def lease_owner(self, name: str) -> str | None:
         """The owner of an unexpired lease ``name``, or None."""
+
+    # --- replay-buffer index (off-policy runs) ---
+    # Chunks are appended in order by compare-and-set on the head, as policy versions are committed;
+    # eviction drops the oldest ones. A source appended once is never appended again, even after its
+    # chunk was evicted, so a retried append can't duplicate transitions.
+
+    def append_replay_chunk(self, run_id: str, record: ReplayChunkRecord) -> bool:
+        """Compare-and-set append: index ``record`` if it is exactly the next chunk.
+
+        It is indexed only if ``record.chunk`` and ``record.first`` equal the head's ``next_chunk`` and
+        ``next_first`` and ``record.source`` was never appended; the head then advances by one chunk and
+        ``record.size`` transitions, in the same atomic step. Of concurrent callers with the same head,
+        exactly one wins.
+
+        Returns:
+            True if this call appended; False, changing nothing, otherwise (the head moved, or the
+            source is already indexed: :meth:`replay_source_chunk` tells which).
+
+        Raises:
+            RunNotFoundError: No such run.
+            ValueError: A field of ``record`` is out of range; nothing is written.
+        """
+        record.check()
+        return self._append_replay_chunk(run_id, record)
+
+    @abstractmethod
+    def _append_replay_chunk(self, run_id: str, record: ReplayChunkRecord) -> bool:
+        """The backend's atomic step of :meth:`append_replay_chunk`, the record already checked."""
+
+    @abstractmethod
+    def replay_head(self, run_id: str) -> ReplayHead:
+        """The run's replay head (all zeros before the first append).
+
+        Raises:
+            RunNotFoundError: No such run.
+        """
+
+    @abstractmethod
+    def replay_chunks(self, run_id: str) -> list[ReplayChunkRecord]:
+        """The indexed (not evicted) chunks of the run, by chunk id.
+
+        Raises:
+            RunNotFoundError: No such run.
+        """
+
+    @abstractmethod
+    def replay_source_chunk(self, run_id: str, source: str) -> int | None:
+        """The id of the chunk ``source`` was appended as (even if evicted since), or None.
+
+        Raises:
+            RunNotFoundError: No such run.
+        """
+
+    @abstractmethod
+    def evict_replay_chunks(self, run_id: str, before_chunk: int) -> list[int]:
+        """Drop every indexed chunk with id < ``before_chunk`` (never past the head); idempotent.
+
+        Returns:
+            The ids dropped now, ascending (their objects are the caller's to delete).
+
+        Raises:
+            RunNotFoundError: No such run.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the store is not used afterwards."""

@@ -2,9 +2,11 @@
 
 Layout under ``{prefix}``: ``run:{id}`` hash per run, ``runs`` set of run ids, ``sweep-runs:{id}`` set
 of a sweep's run ids, ``sweep:{id}`` JSON string, ``sweeps`` set of sweep ids, ``digests:{id}`` hash of
-version -> JSON object of a version's object digests, ``lease:{name}`` hash of ``owner`` and ``expires``
-(epoch seconds). Every conditional write is a Lua script, so it runs atomically
-on the server.
+version -> JSON object of a version's object digests, ``replay:{id}`` hash of chunk id -> JSON record of
+each indexed replay chunk, ``replay-sources:{id}`` hash of source -> chunk id (kept after eviction),
+``replay-head:{id}`` hash of ``next_chunk``, ``next_first`` and ``oldest_chunk``, ``lease:{name}`` hash
+of ``owner`` and ``expires`` (epoch seconds). Every conditional write is a Lua script, so it runs
+atomically on the server.
 
 A lease expires when the store's clock passes ``expires``, not when Redis drops the key: the same rule as
 the SQLite backend, and one a test can drive with a fake clock instead of sleeping. The key still gets
@@ -21,7 +23,13 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from ftg_common.ids import validate_run_id
-from ftg_common.meta.base import MetaStore, RunNotFoundError, encode_digests
+from ftg_common.meta.base import (
+    MetaStore,
+    ReplayChunkRecord,
+    ReplayHead,
+    RunNotFoundError,
+    encode_digests,
+)
 
 # KEYS: run hash, runs set, [sweep member set]. ARGV: run_id, then field/value pairs for the hash.
 _CREATE_RUN = """
@@ -51,6 +59,35 @@ return 1
 _RECORD_DIGESTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+"""
+# KEYS: run hash, replay head, replay records, replay sources. ARGV: chunk, first, size, record JSON,
+# source. Returns 1 appended, 0 head moved or source already indexed, -1 no such run. Integers are
+# written with %d: Lua's own number-to-string would switch to exponent notation for large ones.
+_APPEND_REPLAY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HEXISTS', KEYS[4], ARGV[5]) == 1 then return 0 end
+local head = redis.call('HMGET', KEYS[2], 'next_chunk', 'next_first')
+local next_chunk = tonumber(head[1] or '0')
+local next_first = tonumber(head[2] or '0')
+if next_chunk ~= tonumber(ARGV[1]) or next_first ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[5], ARGV[1])
+redis.call('HSET', KEYS[2], 'next_chunk', string.format('%d', next_chunk + 1),
+  'next_first', string.format('%d', next_first + tonumber(ARGV[3])))
+redis.call('HSETNX', KEYS[2], 'oldest_chunk', '0')
+return 1
+"""
+# KEYS: run hash, replay head, replay records. ARGV: before chunk. Returns {first dropped, end} (the
+# dropped ids are first .. end - 1), or {-1, -1} for no such run.
+_EVICT_REPLAY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, -1} end
+local head = redis.call('HMGET', KEYS[2], 'next_chunk', 'oldest_chunk')
+local oldest = tonumber(head[2] or '0')
+local upto = math.min(tonumber(ARGV[1]), tonumber(head[1] or '0'))
+if upto <= oldest then return {oldest, oldest} end
+for chunk = oldest, upto - 1 do redis.call('HDEL', KEYS[3], string.format('%d', chunk)) end
+redis.call('HSET', KEYS[2], 'oldest_chunk', string.format('%d', upto))
+return {oldest, upto}
 """
 # KEYS: sweep record, sweeps set. ARGV: sweep id, record JSON.
 _CREATE_SWEEP = """
@@ -135,6 +172,8 @@ class RedisMeta(MetaStore):
         self._commit_version = self._redis.register_script(_COMMIT_VERSION)
         self._record_digests = self._redis.register_script(_RECORD_DIGESTS)
         self._create_sweep = self._redis.register_script(_CREATE_SWEEP)
+        self._append_replay = self._redis.register_script(_APPEND_REPLAY)
+        self._evict_replay = self._redis.register_script(_EVICT_REPLAY)
         self._acquire_lease = self._redis.register_script(_ACQUIRE_LEASE)
         self._release_lease = self._redis.register_script(_RELEASE_LEASE)
 
@@ -248,6 +287,61 @@ class RedisMeta(MetaStore):
         if not self._redis.exists(self._key("run", run_id)):
             raise RunNotFoundError(run_id)
         return None
+
+    # --- replay-buffer index ---
+    def _replay_keys(self, run_id: str) -> list[str]:
+        return [
+            self._key("run", run_id),
+            self._key("replay-head", run_id),
+            self._key("replay", run_id),
+            self._key("replay-sources", run_id),
+        ]
+
+    def _require_run(self, run_id: str) -> None:
+        if not self._redis.exists(self._key("run", run_id)):
+            raise RunNotFoundError(run_id)
+
+    def _append_replay_chunk(self, run_id: str, record: ReplayChunkRecord) -> bool:
+        """See :meth:`MetaStore.append_replay_chunk`; the compare and the writes are one Lua script."""
+        args: list[str | int] = [record.chunk, record.first, record.size, record.to_json(), record.source]
+        outcome = int(self._append_replay(keys=self._replay_keys(run_id), args=args))
+        if outcome == -1:
+            raise RunNotFoundError(run_id)
+        return outcome == 1
+
+    def replay_head(self, run_id: str) -> ReplayHead:
+        """See :meth:`MetaStore.replay_head`."""
+        fields = self._redis.hmget(
+            self._key("replay-head", run_id), ["next_chunk", "next_first", "oldest_chunk"]
+        )
+        next_chunk, next_first, oldest = cast(list[str | None], fields)
+        if next_chunk is None:
+            self._require_run(run_id)
+            return ReplayHead()
+        return ReplayHead(int(next_chunk), int(next_first or 0), int(oldest or 0))
+
+    def replay_chunks(self, run_id: str) -> list[ReplayChunkRecord]:
+        """See :meth:`MetaStore.replay_chunks`."""
+        raw = cast(dict[str, str], self._redis.hgetall(self._key("replay", run_id)))
+        if not raw:
+            self._require_run(run_id)
+        return sorted((ReplayChunkRecord.from_json(v) for v in raw.values()), key=lambda r: r.chunk)
+
+    def replay_source_chunk(self, run_id: str, source: str) -> int | None:
+        """See :meth:`MetaStore.replay_source_chunk`."""
+        raw = cast(str | None, self._redis.hget(self._key("replay-sources", run_id), source))
+        if raw is None:
+            self._require_run(run_id)
+            return None
+        return int(raw)
+
+    def evict_replay_chunks(self, run_id: str, before_chunk: int) -> list[int]:
+        """See :meth:`MetaStore.evict_replay_chunks`; one Lua script."""
+        keys = self._replay_keys(run_id)[:3]
+        start, end = (int(v) for v in self._evict_replay(keys=keys, args=[int(before_chunk)]))
+        if start == -1:
+            raise RunNotFoundError(run_id)
+        return list(range(start, end))
 
     # --- sweeps ---
     def create_sweep(self, sweep_id: str, record: dict[str, Any]) -> bool:

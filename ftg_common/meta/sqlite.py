@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from ftg_common.ids import validate_run_id
-from ftg_common.meta.base import MetaStore, RunNotFoundError, encode_digests
+from ftg_common.meta.base import (
+    MetaStore,
+    ReplayChunkRecord,
+    ReplayHead,
+    RunNotFoundError,
+    encode_digests,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -39,6 +45,17 @@ CREATE TABLE IF NOT EXISTS version_digests (
     version  INTEGER NOT NULL,
     digests  TEXT NOT NULL,
     PRIMARY KEY (run_id, version)
+);
+CREATE TABLE IF NOT EXISTS replay_chunks (
+    run_id   TEXT NOT NULL,
+    chunk    INTEGER NOT NULL,
+    first    INTEGER NOT NULL,
+    size     INTEGER NOT NULL,
+    digest   TEXT NOT NULL,
+    source   TEXT NOT NULL,
+    evicted  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, chunk),
+    UNIQUE (run_id, source)
 );
 CREATE TABLE IF NOT EXISTS leases (
     name     TEXT PRIMARY KEY,
@@ -258,6 +275,82 @@ class SqliteMeta(MetaStore):
         if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
             raise RunNotFoundError(run_id)
         return None
+
+    # --- replay-buffer index ---
+    # Evicted chunks keep their row (flagged), so the head and the source -> chunk map stay derivable
+    # from one table and a source can never be appended twice.
+
+    def _require_run(self, conn: sqlite3.Connection, run_id: str) -> None:
+        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            raise RunNotFoundError(run_id)
+
+    @staticmethod
+    def _head(conn: sqlite3.Connection, run_id: str) -> ReplayHead:
+        row = conn.execute(
+            "SELECT MAX(chunk) + 1, MAX(first + size), MIN(CASE WHEN evicted = 0 THEN chunk END) "
+            "FROM replay_chunks WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        next_chunk, next_first, oldest = (0, 0, None) if row is None or row[0] is None else row
+        return ReplayHead(int(next_chunk), int(next_first), int(next_chunk if oldest is None else oldest))
+
+    def _append_replay_chunk(self, run_id: str, record: ReplayChunkRecord) -> bool:
+        """See :meth:`MetaStore.append_replay_chunk`; the compare and the insert share one write lock."""
+        with self._write_txn() as conn:
+            self._require_run(conn, run_id)
+            taken = conn.execute(
+                "SELECT 1 FROM replay_chunks WHERE run_id = ? AND source = ?", (run_id, record.source)
+            ).fetchone()
+            head = self._head(conn, run_id)
+            if taken is not None or (head.next_chunk, head.next_first) != (record.chunk, record.first):
+                return False
+            conn.execute(
+                "INSERT INTO replay_chunks (run_id, chunk, first, size, digest, source) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, record.chunk, record.first, record.size, record.digest, record.source),
+            )
+            return True
+
+    def replay_head(self, run_id: str) -> ReplayHead:
+        """See :meth:`MetaStore.replay_head`."""
+        conn = self._conn()
+        self._require_run(conn, run_id)
+        return self._head(conn, run_id)
+
+    def replay_chunks(self, run_id: str) -> list[ReplayChunkRecord]:
+        """See :meth:`MetaStore.replay_chunks`."""
+        conn = self._conn()
+        self._require_run(conn, run_id)
+        rows = conn.execute(
+            "SELECT chunk, first, size, digest, source FROM replay_chunks "
+            "WHERE run_id = ? AND evicted = 0 ORDER BY chunk",
+            (run_id,),
+        ).fetchall()
+        return [ReplayChunkRecord(*row) for row in rows]
+
+    def replay_source_chunk(self, run_id: str, source: str) -> int | None:
+        """See :meth:`MetaStore.replay_source_chunk`."""
+        conn = self._conn()
+        self._require_run(conn, run_id)
+        row = conn.execute(
+            "SELECT chunk FROM replay_chunks WHERE run_id = ? AND source = ?", (run_id, source)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def evict_replay_chunks(self, run_id: str, before_chunk: int) -> list[int]:
+        """See :meth:`MetaStore.evict_replay_chunks`."""
+        with self._write_txn() as conn:
+            self._require_run(conn, run_id)
+            rows = conn.execute(
+                "SELECT chunk FROM replay_chunks "
+                "WHERE run_id = ? AND evicted = 0 AND chunk < ? ORDER BY chunk",
+                (run_id, int(before_chunk)),
+            ).fetchall()
+            conn.execute(
+                "UPDATE replay_chunks SET evicted = 1 WHERE run_id = ? AND evicted = 0 AND chunk < ?",
+                (run_id, int(before_chunk)),
+            )
+            return [int(row[0]) for row in rows]
 
     # --- sweeps ---
     def create_sweep(self, sweep_id: str, record: dict[str, Any]) -> bool:

@@ -9,6 +9,10 @@
 - :mod:`.ppo` — the pure core: ``train(version, batch, config, iteration) -> (version + 1, stats)``.
 - :mod:`.fence` — the compare-and-set that lets exactly one update of an iteration commit.
 
-Reading and writing versions is :mod:`ftg_common.checkpoints`. A second algorithm brings its own loop
-and backend and reuses the plan, checkpoints and fence.
+DQN is the second algorithm: :mod:`.dqn_plan` (the counters' plan: learning rate, target syncs,
+gradient steps), :mod:`.dqn_loop` (target updates, then one step per sampled minibatch), its numpy and
+torch backends, and :mod:`.dqn` (``train_dqn(version, plan, batches, config)``); it reuses the
+schedules, checkpoints (:func:`ftg_common.checkpoints.write_version` writes either family) and fence.
+
+Reading and writing versions is :mod:`ftg_common.checkpoints`.
 """

@@ -1,18 +1,20 @@
-"""Version 0 of a run: the seeded initial policy, before any update (numpy only, no torch)."""
+"""Version 0 of a run: the seeded initial policy or Q-network, before any update (numpy only, no torch)."""
 
 from __future__ import annotations
 
+from ftg_common.algos.qnet import QNetSpec
 from ftg_common.checkpoints import CheckpointState, PolicyVersion
-from ftg_common.config import RunConfig
+from ftg_common.config import DQNConfig, RunConfig
 from ftg_common.envs.factory import make_env
 from ftg_common.envs.seeding import INIT, derive_seed
 from ftg_common.policy.init import initial_weights
 from ftg_common.policy.spec import PolicySpec
+from ftg_common.update.dqn import DQNVersion, initial_dqn_version
 
 
 def policy_spec(cfg: RunConfig) -> PolicySpec:
     """The network shape the run's env and config call for (the env is created once to read its spaces)."""
-    ppo = cfg.ppo
+    ppo = cfg.ppo_config
     env = make_env(ppo.env_id, ppo.env_kwargs)
     try:
         return PolicySpec.from_spaces(
@@ -26,5 +28,25 @@ def initial_version(cfg: RunConfig) -> PolicyVersion:
     """Version 0: seeded initial weights (orthogonal unless ``ortho_init`` is off), no optimizer state."""
     spec = policy_spec(cfg)
     state = CheckpointState(version=0, iteration=-1, total_steps=0, n_updates=0, spec=spec)
-    weights = initial_weights(spec, derive_seed(cfg.seed, INIT), ortho=cfg.ppo.ortho_init)
+    weights = initial_weights(spec, derive_seed(cfg.seed, INIT), ortho=cfg.ppo_config.ortho_init)
     return PolicyVersion(state=state, weights=weights)
+
+
+def qnet_spec(dqn: DQNConfig) -> QNetSpec:
+    """The Q-network shape a DQN config's env calls for.
+
+    Raises:
+        UnknownEnvError: the env's action space is not Discrete (a Box one is named in the message).
+    """
+    env = make_env(dqn.env_id, dqn.env_kwargs)
+    try:
+        return QNetSpec.from_spaces(env.observation_space, env.action_space, dqn.net_arch, dqn.activation)
+    finally:
+        env.close()
+
+
+def initial_run_version(cfg: RunConfig) -> PolicyVersion | DQNVersion:
+    """Version 0 of the run's algorithm: the seeded actor-critic, or the Q-network and its target copy."""
+    if cfg.dqn is not None:
+        return initial_dqn_version(qnet_spec(cfg.dqn), cfg.seed)
+    return initial_version(cfg)

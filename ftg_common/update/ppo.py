@@ -78,7 +78,7 @@ def train(
     Returns:
         (version ``iteration + 1``, its statistics).
     """
-    ppo, state = cfg.ppo, version.state
+    ppo, state = cfg.ppo_config, version.state
     if state.version != iteration:
         raise ValueError(f"version {state.version} cannot train on the batch of iteration {iteration}")
     plan = plan_update(ppo, cfg.seed, state.total_steps, iteration, int(batch["advantages"].shape[0]))

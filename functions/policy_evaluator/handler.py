@@ -1,16 +1,27 @@
-"""policy-evaluator: deterministic on-policy evaluation episodes of a policy version (numpy only)."""
+"""policy-evaluator: deterministic on-policy evaluation episodes of a policy version (numpy only).
+
+Beside the on-policy Monte-Carlo returns it reports off-policy estimates (IS, WIS, PDWIS, DR with
+bootstrap intervals) of the same version from the trajectories its predecessor logged.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ftg_common import faas, layout
-from ftg_common.checkpoints import load_numpy_policy
+from ftg_common.checkpoints import load_numpy_policy, load_q_policy
+from ftg_common.envs.seeding import OPE_BOOTSTRAP, derive_rng
 from ftg_common.evaluation import run_episodes
 from ftg_common.evaluator import eval_envs, eval_record, eval_seeds, eval_version, summarize
 from ftg_common.guards import check_iteration, require_committed
+from ftg_common.ope import ZeroBehaviourProbabilityError
+from ftg_common.ope_logged import StepLog, ope_values, q_step_log, v_step_log
+from ftg_common.policy.numpy_policy import NumpyPolicy
+from ftg_common.policy.qpolicy import QPolicy
 from ftg_common.runtime import FunctionContext
-from ftg_common.schemas import EvalRequest, EvalResult
+from ftg_common.schemas import EvalRequest, EvalResult, OPEValue
 
 
 def evaluate(req: EvalRequest, ctx: FunctionContext) -> EvalResult:
@@ -19,19 +30,62 @@ def evaluate(req: EvalRequest, ctx: FunctionContext) -> EvalResult:
     Refused before anything is written: an iteration past the run's last (400), a ``version`` other
     than ``iteration + 1`` (400), and a version not committed yet (409).
     """
-    ppo = ctx.config.ppo
+    hp = ctx.config.hparams
     check_iteration(ctx.config, req.iteration)
     version = eval_version(req.iteration, req.version)
     field = "iteration" if req.version is None else "version"
     require_committed(ctx.meta, req.run_id, version, field, f"evaluating iteration {req.iteration}")
-    episodes = req.episodes or ppo.eval_episodes
-    policy = load_numpy_policy(ctx.store, req.run_id, version)
+    episodes = req.episodes or hp.eval_episodes
+    policy: NumpyPolicy | QPolicy = (
+        load_q_policy(ctx.store, req.run_id, version)
+        if ctx.config.off_policy
+        else load_numpy_policy(ctx.store, req.run_id, version)
+    )
     seeds = eval_seeds(ctx.config.seed, version, episodes)
-    with eval_envs(ppo, episodes) as envs:
-        returns, lengths = run_episodes(ppo.env_id, ppo.env_kwargs, policy, seeds, envs)
+    with eval_envs(hp, episodes) as envs:
+        returns, lengths = run_episodes(hp.env_id, hp.env_kwargs, policy, seeds, envs)
     result = summarize(layout.eval_key(req.run_id, req.iteration), version, returns, lengths)
+    ope, n_segments, error = off_policy_estimates(req, ctx, policy)
+    result = result.model_copy(update={"ope": ope, "ope_episodes": n_segments, "ope_error": error})
     ctx.store.put_json(result.key, eval_record(result, returns, lengths))
     return result
+
+
+def _step_log(shard: dict[str, np.ndarray], policy: NumpyPolicy | QPolicy, gamma: float) -> StepLog:
+    t, m = shard["rewards"].shape
+    flat = shard["obs"].reshape(t * m, -1)
+    if isinstance(policy, QPolicy):
+        q = policy.q_values(flat).reshape(t, m, -1)
+        return q_step_log(shard, q, policy.q_values(shard["next_obs"][-1]))
+    target = policy.log_prob(flat, shard["actions"].reshape(t * m)).reshape(t, m)
+    return v_step_log(shard, target, policy.value(flat).reshape(t, m), gamma)
+
+
+def off_policy_estimates(
+    req: EvalRequest, ctx: FunctionContext, policy: NumpyPolicy | QPolicy
+) -> tuple[dict[str, OPEValue] | None, int | None, str | None]:
+    """IS, WIS, per-decision WIS and DR estimates of the evaluated version from the iteration's shards.
+
+    The shards of iteration i were logged by version i (epsilon-greedy for DQN, the previous policy
+    for PPO); the evaluated version is i + 1. Its greedy policy (DQN) or its own distribution (PPO)
+    is the target; its Q-network, or one step of its critic, is the DR model.
+
+    Returns:
+        (estimates, logged segments, None), or (None, None, why) when none can be made: continuous
+        actions, or a logged action the behaviour policy gave probability 0 (reported, not divided by).
+    """
+    cfg = ctx.config
+    if isinstance(policy, NumpyPolicy) and policy.spec.action_kind != "discrete":
+        return None, None, "off-policy estimates need a discrete action space"
+    keys = [layout.traj_key(req.run_id, req.iteration, k) for k in range(cfg.hparams.shards)]
+    gamma = cfg.hparams.gamma
+    logs = [_step_log(ctx.store.get_tensors(key), policy, gamma) for key in keys]
+    rng = derive_rng(cfg.seed, OPE_BOOTSTRAP, req.iteration)
+    try:
+        values, n = ope_values(logs, gamma, rng)
+    except ZeroBehaviourProbabilityError as exc:
+        return None, None, exc.message
+    return values, n, None
 
 
 def handle(event: Any, context: Any) -> dict[str, Any]:

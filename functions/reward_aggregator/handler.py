@@ -1,26 +1,38 @@
-"""reward-aggregator: GAE(gamma, lambda) advantages and returns over all shards -> one training batch."""
+"""reward-aggregator: GAE(gamma, lambda) advantages and returns over all shards -> one training batch.
+
+For an off-policy (DQN) run it appends the shards to the replay buffer instead.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ftg_common import faas, layout
-from ftg_common.batch import assemble_batch, read_trajectories, rollout_summary, shard_keys
+from ftg_common.batch import (
+    RolloutSummary,
+    assemble_batch,
+    read_trajectories,
+    rollout_summary,
+    shard_keys,
+)
+from ftg_common.config import DQNConfig
 from ftg_common.errors import Conflict
 from ftg_common.guards import check_iteration, require_committed
 from ftg_common.runtime import FunctionContext
-from ftg_common.schemas import AggregateRequest, AggregateResult
+from ftg_common.schemas import AggregateRequest, AggregateResult, AppendResult
 
 
-def aggregate(req: AggregateRequest, ctx: FunctionContext) -> AggregateResult:
+def aggregate(req: AggregateRequest, ctx: FunctionContext) -> AggregateResult | AppendResult:
     """Read the iteration's shards, write its batch, and answer the batch's summary.
 
     Of the collectors' results in the request only each shard's ``key`` is used (checked against the
     run's layout); steps, episodes and the mean return are computed from the stored trajectories.
     """
-    ppo = ctx.config.ppo
+    hp = ctx.config.hparams
     check_iteration(ctx.config, req.iteration)
-    keys = shard_keys(req.shards, req.run_id, req.iteration, ppo.shards)
+    keys = shard_keys(req.shards, req.run_id, req.iteration, hp.shards)
     # Iteration i's trajectories were collected by policy version i.
     require_committed(
         ctx.meta, req.run_id, req.iteration, "iteration", f"aggregating iteration {req.iteration}"
@@ -30,6 +42,9 @@ def aggregate(req: AggregateRequest, ctx: FunctionContext) -> AggregateResult:
         summary = rollout_summary(shards)
     except ValueError as exc:
         raise Conflict(f"stored trajectories of iteration {req.iteration}: {exc}", "shards") from exc
+    if ctx.config.dqn is not None:
+        return append_to_replay(req, ctx, ctx.config.dqn, keys, shards, summary)
+    ppo = ctx.config.ppo_config
     batch = assemble_batch(shards, gamma=ppo.gamma, gae_lambda=ppo.gae_lambda)
     key = layout.batch_key(req.run_id, req.iteration)
     ctx.store.put_tensors(key, batch)
@@ -42,6 +57,40 @@ def aggregate(req: AggregateRequest, ctx: FunctionContext) -> AggregateResult:
         mean_return=summary.mean_return,
         adv_mean=float(adv.mean()),
         adv_std=float(adv.std()),
+    )
+
+
+def append_to_replay(
+    req: AggregateRequest,
+    ctx: FunctionContext,
+    dqn: DQNConfig,
+    keys: list[str],
+    shards: list[dict[str, np.ndarray]],
+    summary: RolloutSummary,
+) -> AppendResult:
+    """Append the iteration's shards to the replay buffer, in shard order, then evict beyond capacity.
+
+    A retry appends nothing twice: each shard is identified by its trajectory key.
+    """
+    # Imported at its one use: an on-policy aggregator's cold start never loads the replay buffer.
+    from ftg_common.replay import ReplayBuffer, transitions_from_shard
+
+    buffer = ReplayBuffer(ctx.store, ctx.meta, req.run_id, dqn.buffer_size)
+    chunks = [
+        buffer.append(key, transitions_from_shard(arrays)).chunk
+        for key, arrays in zip(keys, shards, strict=True)
+    ]
+    evicted = buffer.evict()
+    head = ctx.meta.replay_head(req.run_id)
+    return AppendResult(
+        key=layout.replay_prefix(req.run_id),
+        iteration=req.iteration,
+        chunks=chunks,
+        evicted=evicted,
+        replay_size=min(head.next_first, dqn.buffer_size),
+        steps=summary.steps,
+        episodes=summary.episodes,
+        mean_return=summary.mean_return,
     )
 
 

@@ -1,12 +1,16 @@
-"""rollout-collector: step a shard of vectorised gymnasium envs with the current policy (numpy only)."""
+"""rollout-collector: step a shard of vectorised gymnasium envs with the current policy (numpy only).
+
+PPO runs sample from the actor; DQN runs act epsilon-greedy on the online Q-network and log mu(a|s).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ftg_common import faas
-from ftg_common.checkpoints import load_numpy_policy
+from ftg_common.checkpoints import load_numpy_policy, load_q_policy
 from ftg_common.collector import resume_envs, save_shard, shard_envs
+from ftg_common.config import DQNConfig
 from ftg_common.envs.seeding import ACTIONS, derive_rng
 from ftg_common.errors import BadRequest
 from ftg_common.guards import check_iteration, require_committed
@@ -21,14 +25,17 @@ def collect(req: CollectRequest, ctx: FunctionContext) -> CollectResult:
     Refused before anything is written: an iteration past the run's last (400), a shard the run does
     not have (400), and an iteration whose policy version is not committed yet (409).
     """
-    cfg, ppo = ctx.config, ctx.config.ppo
+    cfg, hp = ctx.config, ctx.config.hparams
     check_iteration(cfg, req.iteration)
-    if req.shard >= ppo.shards:
-        raise BadRequest(f"shard {req.shard} out of range: run has {ppo.shards} shards", "shard")
+    if req.shard >= hp.shards:
+        raise BadRequest(f"shard {req.shard} out of range: run has {hp.shards} shards", "shard")
     # The policy that acts in iteration i is version i (version 0 is the initial policy).
     require_committed(
         ctx.meta, req.run_id, req.iteration, "iteration", f"collecting iteration {req.iteration}"
     )
+    if cfg.dqn is not None:
+        return collect_off_policy(req, ctx, cfg.dqn)
+    ppo = cfg.ppo_config
     policy = load_numpy_policy(ctx.store, req.run_id, req.iteration)
     with shard_envs(cfg, req.shard) as envs:
         resume_envs(envs, ctx.store, req.run_id, req.iteration, req.shard)
@@ -40,6 +47,46 @@ def collect(req: CollectRequest, ctx: FunctionContext) -> CollectResult:
         carry_key=carry_key,
         shard=req.shard,
         steps=ppo.n_steps * ppo.envs_per_shard,
+        policy_version=req.iteration,
+        episode_returns=[round(r, 6) for r in rollout.episode_returns],
+        episode_lengths=rollout.episode_lengths,
+    )
+
+
+def collect_off_policy(req: CollectRequest, ctx: FunctionContext, dqn: DQNConfig) -> CollectResult:
+    """Epsilon-greedy steps with the online Q-network of version ``iteration`` (checks already made).
+
+    The exploration rate of each vectorised step is read at the run's environment steps before it,
+    so it does not depend on how the envs are split into shards.
+    """
+    # Off-policy code is imported here, at its one use: a PPO collector's cold start never loads it.
+    from ftg_common.algos.dqn import behaviour_epsilon
+    from ftg_common.rollout_offpolicy import collect_transitions
+
+    cfg = ctx.config
+    policy = load_q_policy(ctx.store, req.run_id, req.iteration)
+    steps_before = req.iteration * dqn.rollout_size
+
+    def epsilon_at(t: int) -> float:
+        return behaviour_epsilon(
+            steps_before + t * dqn.n_envs,
+            dqn.total_steps,
+            dqn.learning_starts,
+            dqn.exploration_initial_eps,
+            dqn.exploration_final_eps,
+            dqn.exploration_fraction,
+        )
+
+    with shard_envs(cfg, req.shard) as envs:
+        resume_envs(envs, ctx.store, req.run_id, req.iteration, req.shard)
+        rng = derive_rng(cfg.seed, ACTIONS, req.iteration, req.shard)
+        rollout = collect_transitions(envs, policy, dqn.train_freq, epsilon_at, rng)
+        key, carry_key = save_shard(ctx.store, req.run_id, req.iteration, req.shard, rollout, envs)
+    return CollectResult(
+        key=key,
+        carry_key=carry_key,
+        shard=req.shard,
+        steps=dqn.train_freq * dqn.envs_per_shard,
         policy_version=req.iteration,
         episode_returns=[round(r, 6) for r in rollout.episode_returns],
         episode_lengths=rollout.episode_lengths,

@@ -13,20 +13,27 @@ import pytest
 
 from ftg_common import runtime
 from ftg_common.schemas import UpdateResult
+from ftg_common.settings import Settings
 from tests.funcs import new_run
+from workflows.gateway.auth import BasicAuth
 from workflows.gateway.server import serve
+
+PASSWORD = "gateway-test-password"
 
 
 @pytest.fixture
 def gateway(ftg_env):
-    server = serve("127.0.0.1", 0)
+    # Replicas are real processes; the async queue is not what these tests are about.
+    server = serve("127.0.0.1", 0, settings=Settings(gateway_password=PASSWORD), queue_api=False)
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
 
 
 def _get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=10) as r:
+    # /system/* needs basic auth as OpenFaaS's does; the other routes ignore it.
+    req = urllib.request.Request(url, headers={"Authorization": BasicAuth(PASSWORD).header()})
+    with urllib.request.urlopen(req, timeout=10) as r:
         return r.status, r.read().decode()
 
 
@@ -251,7 +258,7 @@ def test_chunked_bodies_reach_the_function_and_are_bounded(gateway: str) -> None
 
 
 def test_a_body_shorter_than_declared_is_answered_not_hung(ftg_env: Path) -> None:
-    server = serve("127.0.0.1", 0, read_timeout=0.5)
+    server = serve("127.0.0.1", 0, read_timeout=0.5, queue_api=False)
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         data = _post("/function/rollout-collector", {"Content-Length": "100"}, b"{}")

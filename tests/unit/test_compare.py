@@ -43,14 +43,14 @@ def test_per_config_rows_with_hand_computed_values() -> None:
     assert a.dedicated_usd == pytest.approx(40.0)
     assert b.reached == 0 and b.median_steps_to_threshold is None and b.median_wall_s == 15.0
     md = to_markdown(rows, 475)
-    assert "| a | 4 | 485.0 [" in md and "3/4" in md
+    assert "| a | ppo | 4 | 485.0 [" in md and "3/4" in md
 
 
 def test_single_seed_ci_collapses_and_missing_finals_are_dashes() -> None:
     rows = compare([_row("x", 0, 321.0), _row("y", 0, None, status="failed")], 0.0, 0.0)
     assert rows[0].ci_low == rows[0].ci_high == rows[0].final_iqm == 321.0
     assert rows[1].final_iqm is None and rows[1].finished == 0
-    assert "| y | 1 | - [-, -]" in to_markdown(rows, None)
+    assert "| y | ppo | 1 | - [-, -]" in to_markdown(rows, None)
 
 
 def test_champion_is_highest_final_return_then_fewest_steps() -> None:

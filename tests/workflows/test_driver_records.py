@@ -57,6 +57,11 @@ def test_summary_is_a_function_of_the_records_in_any_order() -> None:
     assert (s.final_return, s.final_iqm, s.evals) == (90.0, 91.0, [(200, 50.0), (400, 120.0), (500, 90.0)])
     assert summarize(records, threshold=None).threshold_step is None
     assert IterationRecord.from_dict(records[3].as_dict()) == records[3]
+    # What the driver does after each iteration: fold the new record into the summary so far.
+    folded = summarize(records[:2], threshold=100.0)
+    for r in records[2:]:
+        folded.add(r, threshold=100.0)
+    assert folded == s
 
 
 @pytest.fixture
@@ -198,3 +203,66 @@ def test_resume_with_a_committed_object_lost_names_its_key(services) -> None:
     with pytest.raises(RunFailed, match=r"runs/lossy/iter/000002/update\.json is missing.*verify lossy"):
         _driver(cfg, services).drive()
     assert services.meta.get_run("lossy")["status"] == "failed"
+
+
+def test_a_run_created_while_the_trial_trains_gets_every_iteration_once(services) -> None:
+    from concurrent.futures import Future
+
+    from workflows.tracking import RunRef
+
+    tracker = services.tracker
+    created: Future[dict[str, str]] = Future()
+    cfg = RunConfig(run_id="late", seed=1, ppo=PPOConfig(**SMALL))
+    mlflow_id = tracker.start_parent("late", {})
+
+    def on_progress(p: Any) -> None:
+        if p.iteration == 5:  # the MLflow run appears after five iterations have ended
+            created.set_result({"late": mlflow_id})
+
+    driver = _driver(
+        cfg, services, tracker=tracker, mlflow_run_id=RunRef(created, "late"), on_progress=on_progress
+    )
+    assert driver.mlflow_run_id is None
+    driver.drive()
+    assert driver.mlflow_run_id == mlflow_id
+    tracker.flush()
+    steps = [128 * (i + 1) for i in range(16)]
+    for key in (mn.EPISODES, mn.ITERATIONS, mn.WALL_S):
+        assert [m.step for m in tracker.client.get_metric_history(mlflow_id, key)] == steps, key
+
+
+def test_a_run_that_could_not_be_created_loses_tracking_not_training(services) -> None:
+    from concurrent.futures import Future
+
+    from workflows.tracking import RunRef
+
+    failed: Future[dict[str, str]] = Future()
+    failed.set_exception(RuntimeError("tracking store down"))
+    cfg = RunConfig(run_id="untracked", seed=1, ppo=PPOConfig(**SMALL))
+    summary = _driver(
+        cfg, services, tracker=services.tracker, mlflow_run_id=RunRef(failed, "untracked")
+    ).drive()
+    assert summary.steps == 128 * 16
+    assert RunRef(failed, "untracked").wait() is None and RunRef(None).peek() is None
+
+
+def test_sweep_runs_are_found_by_their_ids_before_any_is_created(services) -> None:
+    from workflows.sweep_runs import PARENT, SweepTags, TrialTags, open_sweep_runs, parent_run
+
+    tracker, meta = services.tracker, services.meta
+    for rid in ("s-1--a--0", "s-1--a--1"):
+        meta.create_run(rid, sweep_id="s-1")
+    first = open_sweep_runs(
+        tracker, meta, "s-1", SweepTags({"sweep.name": "s"}), [TrialTags("s-1--a--0", "a", 0)]
+    )
+    # Again, after a crash, with one more trial: the existing runs are reused, only the new one is made.
+    both = [TrialTags("s-1--a--0", "a", 0, {"seed": 0}), TrialTags("s-1--a--1", "a", 1, {"seed": 1})]
+    second = open_sweep_runs(tracker, meta, "s-1", SweepTags({"sweep.name": "s"}), both)
+    assert second[PARENT] == first[PARENT] and second["s-1--a--0"] == first["s-1--a--0"]
+    assert len(set(second.values())) == 3
+    runs = tracker.client.search_runs([tracker.experiment_id], filter_string="tags.`ftg.sweep_id` = 's-1'")
+    assert len(runs) == 3
+    for rid in ("s-1--a--0", "s-1--a--1"):
+        assert meta.get_run(rid)["extra"]["mlflow_run_id"] == second[rid]
+        assert tracker.client.get_run(second[rid]).data.tags["mlflow.parentRunId"] == first[PARENT]
+    assert parent_run(tracker, "s-1") == first[PARENT] and parent_run(tracker, "s-2") is None

@@ -15,6 +15,13 @@ def test_argo_manifest_is_the_rendered_template() -> None:
     assert (ROOT / "manifests" / "argo" / "iteration-template.yaml").read_text() == render_yaml()
 
 
+def test_argo_manifest_of_the_off_policy_template_is_the_rendered_one() -> None:
+    argo = ROOT / "manifests" / "argo"
+    assert (argo / "offpolicy-iteration-template.yaml").read_text() == render_yaml(off_policy=True)
+    resources = yaml.safe_load((argo / "kustomization.yaml").read_text())["resources"]
+    assert "offpolicy-iteration-template.yaml" in resources
+
+
 def test_function_crs_match_stack_file() -> None:
     stack = yaml.safe_load((ROOT / "functions" / "stack.yml").read_text())["functions"]
     crs = list(yaml.safe_load_all((ROOT / "manifests" / "openfaas" / "functions.yaml").read_text()))

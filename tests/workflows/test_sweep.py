@@ -107,3 +107,32 @@ def test_tracker_that_cannot_open_mlflow_fails_on_use_not_on_construction(ftg_en
     with pytest.raises(TrackingUnavailable, match="cannot open MLflow"):
         tracker.start_parent("sweep", {})
     tracker.close()
+
+
+def test_resume_creates_the_mlflow_runs_a_crash_kept_submit_from_creating(ftg_env) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from ftg_common.settings import get_settings
+    from workflows import metric_names as mn
+    from workflows.sweep import open_services, run_trials, submit
+
+    # The trials ran and finished, but the process died before MLflow was ever opened.
+    services = open_services(get_settings(), tracking=False)
+    try:
+        submit(load_sweep(GOOD_ONLY), services, Console(record=True, width=160), sweep_id="late-1")
+        run_ids = services.meta.get_sweep("late-1")["runs"]
+    finally:
+        services.close()
+
+    services = open_services(get_settings(), tracking=True)
+    try:
+        run_trials("late-1", run_ids, 2, services, Console(record=True, width=160))
+        ids = {rid: services.meta.get_run(rid)["extra"]["mlflow_run_id"] for rid in run_ids}
+    finally:
+        services.close()
+    client = MlflowClient(tracking_uri=f"sqlite:///{ftg_env}/mlflow.db")
+    for rid, mlflow_id in ids.items():
+        run = client.get_run(mlflow_id)
+        assert run.data.tags["ftg.run_id"] == rid and run.info.status == "FINISHED"
+        # 512 steps of 128 per iteration: the history is rebuilt from the stored records.
+        assert [m.step for m in client.get_metric_history(mlflow_id, mn.ITERATIONS)] == [128, 256, 384, 512]

@@ -17,7 +17,12 @@ from workflows.engines.base import NodeStatus, WorkflowRun, call_function
 from workflows.engines.compiler import compile_workflow
 from workflows.engines.invokers import HttpInvoker
 from workflows.engines.retry import function_retries
-from workflows.iteration import PARAMETERS, TEMPLATE_NAME, iteration_manifest, iteration_workflow
+from workflows.iteration import (
+    PARAMETERS,
+    iteration_manifest,
+    iteration_workflow,
+    template_name_for,
+)
 
 DONE_PHASES = {"Succeeded", "Failed", "Error"}
 # Argo node types that are plumbing, not tasks: the DAG itself and the per-attempt children of a
@@ -90,11 +95,12 @@ class ArgoEngine:
         token: bearer token, or None.
         namespace: where the template and the Workflows live.
         verify_ssl: verify the Argo server's certificate.
-        template_name: the iteration WorkflowTemplate's name.
+        template_name: the iteration WorkflowTemplate's name (default: the family's, see ``off_policy``).
         poll_seconds: how often a running Workflow is polled.
         timeout_seconds: how long :meth:`wait` waits for one Workflow.
         session: a ``requests`` session for the Argo API (tests).
         gateway: the OpenFaaS gateway as both the cluster's steps and this process reach it.
+        off_policy: drive the off-policy (replay buffer) iteration template instead of the PPO one.
     """
 
     def __init__(
@@ -103,12 +109,13 @@ class ArgoEngine:
         token: str | None,
         namespace: str,
         verify_ssl: bool = True,
-        template_name: str = TEMPLATE_NAME,
+        template_name: str | None = None,
         poll_seconds: float = 1.0,
         timeout_seconds: float = 3600.0,
         session: Any | None = None,
         *,
         gateway: str = str(PARAMETERS["gateway"]),
+        off_policy: bool = False,
     ) -> None:
         from hera.workflows import WorkflowsService
 
@@ -116,13 +123,14 @@ class ArgoEngine:
             host=host, token=token, namespace=namespace, verify_ssl=verify_ssl, session=session
         )
         self.namespace = namespace
-        self.template_name = template_name
+        self.off_policy = off_policy
+        self.template_name = template_name or template_name_for(off_policy)
         self.poll_seconds = poll_seconds
         self.timeout_seconds = timeout_seconds
         self._gateway = gateway.rstrip("/")
         self._http = HttpInvoker()
         # Direct calls are retried as the template's steps are.
-        self._retries = function_retries(compile_workflow(iteration_manifest()))
+        self._retries = function_retries(compile_workflow(iteration_manifest(off_policy=off_policy)))
 
     @property
     def gateway(self) -> str:
@@ -138,7 +146,9 @@ class ArgoEngine:
             WorkflowTemplateUpdateRequest,
         )
 
-        manifest = iteration_manifest(name=self.template_name, namespace=self.namespace)
+        manifest = iteration_manifest(
+            name=self.template_name, namespace=self.namespace, off_policy=self.off_policy
+        )
         try:
             self.service.create_workflow_template(
                 WorkflowTemplateCreateRequest(template=WorkflowTemplate.model_validate(manifest)),

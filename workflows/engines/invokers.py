@@ -44,6 +44,7 @@ __all__ = [
     "InvocationError",
     "Invoker",
     "PoolInvoker",
+    "PoolUsage",
     "RoutingInvoker",
     "default_modules",
     "function_from_url",
@@ -177,10 +178,49 @@ class _Worker:
         self.ready = threading.Event()
         self.pid = 0
         self.call: cf.Future[Response] | None = None
+        # For idle accounting (PoolInvoker.usage): monotonic times, and seconds spent serving calls.
+        self.ready_at: float | None = None
+        self.call_t0 = 0.0
+        self.busy_s = 0.0
 
     def send(self, fut: cf.Future[Response], request: tuple[str, bytes, dict[str, str]]) -> None:
         self.call = fut
+        self.call_t0 = time.monotonic()
         self.conn.send(request)
+
+    def end_call(self, now: float) -> None:
+        """The call in flight ended (answered, or the worker died): count its seconds as busy."""
+        if self.call is not None and self.ready_at is not None:
+            # A call sent before the worker was ready waited for its imports: that is start-up, not work.
+            self.busy_s += now - max(self.call_t0, self.ready_at)
+        self.call = None
+
+    def usage(self, now: float) -> tuple[float, float]:
+        """(seconds since it became ready, seconds of those spent in calls, the current one included)."""
+        if self.ready_at is None:
+            return 0.0, 0.0
+        current = now - max(self.call_t0, self.ready_at) if self.call is not None else 0.0
+        return now - self.ready_at, self.busy_s + current
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    """How a warm pool's workers spent their time, summed over every worker it ever ran.
+
+    Attributes:
+        alive_s: seconds workers were ready (started and imported) and not yet stopped.
+        busy_s: seconds of those spent serving calls.
+        memory_gb: what one worker reserves: the largest memory limit of the functions it can serve.
+    """
+
+    alive_s: float
+    busy_s: float
+    memory_gb: float
+
+    @property
+    def idle_gb_s(self) -> float:
+        """Ready but serving nothing, times the memory a worker reserves."""
+        return max(0.0, self.alive_s - self.busy_s) * self.memory_gb
 
 
 _MAX_START_FAILURES = 3
@@ -221,6 +261,11 @@ class PoolInvoker(_ModuleInvoker):
         # Workers that died before saying ready, in a row: a pool that cannot start stops respawning.
         self._start_failures = 0
         self._broken: str | None = None
+        # Ready and busy seconds of workers already stopped (replaced, or the pool closed).
+        self._retired_alive_s = 0.0
+        self._retired_busy_s = 0.0
+        # A worker serves any function, so it reserves the memory of the largest one.
+        self.memory_gb = max((s.memory_gb for s in catalog.FUNCTIONS if s.name in self.modules), default=0.0)
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         self._pool = [_Worker(self._ctx, self._imports) for _ in range(workers)]
         self._reader = threading.Thread(target=self._read, name="ftg-pool-reader", daemon=True)
@@ -292,11 +337,13 @@ class PoolInvoker(_ModuleInvoker):
             return
         if isinstance(msg, _Ready):
             w.pid = msg.pid
+            w.ready_at = time.monotonic()
             w.ready.set()
             self._start_failures = 0
             return
         with self._lock:
-            fut, w.call = w.call, None
+            fut = w.call
+            w.end_call(time.monotonic())
             self._dispatch(w)
         if fut is not None:
             fut.set_result(msg)
@@ -305,7 +352,8 @@ class PoolInvoker(_ModuleInvoker):
         with self._lock:
             if self._closed or w not in self._pool:
                 return
-            fut, w.call = w.call, None
+            fut = w.call
+            self._retire(w)
             failed = [fut] if fut is not None else []
             if not w.ready.is_set():
                 self._start_failures += 1
@@ -323,6 +371,26 @@ class PoolInvoker(_ModuleInvoker):
         w.conn.close()
         for f in failed:
             f.set_exception(InvocationError(self._broken or f"worker process {w.pid} died during the call"))
+
+    def _retire(self, w: _Worker) -> None:
+        # Called with the lock held for a worker leaving the pool: keep its seconds in the totals.
+        now = time.monotonic()
+        alive, _ = w.usage(now)
+        w.end_call(now)
+        self._retired_alive_s += alive
+        self._retired_busy_s += w.busy_s
+        w.ready_at = None
+
+    def usage(self) -> PoolUsage:
+        """Ready and busy seconds of every worker so far (the calls in flight counted up to now)."""
+        now = time.monotonic()
+        with self._lock:
+            alive, busy = self._retired_alive_s, self._retired_busy_s
+            for w in self._pool:
+                a, b = w.usage(now)
+                alive += a
+                busy += b
+        return PoolUsage(alive, busy, self.memory_gb)
 
     def close(self) -> None:
         """Stop the workers, cancelling calls not yet started; workers hold no state worth waiting for."""

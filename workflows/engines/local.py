@@ -38,11 +38,13 @@ import heapq
 import itertools
 import json
 import logging
-import queue
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ftg_common import tracing
 from ftg_common.faas import Response
 from workflows.engines.base import (
     ERROR,
@@ -131,7 +133,18 @@ def _unresolved(key: KeyError, what: str) -> _NodeError:
 class _Call:
     """One HTTP node and its attempts."""
 
-    __slots__ = ("node", "template", "request", "attempt", "open", "future", "first_start", "t0", "group")
+    __slots__ = (
+        "node",
+        "template",
+        "request",
+        "attempt",
+        "open",
+        "future",
+        "first_start",
+        "t0",
+        "group",
+        "span",
+    )
 
     def __init__(
         self,
@@ -149,6 +162,7 @@ class _Call:
         self.first_start = 0.0
         self.t0 = 0.0
         self.group = group
+        self.span: Any = None  # the attempt's trace span, while tracing is on
 
 
 class _TaskState:
@@ -165,7 +179,16 @@ class _TaskState:
 
 
 class _Execution:
-    """The state of one run; every mutation happens on the thread that called ``run``."""
+    """The state of one run, mutated under one lock by whichever thread has news.
+
+    A response is handled on the thread that completes its future (the worker pool's reader, an HTTP
+    thread): that thread records the attempt, starts what became ready and submits it, so a DAG level
+    follows the one before with no hand-off to another thread (on a loaded 2-core machine, waking the
+    thread that called ``run`` costs about as much as the pool round trip itself). The thread that
+    called ``run`` starts the first tasks, fires retry and timeout timers and returns the verdict. A
+    future that is already done when it is submitted (the in-process invoker) is queued and handled after
+    the current step instead of re-entering it.
+    """
 
     def __init__(
         self,
@@ -182,7 +205,9 @@ class _Execution:
         self.nodes: dict[str, NodeStatus] = {}
         self.states = {t.name: _TaskState(t) for t in compiled.tasks}
         self.waiting: list[_TaskState] = [self.states[t.name] for t in compiled.tasks]
-        self.events: queue.SimpleQueue[tuple[_Call, int, cf.Future[Response]]] = queue.SimpleQueue()
+        self.cond = threading.Condition(threading.RLock())
+        self.pending: deque[tuple[_Call, int, cf.Future[Response]]] = deque()
+        self.busy = False  # a thread is inside a step (holding ``cond``'s lock)
         self.timers: list[tuple[float, int, str, _Call, int]] = []
         self.seq = itertools.count()
         self.inflight = 0
@@ -191,11 +216,14 @@ class _Execution:
     # --- main loop --------------------------------------------------------------------------------
     def run(self) -> WorkflowRun:
         started_wall, t0 = time.time(), time.perf_counter()
-        self.schedule()
-        while self.inflight:
-            self.wait_for_events()
-            self.schedule()
-        phase, message = self.assess()
+        with self.cond:
+            self.step(self.schedule)
+            while self.inflight:
+                timeout = max(0.0, self.timers[0][0] - time.monotonic()) if self.timers else None
+                if not self.pending:
+                    self.cond.wait(timeout)
+                self.step(self.fire_timers)
+            phase, message = self.assess()
         return WorkflowRun(
             self.wf.name,
             phase,
@@ -207,20 +235,31 @@ class _Execution:
             time.perf_counter() - t0,
         )
 
-    def wait_for_events(self) -> None:
-        timeout = None
-        if self.timers:
-            timeout = max(0.0, self.timers[0][0] - time.monotonic())
+    def step(self, action: Callable[[], None]) -> None:
+        """Run ``action``, then every queued response, then start what became ready; ``cond`` held."""
+        self.busy = True
         try:
-            event = self.events.get(timeout=timeout)
-        except queue.Empty:
-            event = None
-        while event is not None:
-            self.on_done(*event)
-            try:
-                event = self.events.get_nowait()
-            except queue.Empty:
-                event = None
+            action()
+            while True:
+                while self.pending:
+                    self.on_done(*self.pending.popleft())
+                self.schedule()  # may submit calls that are done at once: they land in ``pending``
+                if not self.pending:
+                    break
+        finally:
+            self.busy = False
+
+    def completed(self, call: _Call, attempt: int, future: cf.Future[Response]) -> None:
+        """A future's done-callback: handle the response now, on the completing thread."""
+        with self.cond:
+            self.pending.append((call, attempt, future))
+            if self.busy:  # re-entered from inside a step (a future done at submit): the step drains it
+                return
+            self.step(lambda: None)
+            self.cond.notify()  # the run thread re-reads ``inflight`` and the next timer
+
+    def fire_timers(self) -> None:
+        """Start the retries and fail the attempts whose time has come; ``cond`` held."""
         now = time.monotonic()
         while self.timers and self.timers[0][0] <= now:
             _, _, kind, call, attempt = heapq.heappop(self.timers)
@@ -400,6 +439,20 @@ class _Execution:
         call.t0 = now
         url, method, headers, body = call.request
         timeout = call.template.timeout
+        if tracing.enabled():
+            # One span per attempt, a child of the iteration's (the workflow's traceparent parameter);
+            # the function continues this span's trace, not the iteration's directly.
+            parent = {tracing.TRACEPARENT: self.params.get(tracing.TRACEPARENT, "")}
+            call.span = tracing.start_span(
+                f"step {call.node.name}",
+                headers=parent,
+                attributes={
+                    "argo.node": call.node.name,
+                    "argo.template": call.template.name,
+                    "attempt": call.attempt,
+                },
+            )
+            headers = tracing.inject(dict(headers), call.span)
         try:
             future = self.invoker.submit(url, method, headers, body, timeout)
         except Exception as exc:  # e.g. a URL no invoker handles: the step errors, like an agent error
@@ -410,7 +463,7 @@ class _Execution:
         if timeout is not None:
             heapq.heappush(self.timers, (now + timeout, next(self.seq), "timeout", call, call.attempt))
         attempt = call.attempt
-        future.add_done_callback(lambda f: self.events.put((call, attempt, f)))
+        future.add_done_callback(lambda f: self.completed(call, attempt, f))
 
     def on_done(self, call: _Call, attempt: int, future: cf.Future[Response]) -> None:
         if attempt != call.attempt or not call.open:
@@ -456,6 +509,11 @@ class _Execution:
         """
         node = call.node
         now = time.monotonic()
+        if call.span is not None:
+            error = None if phase == SUCCEEDED else message or phase
+            status = {"http.response.status_code": resp.status} if resp is not None else {}
+            tracing.end_span(call.span, error, **status)
+            call.span = None
         node.call_s += now - call.t0
         node.status_code = None if resp is None else resp.status
         node.result = None if resp is None else resp.body
@@ -592,7 +650,8 @@ class LocalEngine:
 
         Args:
             parameters: workflow parameter values (strings); declared defaults fill the rest.
-            on_node: called (on this thread) as each node reaches its final phase.
+            on_node: called as each node reaches its final phase, one call at a time, on the thread that
+                saw it end (this one, or the one that completed the call).
 
         Raises:
             WorkflowParameterError: the parameters do not match the declared ones.

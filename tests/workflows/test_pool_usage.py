@@ -1,0 +1,46 @@
+"""The warm pool's accounting for idle GB-s: ready and busy seconds per worker, kept across replacements,
+and the memory a worker reserves (the largest limit of the functions it serves)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from workflows.engines.invokers import InvocationError, PoolInvoker
+
+GATEWAY = "local://gateway"
+# Catalog names, so the memory limits are the catalog's; fake handlers, so nothing heavy is imported.
+MODULES = {"rollout-collector": "tests.fakefuncs.echo", "policy-updater": "tests.fakefuncs.sleepy"}
+
+
+def test_busy_and_ready_seconds_and_the_reserved_memory() -> None:
+    with PoolInvoker(1, modules=MODULES) as pool:
+        assert pool.memory_gb == 1.0  # policy-updater's 1Gi, not the collector's 256Mi
+        pool.warmup()
+        before = pool.usage()
+        assert before.busy_s == 0.0 and before.alive_s >= 0.0
+        answer = pool.submit(f"{GATEWAY}/function/policy-updater", "POST", {}, b'{"sleep": 0.2}', 30).result(
+            30
+        )
+        assert answer.status == 200
+        after = pool.usage()
+        # The call slept 0.2 s in the worker, so at least that much of its ready time was busy.
+        assert after.busy_s >= 0.2 and after.alive_s >= after.busy_s and after.alive_s > before.alive_s
+        assert after.idle_gb_s == pytest.approx((after.alive_s - after.busy_s) * 1.0)
+
+
+def test_a_replaced_worker_keeps_its_seconds_in_the_totals() -> None:
+    with PoolInvoker(1, modules=MODULES) as pool:
+        (pid,) = pool.warmup()
+        pool.submit(f"{GATEWAY}/function/policy-updater", "POST", {}, b'{"sleep": 0.2}', 30).result(30)
+        served = pool.usage()
+        doomed = pool.submit(f"{GATEWAY}/function/policy-updater", "POST", {}, b'{"sleep": 60}', 90)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(InvocationError):
+            doomed.result(30)
+        (fresh,) = pool.warmup()
+        assert fresh != pid
+        later = pool.usage()
+        assert later.busy_s >= served.busy_s and later.alive_s >= served.alive_s
