@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_QUIET ?= -q
 
-.PHONY: setup train test test-fast lint ui render golden bench bench-runtime clean services reliability
+.PHONY: setup train test test-fast lint ui render golden bench bench-runtime bench-zoo clean services reliability
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ GATEWAY_PORT ?= 8080
 gateway: setup
 	$(PY) -m workflows.gateway.server --port $(GATEWAY_PORT)
 
+## Kubernetes, single node: MinIO (+ bucket Job), Redis, MLflow on PostgreSQL, Prometheus, the Argo
+## templates and the agent's RBAC. Argo Workflows and OpenFaaS come first (README "On a cluster").
+.PHONY: deploy
+deploy:
+	kubectl apply -k manifests/overlays/dev
+
 render: setup
 	$(PY) workflows/ppo_sweep.py render --output iteration-template.yaml
 
@@ -70,6 +76,13 @@ bench: setup
 BENCH_RUNTIME_ARGS ?=
 bench-runtime: setup
 	$(PY) benchmarks/bench_runtime.py $(BENCH_RUNTIME_ARGS)
+
+## SB3 vs FaaSTrainGym on the five classic-control RL Zoo PPO entries, 3 seeds, the Zoo's budgets ->
+## benchmarks/results/<date>-zoo-classic-control.{md,json}. Over an hour on 2 CPUs;
+## BENCH_ZOO_ARGS="--steps Acrobot-v1=200000,MountainCar-v0=200000" reduces budgets (the record says so).
+BENCH_ZOO_ARGS ?=
+bench-zoo: setup
+	$(PY) benchmarks/bench_zoo.py $(BENCH_ZOO_ARGS)
 
 ## The reliability suite: hostile input, faults, kills, corruption -> benchmarks/results/reliability-<date>.md
 reliability: setup services

@@ -53,6 +53,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import results_io  # a sibling of this script
 from machine_info import machine_info  # a sibling of this script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -409,15 +410,12 @@ def to_markdown(record: dict[str, Any]) -> str:
     def ms(x: float | None) -> str:
         return "-" if x is None else f"{x * 1000:.0f}"
 
-    m = record["machine"]
     labels = list(record["roots"])
-    revisions = "; ".join(f"{v}: {d['revision']}" for v, d in record["roots"].items())
     lines = [
         f"# Function cold starts: new process -> first answer ({record['date']})",
         "",
-        f"Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, 1-min load average "
-        f"{m['loadavg_1min_at_start']} at the start and {m['loadavg_1min_at_end']} at the end. "
-        f"Revision: {revisions}. {record['runs']} timed runs per function and checkout after one untimed "
+        results_io.checkout_sentence(record)
+        + f"{record['runs']} timed runs per function and checkout after one untimed "
         f"run{', checkouts interleaved run by run' if len(labels) > 1 else ''}; medians, in milliseconds. "
         f"Each request is the function's first real request for the default PPO config "
         f"({record['request']}). Target: rollout-collector total <= "
@@ -472,41 +470,11 @@ def to_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def _revision(root: Path) -> str:
-    try:
-        head = _git(root, "rev-parse", "--short", "HEAD")
-        if Path(_git(root, "rev-parse", "--show-toplevel")).resolve() != root:
-            return "not a git checkout"
-        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
-        return f"{head}{' + working tree' if dirty else ''}"
-    except (OSError, subprocess.CalledProcessError):
-        return "not a git checkout"
-
-
-def _roots(spec: str) -> dict[str, Path]:
-    """``label=path,label=path`` (or one bare path) -> label -> checkout."""
-    out: dict[str, Path] = {}
-    for part in spec.split(","):
-        label, _, path = part.rpartition("=")
-        out[label or "this"] = Path(path).resolve()
-    return out
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=7, help="timed cold starts per function and checkout")
     ap.add_argument("--functions", default=",".join(FUNCTIONS))
-    ap.add_argument(
-        "--roots",
-        default=str(ROOT),
-        help="checkouts to measure, interleaved run by run: PATH or LABEL=PATH,... (default: this one)",
-    )
+    results_io.add_roots_argument(ap, ROOT)
     ap.add_argument(
         "--prepare-with",
         default=str(ROOT),
@@ -517,9 +485,7 @@ def main() -> int:
         action="store_true",
         help="also count each cold start's instructions under valgrind (load-independent; minutes)",
     )
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--suffix", default="", help="appended to the result file name")
-    ap.add_argument("--notes", default="", help="a paragraph for the markdown result")
+    results_io.add_output_arguments(ap, notes="a paragraph")
     ap.add_argument(
         "--revisions",
         default="",
@@ -528,7 +494,7 @@ def main() -> int:
     args = ap.parse_args()
     functions = [f for f in args.functions.split(",") if f]
     described = dict(part.split("=", 1) for part in args.revisions.split(";") if "=" in part)
-    roots = _roots(args.roots)
+    roots = results_io.parse_roots(args.roots)
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="ftg-coldstart-"))
     # One thread per process, as the function images run (OMP_NUM_THREADS in functions/stack.yml).
@@ -584,29 +550,19 @@ def main() -> int:
                     print(f"{function} {label} instructions: {counts}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    record = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        # Other work on the machine inflates every figure; read the before/after ratios.
-        "machine": {**machine_info(load_before), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "roots": {
-            label: {"revision": described.get(label) or _revision(root)} for label, root in roots.items()
-        },
-        "functions": functions,
-        "runs": args.runs,
-        "request": "CartPole-v1, 8 envs in 2 shards, 32 steps per env: the collector steps 4 envs x 32, "
+    record = results_io.checkout_record(
+        {**machine_info(load_before), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        roots,
+        args.notes,
+        revisions=described,
+        functions=functions,
+        runs=args.runs,
+        request="CartPole-v1, 8 envs in 2 shards, 32 steps per env: the collector steps 4 envs x 32, "
         "the aggregator reads 2 shards, the updater runs 20 epochs on 256 transitions, the evaluator "
         "plays 10 episodes",
-        "results": results,
-        "notes": args.notes,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = (
-        time.strftime("%Y-%m-%d", time.gmtime()) + "-coldstart" + (f"-{args.suffix}" if args.suffix else "")
+        results=results,
     )
-    (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
-    (out / f"{stem}.md").write_text(to_markdown(record))
-    print(to_markdown(record))
+    results_io.publish(args.out, "coldstart", record, to_markdown(record), suffix=args.suffix)
     return 0
 
 

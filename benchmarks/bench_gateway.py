@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -70,31 +70,60 @@ def env_for(function: str | None = None, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def replica(function: str) -> Iterator[tuple[subprocess.Popen[str], int, float]]:
-    """A replica as the gateway starts one; yields (process, port, seconds from start to ready)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "functions.serve", "--port", "0", "--threads", "2", "--exit-with-stdin"],
-        env=env_for(function),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+def announcing(
+    args: list[str],
+    what: str,
+    ready: Callable[[str], bool],
+    stop: Callable[[subprocess.Popen[str]], None],
+    **popen: Any,
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A server process that announces its port on its first stdout line; yields (process, port).
+
+    Args:
+        args: the command.
+        what: the server's name, for the error when it does not start.
+        ready: whether the first line is the announcement.
+        stop: how the process is ended on leaving.
+        **popen: further ``subprocess.Popen`` arguments (``env``, ``cwd``, ``stdin``).
+    """
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **popen)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        if not line.startswith(READY_PREFIX):
-            raise RuntimeError(f"{function} replica did not start: {line!r}")
-        port = int(line.strip().rsplit(":", 1)[1])
+        if not ready(line):
+            raise RuntimeError(f"{what} did not start: {line!r}")
+        yield proc, int(line.strip().rsplit(":", 1)[1])
+    finally:
+        stop(proc)
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    proc.kill()
+    proc.wait()
+
+
+def _terminate(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@contextmanager
+def replica(function: str) -> Iterator[tuple[subprocess.Popen[str], int, float]]:
+    """A replica as the gateway starts one; yields (process, port, seconds from start to ready)."""
+    started = time.perf_counter()
+    with announcing(
+        [sys.executable, "-m", "functions.serve", "--port", "0", "--threads", "2", "--exit-with-stdin"],
+        f"{function} replica",
+        lambda line: line.startswith(READY_PREFIX),
+        _kill,
+        env=env_for(function),
+        stdin=subprocess.PIPE,
+    ) as (proc, port):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("GET", HEALTH_PATH)
         conn.getresponse().read()
         conn.close()
         yield proc, port, time.perf_counter() - started
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def post(conn: http.client.HTTPConnection, path: str, body: bytes = SMALL_BODY) -> tuple[int, dict[str, str]]:
@@ -127,23 +156,15 @@ def gateway(tmp: Path) -> Iterator[int]:
         FTG_STORE_URL=f"file://{tmp}/store",
         FTG_META_URL=f"sqlite:///{tmp}/meta.db",
     )
-    proc = subprocess.Popen(
+    with announcing(
         [sys.executable, "-m", "workflows.gateway.server", "--port", "0"],
+        "gateway",
+        lambda line: "http://" in line,
+        _terminate,
         cwd=tmp,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if "http://" not in line:
-            raise RuntimeError(f"gateway did not start: {line!r}")
-        yield int(line.strip().rsplit(":", 1)[1])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    ) as (_, port):
+        yield port
 
 
 def system(port: int, method: str, path: str, body: Any = None) -> Any:

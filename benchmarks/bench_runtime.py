@@ -279,7 +279,11 @@ class Burst:
     seconds: float
     cold_marked: int
     shard_seconds: list[float] = field(default_factory=list)
-    cpu_seconds: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -287,7 +291,7 @@ class Burst:
             "calls_marked_cold": self.cold_marked,
             "shard_seconds_median": round(statistics.median(self.shard_seconds), 4),
             "shard_seconds_max": round(max(self.shard_seconds), 4),
-            "cpu_seconds": round(self.cpu_seconds, 3),
+            "cpu_seconds": {k: round(v, 3) for k, v in self.cpu.items()},
         }
 
 
@@ -303,11 +307,14 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def cpu_seconds(gw: Gateway) -> float:
+def cpu_seconds(gw: Gateway) -> dict[str, float]:
     """CPU seconds used so far by the gateway, its live replicas and this process (the client)."""
     mine = os.times()
-    pids = [gw.proc.pid, *_children(gw.proc.pid)]
-    return sum(_proc_cpu(p) for p in pids) + mine.user + mine.system
+    return {
+        "gateway": _proc_cpu(gw.proc.pid),
+        "replicas": sum(_proc_cpu(p) for p in _children(gw.proc.pid)),
+        "client": mine.user + mine.system,
+    }
 
 
 class Collector:
@@ -333,7 +340,8 @@ class Collector:
         futures = [self.invoker.submit(self.url, "POST", headers, b, 300.0) for b in self.bodies]
         answers = [f.result() for f in futures]
         seconds = time.perf_counter() - started
-        cpu = cpu_seconds(self.gw) - cpu
+        after = cpu_seconds(self.gw)
+        used = {k: after[k] - cpu[k] for k in after}
         bad = [a for a in answers if a.status != 200]
         if bad:
             raise RuntimeError(
@@ -341,7 +349,7 @@ class Collector:
             )
         cold = sum(1 for a in answers if a.headers.get("X-Cold-Start") == "true")
         shard = [float(json.loads(a.body)["seconds"]) for a in answers]
-        return Burst(seconds, cold, shard, cpu)
+        return Burst(seconds, cold, shard, used)
 
     def close(self) -> None:
         self.invoker.close()
@@ -421,6 +429,9 @@ def bench_cap(
         "warm_median_s": round(statistics.median(b.seconds for b in warm), 4),
         "warm_shard_median_s": round(statistics.median(s for b in warm for s in b.shard_seconds), 4),
         "warm_cpu_s": round(cpu, 3),
+        "warm_cpu_split_s": {
+            k: round(statistics.median(b.cpu[k] for b in warm), 3) for k in ("gateway", "replicas", "client")
+        },
         # However many replicas wait, the CPU work of a burst cannot take less than this on this machine.
         "cpu_floor_s": round(cpu / cpus, 3),
     }
@@ -754,8 +765,8 @@ def to_markdown(record: dict[str, Any]) -> str:
             "",
             "| N | replicas | first burst s (replicas started) | warm burst s | speed-up warm | target "
             "| met | speed-up first burst | shard s (function) | CPU s per warm burst (floor on "
-            f"{record['machine']['cpus']} CPUs) |",
-            "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+            f"{record['machine']['cpus']} CPUs) | of which gateway / replicas / client |",
+            "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
         ]
         for r in burst["rows"]:
             target = "-" if r["target"] is None else f"{r['target']:g}"
@@ -764,7 +775,8 @@ def to_markdown(record: dict[str, Any]) -> str:
                 f"| {r['cap']} | {r['replicas']} | {cold['seconds']:.2f} ({cold['replicas_started']}) "
                 f"| {r['warm_median_s']:.3f} | {r['speedup_warm']:.2f} | {target} | {_yes(r['target_met'])} "
                 f"| {r['speedup_cold']:.2f} | {r['warm_shard_median_s']:.3f} "
-                f"| {r['warm_cpu_s']:.2f} ({r['cpu_floor_s']:.2f}) |"
+                f"| {r['warm_cpu_s']:.2f} ({r['cpu_floor_s']:.2f}) "
+                f"| {' / '.join(f'{v:.2f}' for v in r['warm_cpu_split_s'].values())} |"
             )
         lines += ["", burst.get("notes", ""), ""]
     tl = record.get("timeline")
@@ -788,10 +800,9 @@ def to_markdown(record: dict[str, Any]) -> str:
     over = record.get("overhead")
     if over:
         d, g = over["direct_to_replica"], over["through_gateway"]
-        ok = (
-            over["overhead_median_ms"] <= TARGET_OVERHEAD_MEDIAN_MS
-            and over["overhead_p99_ms"] <= TARGET_OVERHEAD_P99_MS
-        )
+        # A difference of two p99s is noisy (a stall on the direct side can make it negative), so the
+        # p99 target is held against the whole call through the gateway, which bounds the overhead's.
+        ok = over["overhead_median_ms"] <= TARGET_OVERHEAD_MEDIAN_MS and g["p99_ms"] <= TARGET_OVERHEAD_P99_MS
         lines += [
             "## 3. Per-call overhead of the gateway",
             "",
@@ -807,7 +818,8 @@ def to_markdown(record: dict[str, Any]) -> str:
             f"| **gateway overhead** | **{over['overhead_median_ms']:.3f}** "
             f"| **{over['overhead_p99_ms']:.3f}** | {g['mean_ms'] - d['mean_ms']:.3f} |",
             "",
-            f"Target met: {_yes(ok)}.",
+            f"Target met: {_yes(ok)} (median: the overhead; p99: the whole call through the gateway, "
+            "which bounds the overhead's p99; the difference of the two p99s is noise-dominated).",
             "",
         ]
     sw = record.get("sweep")
@@ -880,7 +892,7 @@ def revision() -> str:
         return "not a git checkout"
 
 
-def burst_notes(rows: list[dict[str, Any]], stack_max: int, cpus: int, steps: int) -> str:
+def burst_notes(rows: list[dict[str, Any]], stack_max: int, cpus: int, steps: int, shards: int) -> str:
     """What the table says, in words: where the speed-up stops following N, and why."""
     notes = []
     misses = [r["cap"] for r in rows if r["target_met"] is False]
@@ -907,9 +919,15 @@ def burst_notes(rows: list[dict[str, Any]], stack_max: int, cpus: int, steps: in
             "also uses): the burst is CPU-bound there, not latency-bound, and more replicas cannot help; "
             "the function's own time per shard grows with N for the same reason."
         )
+    top = max((r for r in rows if r["cap"] <= TARGET_UP_TO), key=lambda r: r["cap"])
+    notes.append(
+        f"CPU per call at N = {top['cap']} (warm bursts): "
+        + ", ".join(f"{k} {v / shards * 1e3:.1f} ms" for k, v in top["warm_cpu_split_s"].items())
+        + "."
+    )
     notes.append(
         "The gateway marks every call that waited for a replica started after the call arrived as a cold "
-        "start (`X-Cold-Start`), so in a first burst nearly all 64 calls are marked while only the "
+        f"start (`X-Cold-Start`), so in a first burst nearly all {shards} calls are marked while only the "
         "replicas in the table were started (the JSON has both)."
     )
     return " ".join(notes)
@@ -963,7 +981,7 @@ def run_phases(args: argparse.Namespace, record: dict[str, Any], work: Path) -> 
                 print(f"FAILED: {exc}", file=sys.stderr, flush=True)
         if any(r["cap"] == 1 for r in rows):
             speedups(rows)
-            notes = burst_notes(rows, stack_max, os.cpu_count() or 1, args.steps)
+            notes = burst_notes(rows, stack_max, os.cpu_count() or 1, args.steps, args.shards)
             record["burst"] = {"rows": rows, "notes": notes}
     tl_cap = min(max(c for c in caps if c <= TARGET_UP_TO), stack_max)
     steps: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
@@ -993,7 +1011,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": "python benchmarks/bench_runtime.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/bench_runtime.py", *sys.argv[1:]]),
         "revision": revision(),
         "quick": args.quick,
         "shards": args.shards,

@@ -22,7 +22,6 @@ single runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import results_io  # a sibling of this script
 from machine_info import machine_info  # a sibling of this script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +178,6 @@ def to_markdown(record: dict[str, Any]) -> str:
     def fmt(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}"
 
-    m = record["machine"]
     columns = [(v, md) for v in record["variants"] for md in record["variants"][v]]
     several = len(record["variants"]) > 1
 
@@ -190,14 +189,11 @@ def to_markdown(record: dict[str, Any]) -> str:
         out: dict[str, Any] = record["variants"][v][md]["summary"]
         return out
 
-    revisions = "; ".join(f"{v}: {d['revision']}" for v, d in record["roots"].items())
     lines = [
         f"# Start-up and wind-down of `ppo_sweep.py {' '.join(record['cli_args'])}` ({record['date']})",
         "",
-        f"Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, 1-min load average "
-        f"{m.get('loadavg_1min_at_start', '-')} at the start and {m.get('loadavg_1min_at_end', '-')} at the "
-        f"end. Revision: {revisions}. "
-        f"{record['repeats']} timed runs per column after one untimed run"
+        results_io.checkout_sentence(record)
+        + f"{record['repeats']} timed runs per column after one untimed run"
         f"{', variants interleaved run by run' if several else ''}; medians. Target: start-up and wind-down "
         f"each <= {TARGET_S:.0f} s.",
         "",
@@ -228,46 +224,15 @@ def to_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def _revision(root: Path) -> str:
-    try:
-        head = _git(root, "rev-parse", "--short", "HEAD")
-        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
-        return f"{head}{' + working tree' if dirty else ''}"
-    except (OSError, subprocess.CalledProcessError):
-        return "not a git checkout"
-
-
-def _variants(spec: str) -> dict[str, Path]:
-    """``label=path,label=path`` (or one bare path) -> label -> checkout."""
-    out: dict[str, Path] = {}
-    for part in spec.split(","):
-        label, _, path = part.rpartition("=")
-        out[label or "this"] = Path(path).resolve()
-    return out
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--total-steps", type=int, help="override total_steps (default: the sweep's 100000)")
     ap.add_argument("--modes", default="tracking,no-tracking")
-    ap.add_argument(
-        "--roots",
-        default=str(ROOT),
-        help="checkouts to measure, interleaved run by run: PATH or LABEL=PATH,LABEL=PATH "
-        "(default: this one)",
-    )
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--suffix", default="", help="appended to the result file name")
-    ap.add_argument("--notes", default="", help="a sentence for the markdown result")
+    results_io.add_roots_argument(ap, ROOT)
+    results_io.add_output_arguments(ap, notes="a sentence")
     args = ap.parse_args()
-    roots = _variants(args.roots)
+    roots = results_io.parse_roots(args.roots)
     load_before = os.getloadavg()
     cli_args = ["--only", "zoo", "--seeds", "0"]
     if args.total_steps:
@@ -295,23 +260,16 @@ def main() -> int:
                 shutil.rmtree(work, ignore_errors=True)
         for label in roots:
             variants[label][mode] = {"summary": summarise(runs[label]), "runs": runs[label]}
-    record = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        # Other work on the machine inflates every figure; read the before/after ratios.
-        "machine": machine_info(load_before),
-        # The revision identifies a checkout; its path on the measuring machine says nothing to a reader.
-        "roots": {label: {"revision": _revision(root)} for label, root in roots.items()},
-        "cli_args": ["submit", *cli_args],
-        "repeats": args.repeats,
-        "variants": variants,
-        "notes": args.notes,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = time.strftime("%Y-%m-%d", time.gmtime()) + "-startup" + (f"-{args.suffix}" if args.suffix else "")
-    (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
-    (out / f"{stem}.md").write_text(to_markdown(record))
-    print(to_markdown(record))
+    record = results_io.checkout_record(
+        machine_info(load_before),
+        roots,
+        args.notes,
+        own_checkout=False,
+        cli_args=["submit", *cli_args],
+        repeats=args.repeats,
+        variants=variants,
+    )
+    results_io.publish(args.out, "startup", record, to_markdown(record), suffix=args.suffix)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -30,3 +31,23 @@ def machine_info(load_before: tuple[float, float, float], **versions: str) -> di
         "loadavg_1min_at_start": round(load_before[0], 2),
         "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
     }
+
+
+def machine_sentence(machine: dict[str, Any], versions: Sequence[tuple[str, str]] = ()) -> str:
+    """The ``machine`` object of a record as the sentence a markdown result starts with.
+
+    Args:
+        machine: what :func:`machine_info` returned.
+        versions: (label, key) of the library versions to name after Python's, in order.
+
+    Returns:
+        ``Machine: <cpus> CPUs, <platform>, Python <v>, [<label> <v>, ...]1-min load average <start> at
+        the start and <end> at the end.``
+    """
+    m = machine
+    libraries = "".join(f"{label} {m[key]}, " for label, key in versions)
+    return (
+        f"Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, {libraries}1-min load average "
+        f"{m.get('loadavg_1min_at_start', '-')} at the start and {m.get('loadavg_1min_at_end', '-')} at the "
+        "end."
+    )

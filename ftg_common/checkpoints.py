@@ -24,7 +24,7 @@ SHA-256 of each object's stored bytes, which the version fence records when it c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,7 +32,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from ftg_common import layout
 from ftg_common.algos.qnet import ONLINE, QNET_SPEC_METADATA_KEY, QNetSpec
 from ftg_common.errors import CorruptObjectError
-from ftg_common.policy.spec import SPEC_METADATA_KEY, PolicySpec, check_tensors, save_policy_bytes
+from ftg_common.normalize import NormalizeSettings, NormStats, stats_from_tensors, stats_to_tensors
+from ftg_common.policy.spec import (
+    NORM_METADATA_KEY,
+    NORM_PREFIX,
+    SPEC_METADATA_KEY,
+    PolicySpec,
+    check_tensors,
+    save_policy_bytes,
+    split_norm_tensors,
+)
 from ftg_common.store.base import ObjectStore
 from ftg_common.store.integrity import decode_json, object_digest
 from ftg_common.tensorio import decode, encode
@@ -43,7 +52,25 @@ if TYPE_CHECKING:
     from ftg_common.update.dqn import DQNVersion
 
 
-class CheckpointState(BaseModel):
+class VersionCounters(BaseModel):
+    """The counters every version's ``state.json`` starts with, PPO's and DQN's alike.
+
+    Attributes:
+        version: the version (0 is the initial one; version i+1 is trained after iteration i).
+        iteration: the iteration whose update produced it (-1 for version 0).
+        total_steps: environment steps so far.
+        n_updates: gradient steps taken so far.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(ge=0)
+    iteration: int = Field(ge=-1)
+    total_steps: int = Field(ge=0)
+    n_updates: int = Field(ge=0)
+
+
+class CheckpointState(VersionCounters):
     """Counters of a policy version (``state.json``).
 
     Attributes:
@@ -55,23 +82,34 @@ class CheckpointState(BaseModel):
         spec: the network's architecture.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    version: int = Field(ge=0)
-    iteration: int = Field(ge=-1)
-    total_steps: int = Field(ge=0)
-    n_updates: int = Field(ge=0)
     optimizer_step: int = Field(default=0, ge=0)
     spec: PolicySpec
 
 
 @dataclass(frozen=True)
 class PolicyVersion:
-    """A whole version in memory: counters, parameters (safetensors names) and optimizer tensors."""
+    """A whole version in memory: counters, parameters (safetensors names) and optimizer tensors.
+
+    ``norm`` holds the observation/return normalisation statistics the version acts with (None when
+    the run does not normalise) and ``norm_settings`` the options; both are stored with the weights
+    (checkpoint and policy file), as float64 tensors under the ``norm.`` prefix and JSON metadata.
+    """
 
     state: CheckpointState
     weights: dict[str, np.ndarray]
     optimizer: dict[str, np.ndarray] = field(default_factory=dict)
+    norm: NormStats | None = None
+    norm_settings: NormalizeSettings | None = None
+
+
+class CommittedVersion(TypedDict):
+    """Which version an update committed and where (see :meth:`VersionKeys.committed`)."""
+
+    key: str
+    ckpt_key: str
+    version: int
+    iteration: int
+    total_steps: int
 
 
 @dataclass(frozen=True)
@@ -87,6 +125,21 @@ class VersionKeys:
     policy: str
     checkpoint: str
     digests: dict[str, str] = field(default_factory=dict)
+
+    def committed(self, iteration: int, total_steps: int) -> CommittedVersion:
+        """The fields of an ``UpdateResult`` that say which version an update wrote here.
+
+        Args:
+            iteration: the iteration whose update produced the version (the version is ``iteration + 1``).
+            total_steps: environment steps so far.
+        """
+        return {
+            "key": self.policy,
+            "ckpt_key": self.checkpoint,
+            "version": iteration + 1,
+            "iteration": iteration,
+            "total_steps": total_steps,
+        }
 
 
 def version_object_keys(run_id: str, version: int) -> list[str]:
@@ -107,6 +160,30 @@ def _qnet_policy_bytes(spec: QNetSpec, weights: dict[str, np.ndarray], metadata:
     return encode(online, {**metadata, QNET_SPEC_METADATA_KEY: spec.model_dump_json()})
 
 
+def _norm_of(v: PolicyVersion | DQNVersion) -> tuple[dict[str, np.ndarray], dict[str, str]] | None:
+    """(statistics tensors, metadata with the options) of a version that normalises, else None."""
+    if not isinstance(v, PolicyVersion) or v.norm is None:
+        return None
+    meta = {} if v.norm_settings is None else {NORM_METADATA_KEY: v.norm_settings.to_json()}
+    return stats_to_tensors(v.norm), meta
+
+
+def _norm_from(
+    tensors: dict[str, np.ndarray], meta: dict[str, str], key: str
+) -> tuple[dict[str, np.ndarray], NormStats | None, NormalizeSettings | None]:
+    """(weights, statistics, options) of stored tensors and metadata; CorruptObjectError if unreadable."""
+    weights, norm = split_norm_tensors(tensors)
+    if not norm:
+        return weights, None, None
+    try:
+        stats = stats_from_tensors(norm)
+        text = meta.get(NORM_METADATA_KEY)
+        settings = None if text is None else NormalizeSettings.from_json(text)
+    except (ValueError, TypeError) as exc:
+        raise CorruptObjectError(key, f"bad normalisation statistics: {exc}") from None
+    return weights, stats, settings
+
+
 def write_version(store: ObjectStore, run_id: str, v: PolicyVersion | DQNVersion) -> VersionKeys:
     """Write every object of version ``v.state.version``; identical inputs give identical bytes.
 
@@ -116,15 +193,22 @@ def write_version(store: ObjectStore, run_id: str, v: PolicyVersion | DQNVersion
     n = v.state.version
     digests: dict[str, str] = {}
     weights, optim = layout.ckpt_weights_key(run_id, n), layout.ckpt_optim_key(run_id, n)
-    digests[weights] = store.put_tensors(weights, v.weights)
+    norm = _norm_of(v)
+    if norm is None:
+        digests[weights] = store.put_tensors(weights, v.weights)
+    else:
+        stored = {**v.weights, **{NORM_PREFIX + k: a for k, a in norm[0].items()}}
+        digests[weights] = store.put_tensors(weights, stored, norm[1])
     digests[optim] = store.put_tensors(optim, v.optimizer)
     policy = layout.policy_key(run_id, n)
     meta = {"version": str(n), "run_id": run_id}
     spec = v.state.spec
     if isinstance(spec, QNetSpec):
         data = _qnet_policy_bytes(spec, v.weights, meta)
-    else:
+    elif norm is None:
         data = save_policy_bytes(spec, v.weights, meta)
+    else:
+        data = save_policy_bytes(spec, v.weights, meta, norm[0], norm[1].get(NORM_METADATA_KEY))
     store.put_bytes(policy, data)
     digests[policy] = object_digest(data)
     # state.json last: its presence marks a complete checkpoint.
@@ -161,10 +245,14 @@ def has_version(store: ObjectStore, run_id: str, version: int) -> bool:
 def read_version(store: ObjectStore, run_id: str, version: int) -> PolicyVersion:
     """Read a version written by :func:`write_version`."""
     state = CheckpointState.model_validate(store.get_json(layout.ckpt_state_key(run_id, version)))
+    key = layout.ckpt_weights_key(run_id, version)
+    weights, norm, settings = _norm_from(*store.get_tensors_with_metadata(key), key)
     return PolicyVersion(
         state=state,
-        weights=store.get_tensors(layout.ckpt_weights_key(run_id, version)),
+        weights=weights,
         optimizer=store.get_tensors(layout.ckpt_optim_key(run_id, version)),
+        norm=norm,
+        norm_settings=settings,
     )
 
 
@@ -215,8 +303,18 @@ def load_q_policy(store: ObjectStore, run_id: str, version: int) -> QPolicy:
     return QPolicy(*read_qnet(store, run_id, version))
 
 
-def read_policy(store: ObjectStore, run_id: str, version: int) -> tuple[PolicySpec, dict[str, np.ndarray]]:
-    """The inference weights of a version and their spec.
+@dataclass(frozen=True)
+class PolicyFile:
+    """What a version's policy file holds: spec, inference weights, and normalisation (if any)."""
+
+    spec: PolicySpec
+    weights: dict[str, np.ndarray]
+    norm: NormStats | None = None
+    norm_settings: NormalizeSettings | None = None
+
+
+def read_policy_file(store: ObjectStore, run_id: str, version: int) -> PolicyFile:
+    """The policy file of a version: its spec, inference weights and normalisation statistics.
 
     Raises:
         KeyNotFoundError: the version has no policy file.
@@ -224,18 +322,34 @@ def read_policy(store: ObjectStore, run_id: str, version: int) -> tuple[PolicySp
     """
     key = layout.policy_key(run_id, version)
     tensors, meta = store.get_tensors_with_metadata(key)
+    weights, norm, settings = _norm_from(tensors, meta, key)
     try:
         spec = PolicySpec.from_json(meta[SPEC_METADATA_KEY])
-        check_tensors(spec, tensors)
+        check_tensors(spec, weights)
     except KeyError:
         raise CorruptObjectError(key, f"no {SPEC_METADATA_KEY!r} metadata: not a policy file") from None
     except ValueError as exc:  # pydantic's ValidationError is one
         raise CorruptObjectError(key, f"not a policy file: {exc}") from None
-    return spec, tensors
+    return PolicyFile(spec, weights, norm, settings)
+
+
+def read_policy(store: ObjectStore, run_id: str, version: int) -> tuple[PolicySpec, dict[str, np.ndarray]]:
+    """The inference weights of a version and their spec (normalisation: :func:`read_policy_file`).
+
+    Raises:
+        KeyNotFoundError: the version has no policy file.
+        CorruptObjectError: the policy file is damaged, or is not a policy file.
+    """
+    f = read_policy_file(store, run_id, version)
+    return f.spec, f.weights
 
 
 def load_numpy_policy(store: ObjectStore, run_id: str, version: int) -> NumpyPolicy:
-    """A NumpyPolicy for ``version`` (numpy only: the rollout path never loads torch)."""
+    """A NumpyPolicy for ``version`` (numpy only: the rollout path never loads torch).
+
+    Its ``norm`` and ``norm_settings`` are the version's normalisation (None when the run has none).
+    """
     from ftg_common.policy.numpy_policy import NumpyPolicy
 
-    return NumpyPolicy(*read_policy(store, run_id, version))
+    f = read_policy_file(store, run_id, version)
+    return NumpyPolicy(f.spec, f.weights, norm=f.norm, norm_settings=f.norm_settings)

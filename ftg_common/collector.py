@@ -18,14 +18,22 @@ from ftg_common.batch import EPISODE_LENGTHS, EPISODE_RETURNS
 from ftg_common.config import RunConfig
 from ftg_common.envs.vector import CarryMismatchError, EnvCarry, ShardEnvs
 from ftg_common.errors import Conflict
-from ftg_common.rollout import Rollout
+from ftg_common.normalize import (
+    NormalizeSettings,
+    NormStats,
+    begin_shard,
+    observe_reset,
+    shard_carry_from_tensors,
+    shard_carry_to_tensors,
+)
+from ftg_common.rollout import Rollout, RolloutNorm
 from ftg_common.store.base import ObjectStore
 from ftg_common.warm import WarmPool
 
 if TYPE_CHECKING:  # annotations only: a PPO collector never loads the off-policy rollout
     from ftg_common.rollout_offpolicy import OffPolicyRollout
 
-__all__ = ["resume_envs", "save_shard", "shard_envs"]
+__all__ = ["resume_envs", "rollout_norm", "save_shard", "shard_envs"]
 
 
 def _build(env_id: str, kwargs_json: str, n_envs: int, seed: int, offset: int) -> ShardEnvs:
@@ -47,10 +55,15 @@ def shard_envs(cfg: RunConfig, shard: int) -> Iterator[ShardEnvs]:
         yield envs
 
 
-def resume_envs(envs: ShardEnvs, store: ObjectStore, run_id: str, iteration: int, shard: int) -> None:
+def resume_envs(
+    envs: ShardEnvs, store: ObjectStore, run_id: str, iteration: int, shard: int
+) -> dict[str, np.ndarray] | None:
     """Start ``envs`` where the shard's collector of the previous iteration left its episodes.
 
     Iteration 0 starts fresh episodes.
+
+    Returns:
+        The carry's arrays (None at iteration 0), for what else it holds (normalisation state).
 
     Raises:
         KeyNotFoundError: the previous iteration left no carry for the shard.
@@ -64,6 +77,36 @@ def resume_envs(envs: ShardEnvs, store: ObjectStore, run_id: str, iteration: int
         envs.start(carry)
     except CarryMismatchError as exc:
         raise Conflict(str(exc), "shard") from exc
+    return None if carry is None else carry.arrays
+
+
+def rollout_norm(
+    settings: NormalizeSettings,
+    base: NormStats | None,
+    envs: ShardEnvs,
+    carried: dict[str, np.ndarray] | None,
+) -> RolloutNorm:
+    """What a normalising rollout of ``envs`` (already started) starts from.
+
+    At the run's start (``carried`` None) the envs' first observations are added to the statistics,
+    as SB3's ``VecNormalize.reset``; afterwards the carry holds the per-env discounted returns and the
+    normalised observation the next step acts on.
+
+    Raises:
+        Conflict: the policy version holds no statistics (field ``iteration``), or the carry holds no
+            normalisation state or one that does not fit the envs (field ``shard``).
+    """
+    if base is None:
+        raise Conflict("the run normalises, but the acting policy version holds no statistics", "iteration")
+    shape = (envs.obs_dim,)
+    if carried is None:
+        inc, _ = observe_reset(base, begin_shard(shape, envs.n_envs), envs.obs, settings)
+    else:
+        try:
+            inc = begin_shard(shape, envs.n_envs, shard_carry_from_tensors(carried))
+        except ValueError as exc:
+            raise Conflict(f"stored carry: {exc}", "shard") from exc
+    return RolloutNorm(base, settings, inc)
 
 
 def save_shard(
@@ -93,5 +136,9 @@ def save_shard(
     store.put_tensors(key, tensors, metadata={"policy_version": str(iteration)})
     carry = envs.carry()
     carry_key = layout.carry_key(run_id, iteration, shard)
-    store.put_tensors(carry_key, carry.arrays, metadata=carry.metadata())
+    arrays = carry.arrays
+    inc = getattr(rollout, "norm_increment", None)
+    if inc is not None:
+        arrays = {**arrays, **shard_carry_to_tensors(inc)}
+    store.put_tensors(carry_key, arrays, metadata=carry.metadata())
     return key, carry_key

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -21,9 +21,41 @@ from pydantic import (
 
 from ftg_common.ids import RUN_ID_PATTERN
 
+if TYPE_CHECKING:
+    from ftg_common.normalize import NormalizeSettings
+    from ftg_common.zoo import ZooEntry
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NormalizeOptions(_Strict):
+    """Stable-Baselines3 ``VecNormalize`` options (names and defaults are SB3's)."""
+
+    norm_obs: bool = True
+    norm_reward: bool = True
+    clip_obs: float = Field(default=10.0, gt=0)
+    clip_reward: float = Field(default=10.0, gt=0)
+    gamma: float = Field(default=0.99, gt=0, le=1)
+    epsilon: float = Field(default=1e-8, ge=0)
+
+    def settings(self) -> NormalizeSettings:
+        """The options as the numpy-only normalisation module takes them."""
+        from ftg_common.normalize import NormalizeSettings
+
+        return NormalizeSettings(**self.model_dump())
+
+
+# PPO fields added after configs were first stored: left out of dumps while at their default, so the
+# digest of every config that does not use them stays what it was.
+_PPO_OMIT_WHEN_DEFAULT: dict[str, Any] = {
+    "normalize": None,
+    "use_sde": False,
+    "sde_sample_freq": -1,
+    "sde_full_std": True,
+    "sde_use_expln": False,
+}
 
 
 class PPOConfig(_Strict):
@@ -63,6 +95,13 @@ class PPOConfig(_Strict):
     eval_every_steps: int = Field(default=2048, gt=0)
     eval_episodes: int = Field(default=10, gt=0, le=1000)
     threshold: float | None = 475.0
+    normalize: NormalizeOptions | None = Field(
+        default=None, description="VecNormalize-style observation/reward normalisation (None: off)"
+    )
+    use_sde: bool = Field(default=False, description="generalized state-dependent exploration (Box actions)")
+    sde_sample_freq: int = Field(default=-1, ge=-1, description="steps between gSDE noise draws (-1: once)")
+    sde_full_std: bool = True
+    sde_use_expln: bool = False
 
     @field_validator("net_arch")
     @classmethod
@@ -70,6 +109,29 @@ class PPOConfig(_Strict):
         if any(h <= 0 or h > 4096 for h in v):
             raise ValueError("every layer width must be in 1..4096")
         return v
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _normalize_flag(cls, v: Any) -> Any:
+        # The RL Zoo writes ``normalize: true`` for SB3's defaults and ``false`` for none.
+        if v is True:
+            return {}
+        if v is False:
+            return None
+        return v
+
+    @model_serializer(mode="wrap")
+    def _omit_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name, default in _PPO_OMIT_WHEN_DEFAULT.items():
+            if name in data and data[name] == default:
+                del data[name]
+        return data
+
+    @property
+    def normalize_settings(self) -> NormalizeSettings | None:
+        """The normalisation options, None when off."""
+        return None if self.normalize is None else self.normalize.settings()
 
     @model_validator(mode="after")
     def _consistent(self) -> PPOConfig:
@@ -355,11 +417,34 @@ def config_digest(cfg: RunConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+class ZooRef(_Strict):
+    """A sweep's ``zoo`` key: an RL Zoo ``ppo.yml`` entry the sweep's configs start from.
+
+    Attributes:
+        file: path of the Zoo hyperparameter file (relative: to the sweep file's folder, else the
+            working directory).
+        env: the entry (env id) to read.
+        shards: rollout-collector invocations per iteration (default: 2 when n_envs is even, else 1).
+        accept_unhonoured: run even when the entry holds items this project cannot honour (they are
+            reported either way).
+    """
+
+    file: str = Field(min_length=1)
+    env: str = Field(min_length=1)
+    shards: int | None = Field(default=None, gt=0, le=256)
+    accept_unhonoured: bool = False
+
+
 class SweepConfig(_Strict):
-    """A sweep file: named configurations x seeds, each pair one trial (its own run)."""
+    """A sweep file: named configurations x seeds, each pair one trial (its own run).
+
+    With ``zoo``, the Zoo entry's translation is the base of every config: ``defaults`` and each
+    config's overrides go on top of it (``load_sweep`` merges it into ``defaults``).
+    """
 
     name: str = Field(pattern=RUN_ID_PATTERN)
     description: str = ""
+    zoo: ZooRef | None = None
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     max_parallel: int = Field(default=2, gt=0, le=64)
     defaults: dict[str, Any] = Field(
@@ -411,8 +496,44 @@ def format_validation_error(exc: Any, prefix: str = "") -> str:
     return "; ".join(lines)
 
 
-def load_sweep(text: str) -> SweepConfig:
-    """Parse and validate a sweep YAML document; raises SweepError with field names."""
+def read_zoo_ref(ref: ZooRef, base_dir: str | None = None) -> tuple[ZooRef, ZooEntry]:
+    """Read the Zoo entry ``ref`` names; returns the ref with its file's absolute path, and the entry.
+
+    Raises:
+        SweepError: the file or entry cannot be read (field ``zoo.file`` / ``zoo.env``), or it holds
+            items that cannot be honoured and ``accept_unhonoured`` is off (field ``zoo``).
+    """
+    import os
+
+    from ftg_common.zoo import ZooError, load_zoo_entry
+
+    path = ref.file
+    if not os.path.isabs(path) and base_dir is not None and os.path.exists(os.path.join(base_dir, path)):
+        path = os.path.join(base_dir, path)
+    if not os.path.exists(path):
+        raise SweepError(f"zoo.file: no such file {ref.file}")
+    try:
+        entry = load_zoo_entry(path, ref.env, shards=ref.shards)
+    except ZooError as exc:
+        raise SweepError(f"zoo.env: {exc}") from exc
+    if entry.unhonoured and not ref.accept_unhonoured:
+        items = "; ".join(str(u) for u in entry.unhonoured)
+        raise SweepError(
+            f"zoo: the {ref.env} entry holds what cannot be honoured: {items} "
+            "(set zoo.accept_unhonoured: true, or --accept-unhonoured, to run without them)"
+        )
+    return ref.model_copy(update={"file": os.path.abspath(path)}), entry
+
+
+def load_sweep(text: str, base_dir: str | None = None) -> SweepConfig:
+    """Parse and validate a sweep YAML document; raises SweepError with field names.
+
+    A ``zoo`` key is resolved here: its entry's translation becomes the base of ``defaults``.
+
+    Args:
+        text: the YAML (or JSON) document.
+        base_dir: folder of the sweep file, against which a relative ``zoo.file`` is looked up first.
+    """
     import yaml
     from pydantic import ValidationError
 
@@ -422,6 +543,16 @@ def load_sweep(text: str) -> SweepConfig:
         raise SweepError(f"sweep file is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise SweepError("sweep file must be a mapping with keys name, seeds, configs")
+    if raw.get("zoo") is not None:
+        try:
+            ref = ZooRef.model_validate(raw["zoo"])
+        except ValidationError as exc:
+            raise SweepError(format_validation_error(exc, prefix="zoo")) from exc
+        ref, entry = read_zoo_ref(ref, base_dir)
+        defaults = raw.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            raise SweepError("defaults: must be a mapping of hyperparameters")
+        raw = {**raw, "zoo": ref.model_dump(), "defaults": {**entry.ppo_kwargs(), **defaults}}
     try:
         sweep = SweepConfig.model_validate(raw)
     except ValidationError as exc:

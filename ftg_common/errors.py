@@ -70,4 +70,13 @@ class UnknownEnvError(ValueError):
 
     Here rather than beside the env factory so that callers mapping it to an answer need not import
     gymnasium.
+
+    Attributes:
+        field: the config field at fault: ``env_id`` (unknown env, unsupported spaces), ``env_kwargs``
+            (arguments the env rejects at construction or at its first steps), or another field the
+            env cannot honour (``normalize``, ``use_sde``).
     """
+
+    def __init__(self, message: str, field: str = "env_id") -> None:
+        super().__init__(message)
+        self.field = field

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from ftg_common.envs.factory import make_env
+from ftg_common.normalize import NormalizeSettings, NormStats, normalize_obs
 
 if TYPE_CHECKING:
     from ftg_common.policy.numpy_policy import NumpyPolicy
@@ -37,8 +38,17 @@ def run_episodes(
     returns = np.zeros(e, dtype=np.float64)
     lengths = np.zeros(e, dtype=np.int64)
     live = np.arange(e)
+    # A normalising policy sees observations normalised with its version's statistics, frozen (SB3's
+    # VecNormalize with training=False); rewards are counted raw.
+    norm: NormStats | None = getattr(policy, "norm", None)
+    settings: NormalizeSettings | None = getattr(policy, "norm_settings", None)
+    if settings is not None and not settings.norm_obs:
+        norm = None
     while live.size:
-        actions = policy.act_deterministic(obs[live])
+        x = obs[live]
+        if norm is not None and settings is not None:
+            x = normalize_obs(x, norm.obs_rms, settings.clip_obs, settings.epsilon)
+        actions = policy.act_deterministic(x)
         if box:
             actions = np.clip(actions, low, high)
         still = []

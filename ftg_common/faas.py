@@ -241,6 +241,8 @@ def _failure(exc: Exception) -> dict[str, Any]:
     for kind, status, field_name in _INPUT_ERRORS:
         if isinstance(exc, kind):
             key = exc.key if isinstance(exc, KeyNotFoundError) else None
+            if isinstance(exc, UnknownEnvError):  # env_id, env_kwargs, ...: the field it names
+                field_name = exc.field
             return _error(status, str(exc), field_name, key)
     # The contract is a JSON body even for our own bugs; the traceback goes to the log, not the caller.
     log.error("function failed", exc_info=exc)

@@ -6,8 +6,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ftg_common.algos.gsde import resample_due
 from ftg_common.envs.vector import ShardEnvs
+from ftg_common.normalize import (
+    NormalizeSettings,
+    NormStats,
+    ShardIncrement,
+    normalize_obs,
+    observe_step,
+    shard_view,
+    stats_to_tensors,
+)
 from ftg_common.policy.numpy_policy import NumpyPolicy
+from ftg_common.policy.spec import NORM_PREFIX
 
 
 @dataclass
@@ -15,17 +26,19 @@ class Rollout:
     """T steps of M envs, time-major, as sampled by the behaviour policy.
 
     Attributes:
-        obs: [T, M, obs_dim] float32 observation each action was taken in.
+        obs: [T, M, obs_dim] float32 observation each action was taken in (normalised when the run
+            normalises; the raw vector, e.g. a Discrete index, otherwise).
         actions: [T, M] int64 (discrete) or [T, M, action_dim] float32 (box).
         log_probs: [T, M] float32 log pi(a|s) at collection time.
         values: [T, M] float32 V(obs).
-        rewards: [T, M] float32.
+        rewards: [T, M] float32 (normalised when the run normalises rewards).
         terminated: [T, M] bool.
         truncated: [T, M] bool (time limit, and not also terminated).
         trunc_values: [T, M] float32 V(final obs) where truncated, zero elsewhere.
         last_values: [M] float32 V(obs after the last step).
         episode_returns: returns of the episodes that finished during the rollout.
         episode_lengths: lengths of those episodes, in the same order.
+        norm_increment: the shard's normalisation increment and carry (None without normalisation).
     """
 
     obs: np.ndarray
@@ -39,10 +52,17 @@ class Rollout:
     last_values: np.ndarray
     episode_returns: list[float]
     episode_lengths: list[int]
+    norm_increment: ShardIncrement | None = None
 
     def tensors(self) -> dict[str, np.ndarray]:
-        """The arrays as a trajectory object stores them (bool flags as uint8)."""
+        """The arrays as a trajectory object stores them (bool flags as uint8).
+
+        With normalisation on, also the shard's statistics increment as ``norm.obs_rms.*`` and
+        ``norm.ret_rms.*`` (float64), which the reward-aggregator merges into the next version's.
+        """
+        extra = {} if self.norm_increment is None else stats_to_tensors(self.norm_increment, NORM_PREFIX)
         return {
+            **extra,
             "obs": self.obs,
             "actions": self.actions,
             "log_probs": self.log_probs,
@@ -55,10 +75,55 @@ class Rollout:
         }
 
 
-def collect_rollout(envs: ShardEnvs, policy: NumpyPolicy, n_steps: int, rng: np.random.Generator) -> Rollout:
+@dataclass(frozen=True)
+class RolloutNorm:
+    """What a normalising rollout starts from.
+
+    Attributes:
+        base: the acting policy version's statistics (fixed for the rollout).
+        settings: the normalisation options.
+        increment: the shard's increment so far: empty statistics, the carried per-env discounted
+            returns and the normalised observation the first step acts on.
+    """
+
+    base: NormStats
+    settings: NormalizeSettings
+    increment: ShardIncrement
+
+
+@dataclass(frozen=True)
+class SdeNoise:
+    """Where a gSDE rollout draws its exploration matrices, and how often.
+
+    Attributes:
+        rng: the shard's own stream for the rollout (seeded from run seed, iteration and shard), apart
+            from the action stream so that switching gSDE on changes nothing else.
+        sample_freq: steps between draws (-1: once, at the rollout's start), SB3's ``sde_sample_freq``.
+    """
+
+    rng: np.random.Generator
+    sample_freq: int
+
+
+def collect_rollout(
+    envs: ShardEnvs,
+    policy: NumpyPolicy,
+    n_steps: int,
+    rng: np.random.Generator,
+    norm: RolloutNorm | None = None,
+    sde: SdeNoise | None = None,
+) -> Rollout:
     """Step ``envs`` (already started) ``n_steps`` times with actions sampled from ``policy``.
 
     ``policy`` is a NumpyPolicy: ``act(obs, rng) -> (actions, values, log_probs)`` and ``value(obs)``.
+
+    With ``norm`` (SB3's ``VecNormalize`` in training mode): the policy acts on normalised
+    observations, each step's raw observations and rewards update the shard's statistics, and the
+    trajectory stores the normalised observations and rewards; a truncated episode's final observation
+    is normalised with the statistics of its step before it is bootstrapped. Episode returns stay raw.
+
+    With ``sde`` (a gSDE policy) the actions are mu(s) + phi(s) @ E with one matrix E per env, drawn
+    at the rollout's start and every ``sde.sample_freq`` steps; ``rng`` is then unused.
     """
     m, d = envs.n_envs, envs.obs_dim
     obs_buf = np.empty((n_steps, m, d), dtype=np.float32)
@@ -71,16 +136,29 @@ def collect_rollout(envs: ShardEnvs, policy: NumpyPolicy, n_steps: int, rng: np.
     tval_buf = np.zeros((n_steps, m), dtype=np.float32)
     returns: list[float] = []
     lengths: list[int] = []
-    obs = envs.obs
+    inc = None if norm is None else norm.increment
+    obs = envs.obs if inc is None else inc.last_obs
     for t in range(n_steps):
         obs_buf[t] = obs
-        actions, values, log_probs = policy.act(obs, rng)
+        if sde is not None:
+            if resample_due(t, sde.sample_freq):
+                matrices = policy.sample_sde_matrices(m, sde.rng)
+            actions, values, log_probs = policy.act_sde(obs, matrices)
+        else:
+            actions, values, log_probs = policy.act(obs, rng)
         if act_buf is None:
             act_buf = np.empty((n_steps, *actions.shape), dtype=actions.dtype)
         act_buf[t] = actions
         val_buf[t] = values
         logp_buf[t] = log_probs
         obs, rewards, terminated, truncated, final_obs, finished = envs.step(actions)
+        if norm is not None and inc is not None:
+            inc, obs, rewards = observe_step(
+                norm.base, inc, obs, rewards, terminated | truncated, norm.settings
+            )
+            if truncated.any() and norm.settings.norm_obs:
+                view = shard_view(norm.base, inc).obs_rms
+                final_obs = normalize_obs(final_obs, view, norm.settings.clip_obs, norm.settings.epsilon)
         rew_buf[t] = rewards
         term_buf[t] = terminated
         trunc_buf[t] = truncated
@@ -102,4 +180,5 @@ def collect_rollout(envs: ShardEnvs, policy: NumpyPolicy, n_steps: int, rng: np.
         last_values=policy.value(obs).astype(np.float32),
         episode_returns=returns,
         episode_lengths=lengths,
+        norm_increment=inc,
     )

@@ -15,12 +15,13 @@ import numpy as np
 
 from ftg_common.envs.vector import ShardEnvs
 from ftg_common.policy.qpolicy import QPolicy
+from ftg_common.transition_arrays import TransitionArrays
 
 __all__ = ["OffPolicyRollout", "collect_transitions"]
 
 
-@dataclass
-class OffPolicyRollout:
+@dataclass(frozen=True)
+class OffPolicyRollout(TransitionArrays):
     """T steps of M envs, time-major, as the epsilon-greedy behaviour policy took them.
 
     Attributes:
@@ -36,13 +37,6 @@ class OffPolicyRollout:
         episode_lengths: lengths of those episodes, in the same order.
     """
 
-    obs: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    next_obs: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    behaviour_probs: np.ndarray
     epsilons: np.ndarray
     episode_returns: list[float]
     episode_lengths: list[int]

@@ -22,6 +22,13 @@ class Settings(BaseSettings):
     store_fsync: bool = False
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+    # An AWS shared credentials file (INI, [profile] with aws_access_key_id/aws_secret_access_key). Unset:
+    # the OpenFaaS secret /var/openfaas/secrets/ftg-s3 when it is mounted, else boto3's own chain
+    # (environment, ~/.aws, instance roles); an empty value skips the secret and uses boto3's chain.
+    s3_credentials_file: str | None = None
+    s3_profile: str = "default"
+    # Create the store's bucket when it is missing; false: fail naming the bucket instead.
+    s3_create_bucket: bool = True
     # Metadata store: sqlite:///path.db or redis://host:port/db
     meta_url: str = "sqlite:///.ftg/meta.db"
     # Where the local engine sends function calls: "local" (in-process adapter / warm pool) or http(s)://gateway
@@ -38,6 +45,9 @@ class Settings(BaseSettings):
     # Prices for the cost comparison: FaaS per GB-s, a dedicated server per hour
     dedicated_server_usd_per_hour: float = 0.0416
     faas_usd_per_gb_second: float = 0.0000166667
+    # A sweep's best configuration takes the `champion` alias only when P(it beats the champion's
+    # configuration) has a 95% CI whose lower end is above this (0.5: the CI excludes a coin flip).
+    champion_min_p: float = Field(default=0.5, ge=0.5, lt=1.0)
     # The local OpenFaaS-compatible gateway (workflows/gateway). /system/* needs basic auth as user admin
     # with this password, or the one in this file (a mounted secret); with neither, one is generated.
     gateway_password: SecretStr | None = None
@@ -72,7 +82,8 @@ class Settings(BaseSettings):
         description="JetStream stream; its subjects are the name with '-' as '.' (ftg.async.<function>)",
     )
     async_max_queued: int = Field(default=10_000, ge=1, description="calls queued or in flight; then 429")
-    async_concurrency: int = Field(default=16, ge=1, description="async calls in flight per gateway")
+    # As many as the machine-wide replica cap, so a queued fan-out can use every replica it may start.
+    async_concurrency: int = Field(default=64, ge=1, description="async calls in flight per gateway")
     async_ack_wait_s: float = Field(
         default=30.0, gt=0, description="seconds without a heartbeat before a call is redelivered"
     )

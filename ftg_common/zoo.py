@@ -295,7 +295,7 @@ SB3_PPO_DEFAULTS: dict[str, Any] = {
 """Stable-Baselines3's PPO / MlpPolicy defaults, under this project's key names."""
 
 NEW_KEYS = frozenset({"normalize", "use_sde", "sde_sample_freq", "sde_full_std", "sde_use_expln"})
-"""Keys of a translated entry that PPOConfig does not have yet (normalisation and gSDE)."""
+"""Keys of a translated entry added to PPOConfig with the Zoo's features (normalisation and gSDE)."""
 
 _NORMALIZE_DEFAULTS: dict[str, Any] = {
     "norm_obs": True,
@@ -341,8 +341,8 @@ class ZooEntry:
     adjustments: tuple[str, ...]
 
     def ppo_kwargs(self) -> dict[str, Any]:
-        """``config`` without the keys PPOConfig does not have yet (:data:`NEW_KEYS`)."""
-        return {k: v for k, v in self.config.items() if k not in NEW_KEYS}
+        """``config`` as PPOConfig keyword arguments (every key, :data:`NEW_KEYS` included)."""
+        return dict(self.config)
 
 
 def _show(value: Any) -> str:
@@ -688,8 +688,7 @@ def translate(hyperparams: Mapping[str, Any], env_id: str, *, shards: int | None
             ``n_envs`` is even, else 1.
 
     Returns:
-        The translation; ``config`` is ready for PPOConfig after dropping :data:`NEW_KEYS` (see
-        :meth:`ZooEntry.ppo_kwargs`).
+        The translation; ``config`` is ready for PPOConfig (see :meth:`ZooEntry.ppo_kwargs`).
 
     Raises:
         ZooError: a value that cannot be read (wrong type, unsafe string), named by its key; a

@@ -150,11 +150,17 @@ def _cost_markdown(c: SweepCost) -> str:
     return f"{head}\n|{'---|' * 8}\n| {c.source or 'all trials'} | {' | '.join(_cost_cells(c))} |\n"
 
 
+def _reached(r: ConfigRow, threshold: float | None) -> str:
+    # Without a threshold nothing can be reached: "-" rather than a misleading "0/n".
+    return "-" if threshold is None else f"{r.reached}/{r.seeds}"
+
+
 def to_markdown(rows: list[ConfigRow], threshold: float | None, cost: SweepCost | None = None) -> str:
     """The table as GitHub markdown; with ``cost``, the whole sweep's cost as a second table below it."""
+    reached = "no threshold" if threshold is None else f"reached {_fmt(threshold, 0)}"
     head = (
-        "| config | algorithm | seeds | final return IQM [95% CI] | mean | reached "
-        f"{_fmt(threshold, 0)} | median steps to thr. | median time to thr. (s) | median wall (s) | GB-s | "
+        f"| config | algorithm | seeds | final return IQM [95% CI] | mean | {reached} | "
+        "median steps to thr. | median time to thr. (s) | median wall (s) | GB-s | "
         "FaaS $ | dedicated $ |"
     )
     lines = [head, "|" + "---|" * 12]
@@ -162,7 +168,7 @@ def to_markdown(rows: list[ConfigRow], threshold: float | None, cost: SweepCost 
         lines.append(
             f"| {r.config} | {r.algo} | {r.seeds} | "
             f"{_fmt(r.final_iqm)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] | "
-            f"{_fmt(r.final_mean)} | {r.reached}/{r.seeds} | {_fmt(r.median_steps_to_threshold, 0)} | "
+            f"{_fmt(r.final_mean)} | {_reached(r, threshold)} | {_fmt(r.median_steps_to_threshold, 0)} | "
             f"{_fmt(r.median_time_to_threshold_s, 2)} | {_fmt(r.median_wall_s, 1)} | "
             f"{_fmt(r.total_gb_s, 1)} | "
             f"{r.faas_usd:.5f} | {r.dedicated_usd:.5f} |"
@@ -191,7 +197,7 @@ def to_rich_table(
         "seeds",
         "final IQM [95% CI]",
         "mean",
-        f"≥{_fmt(threshold, 0)}",
+        "no threshold" if threshold is None else f"≥{_fmt(threshold, 0)}",
         "steps→thr",
         "time→thr s",
         "wall s",
@@ -207,7 +213,7 @@ def to_rich_table(
             str(r.seeds),
             f"{_fmt(r.final_iqm)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]",
             _fmt(r.final_mean),
-            f"{r.reached}/{r.seeds}",
+            _reached(r, threshold),
             _fmt(r.median_steps_to_threshold, 0),
             _fmt(r.median_time_to_threshold_s, 2),
             _fmt(r.median_wall_s, 1),

@@ -40,9 +40,10 @@ import torch
 from torch import Tensor, nn
 
 from ftg_common import layout
-from ftg_common.algos.qnet import QNET_SPEC_METADATA_KEY
+from ftg_common.algos.qnet import QNET_SPEC_METADATA_KEY, QNetSpec
 from ftg_common.checkpoints import read_policy, read_qnet
 from ftg_common.meta.base import MetaStore, RunNotFoundError
+from ftg_common.policy.spec import PolicySpec
 from ftg_common.store.base import KeyNotFoundError, ObjectStore
 
 __all__ = [
@@ -145,6 +146,28 @@ def _layers(
     )
 
 
+# (rule, low, high): how a network's output becomes an action (see ExportedNetwork).
+ActionRule = tuple[Literal["argmax", "clip", "identity"], np.ndarray | None, np.ndarray | None]
+
+
+def _greedy_rule() -> ActionRule:
+    """The action of a discrete network: the argmax of its output, no bounds."""
+    return "argmax", None, None
+
+
+def _actor_rule(spec: PolicySpec) -> ActionRule:
+    """How an actor's output becomes an action: (rule, low, high)."""
+    if spec.action_kind != "box":
+        return _greedy_rule()
+    if spec.action_low is None or spec.action_high is None:
+        return "identity", None, None
+    # The evaluator clips the mean to the action space (ftg_common.evaluation.run_episodes), and the
+    # env wrapper clips every action it steps with: the exported policy takes the same action.
+    low = np.asarray(spec.action_low, dtype=np.float32)
+    high = np.asarray(spec.action_high, dtype=np.float32)
+    return "clip", low, high
+
+
 def load_network(store: ObjectStore, run_id: str, version: int) -> ExportedNetwork:
     """Read the deterministic policy of ``version`` of run ``run_id`` from its policy file.
 
@@ -157,36 +180,25 @@ def load_network(store: ObjectStore, run_id: str, version: int) -> ExportedNetwo
         _, meta = store.get_tensors_with_metadata(key)
     except KeyNotFoundError:
         raise ValueError(f"run {run_id!r} has no policy version {version} ({key} is absent)") from None
+    source: Literal["actor", "q_network"]
+    action_kind: Literal["discrete", "box"]
+    arch: QNetSpec | PolicySpec
     if QNET_SPEC_METADATA_KEY in meta:  # a DQN run: its online Q-network, acted on greedily
-        qspec, q = read_qnet(store, run_id, version)
-        return ExportedNetwork(
-            run_id=run_id,
-            version=version,
-            source="q_network",
-            obs_dim=qspec.obs_dim,
-            activation=qspec.activation,
-            layers=_layers(q, "q", len(qspec.net_arch)),
-            action_kind="discrete",
-            rule="argmax",
-        )
-    spec, tensors = read_policy(store, run_id, version)
-    low = high = None
-    rule: Literal["argmax", "clip", "identity"] = "argmax"
-    if spec.action_kind == "box":
-        # The evaluator clips the mean to the action space (ftg_common.evaluation.run_episodes), and the
-        # env wrapper clips every action it steps with: the exported policy takes the same action.
-        rule = "clip" if spec.action_low is not None and spec.action_high is not None else "identity"
-        if rule == "clip":
-            low = np.asarray(spec.action_low, dtype=np.float32)
-            high = np.asarray(spec.action_high, dtype=np.float32)
+        arch, q = read_qnet(store, run_id, version)
+        source, layers, action_kind = "q_network", _layers(q, "q", len(arch.net_arch)), "discrete"
+        rule, low, high = _greedy_rule()
+    else:
+        arch, tensors = read_policy(store, run_id, version)
+        source, layers, action_kind = "actor", _layers(tensors, "pi", len(arch.net_arch)), arch.action_kind
+        rule, low, high = _actor_rule(arch)
     return ExportedNetwork(
         run_id=run_id,
         version=version,
-        source="actor",
-        obs_dim=spec.obs_dim,
-        activation=spec.activation,
-        layers=_layers(tensors, "pi", len(spec.net_arch)),
-        action_kind=spec.action_kind,
+        source=source,
+        obs_dim=arch.obs_dim,
+        activation=arch.activation,
+        layers=layers,
+        action_kind=action_kind,
         rule=rule,
         low=low,
         high=high,

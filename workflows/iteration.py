@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hera.workflows import DAG, HTTP, Parameter, RetryStrategy, Task, Workflow, WorkflowTemplate
-from hera.workflows.models import Backoff, IntOrString, WorkflowTemplateRef
+from hera.workflows.models import Backoff, IntOrString, TTLStrategy, WorkflowTemplateRef
 from hera.workflows.models import V1alpha1HTTPHeader as HTTPHeader
 
 from ftg_common import catalog
@@ -60,6 +60,19 @@ from ftg_common.catalog import AGGREGATE, COLLECT, EVALUATE, UPDATE  # noqa: E40
 _BODY_FIELD: dict[str, str | None] = {COLLECT: "shard", AGGREGATE: "shards", UPDATE: "batch", EVALUATE: None}
 # Off-policy: the update names the replay append it samples after, not a training batch.
 _OFF_POLICY_BODY_FIELD: dict[str, str | None] = {**_BODY_FIELD, UPDATE: "replay"}
+
+# The Workflow's identity on the cluster: HTTP steps run in the Argo agent pod as this service account,
+# whose Role (manifests/argo/rbac.yaml) reads and patches WorkflowTaskSets; without it Argo uses `default`.
+SERVICE_ACCOUNT = "ftg-workflow"
+# Workflow-level deadline: the only one that bounds HTTP steps (a template-level activeDeadlineSeconds
+# reaches pods only). A step stops retrying after RETRY_MAX_DURATION_S and its last attempt may still
+# run its timeout, so four levels take at most 4 x 600 s + 120 + 120 + 300 + 300 s = 3,240 s; a
+# Workflow still running after an hour is hung, and Argo fails it.
+RETRY_MAX_DURATION_S = 600
+WORKFLOW_DEADLINE_S = 3600
+# Finished Workflows are deleted by the controller: successes once the driver has read them (it polls
+# every second or so), failures after a day, to be looked at in the Argo UI.
+TTL_STRATEGY = TTLStrategy(seconds_after_success=600, seconds_after_failure=86_400)
 
 # Evaluate after the iteration that completes every eval-every'th one, and always after the last.
 EVAL_WHEN = (
@@ -95,7 +108,9 @@ RETRY_LIMIT = 10
 # sum 0.05 * (2**10 - 1)), well under the shortest step timeout (120 s), with no `cap` (an Argo v3.7+
 # field that older controllers ignore). Short first waits suit the common blip (a reset connection, a
 # 502 from a restarting replica); the long tail rides out a replica restart or a cold start.
-RETRY_BACKOFF = Backoff(duration="50ms", factor=IntOrString("2"), max_duration="10m")
+RETRY_BACKOFF = Backoff(
+    duration="50ms", factor=IntOrString("2"), max_duration=f"{RETRY_MAX_DURATION_S // 60}m"
+)
 # maxDuration stops retrying a step that has been failing for 10 minutes (counted from the first attempt's
 # start): a function that is down, not flaky. Without it 11 attempts of a hung 300 s step take 55 min.
 # At the 20% fault rate all 11 attempts fit as long as one takes under ~50 s.
@@ -172,7 +187,15 @@ def build_iteration_template(
         Parameter(name=p) if default is None else Parameter(name=p, value=default)
         for p, default in PARAMETERS.items()
     ]
-    with WorkflowTemplate(name=name, namespace=namespace, entrypoint=ENTRYPOINT, arguments=arguments) as wt:
+    with WorkflowTemplate(
+        name=name,
+        namespace=namespace,
+        entrypoint=ENTRYPOINT,
+        arguments=arguments,
+        service_account_name=SERVICE_ACCOUNT,
+        active_deadline_seconds=WORKFLOW_DEADLINE_S,
+        ttl_strategy=TTL_STRATEGY,
+    ) as wt:
         steps = {f.step: _http_step(f.step, f.name, f.timeout_s, fields[f.step]) for f in catalog.FUNCTIONS}
         with DAG(name=ENTRYPOINT):
             Task(

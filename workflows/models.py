@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftg_common.store.base import ObjectStore
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 MODEL_NAME = "policy"  # the model's name inside its run
 _CODE = Path(__file__).resolve().with_name("policy_model.py")
@@ -102,3 +106,51 @@ def set_champion(registered_name: str, version: str | int) -> None:
     from mlflow.tracking import MlflowClient
 
     MlflowClient().set_registered_model_alias(registered_name, "champion", str(version))
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The model version the ``champion`` alias points at, and where its evidence lives.
+
+    Attributes:
+        version: the registered model version.
+        run_id: the trial's run id (FaaSTrainGym's, not MLflow's).
+        sweep_id: the sweep that trained it (None: not recorded).
+        config: its configuration's name in that sweep (None: not recorded).
+    """
+
+    version: str
+    run_id: str
+    sweep_id: str | None
+    config: str | None
+
+
+def current_champion(client: MlflowClient, registered_name: str) -> Champion | None:
+    """The version holding the ``champion`` alias, or None when there is none (or no such model).
+
+    The sweep and configuration come from the version's tags, else from its MLflow run's tags (versions
+    registered before the versions carried them).
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(registered_name, "champion")
+    except MlflowException:
+        return None
+    tags = dict(mv.tags or {})
+    if not {"ftg.sweep_id", "ftg.config", "ftg.run_id"} <= tags.keys() and mv.run_id:
+        tags = {**client.get_run(mv.run_id).data.tags, **tags}
+    return Champion(
+        str(mv.version),
+        tags.get("ftg.run_id", mv.run_id or "?"),
+        tags.get("ftg.sweep_id"),
+        tags.get("ftg.config"),
+    )
+
+
+def tag_model_version(
+    client: MlflowClient, registered_name: str, version: str | int, tags: dict[str, str]
+) -> None:
+    """Set ``tags`` on one version of a registered model."""
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, str(version), key, value)

@@ -1,9 +1,11 @@
-"""FaaSTrainGym command line: submit | render | status | compare | resume | verify.
+"""FaaSTrainGym command line: submit | render | status | compare | export | resume | verify.
 
 python workflows/ppo_sweep.py submit [--config sweeps/cartpole_ab.yaml]
+python workflows/ppo_sweep.py submit --zoo ppo.yml --env Acrobot-v1 [--shards K] [--accept-unhonoured]
 python workflows/ppo_sweep.py render [--output iteration.yaml] [--workflow RUN_ID]
 python workflows/ppo_sweep.py status [SWEEP_OR_RUN_ID]
-python workflows/ppo_sweep.py compare SWEEP_ID [--json]
+python workflows/ppo_sweep.py compare SWEEP_ID [SWEEP_ID ...] [--json] [--plots DIR] [--require-winner CONFIG]
+python workflows/ppo_sweep.py export RUN_ID --format onnx|torchscript|safetensors -o FILE [--version N]
 python workflows/ppo_sweep.py resume SWEEP_OR_RUN_ID
 python workflows/ppo_sweep.py verify RUN_ID
 """
@@ -39,16 +41,20 @@ def _fail(message: str) -> int:
 
 def _read_sweep(path: str, overrides: argparse.Namespace) -> Any:
     from ftg_common.config import DQNConfig, SweepError, load_sweep
-    from ftg_common.envs.factory import UnknownEnvError, validate_env
+    from ftg_common.envs.factory import UnknownEnvError, check_ppo_env, validate_env
     from ftg_common.update.initial import qnet_spec
 
-    p = Path(path)
-    if not p.exists() and not p.is_absolute() and (ROOT / p).exists():
-        p = ROOT / p
-    if not p.exists():
-        raise SweepError(f"--config: no such file {path}")
-    text = p.read_text()
-    sweep = load_sweep(text)
+    if getattr(overrides, "zoo", None):
+        text, base_dir = json.dumps(_zoo_sweep(overrides)), None
+    else:
+        p = Path(path)
+        if not p.exists() and not p.is_absolute() and (ROOT / p).exists():
+            p = ROOT / p
+        if not p.exists():
+            raise SweepError(f"--config: no such file {path}")
+        text, base_dir = p.read_text(), str(p.parent)
+    sweep = load_sweep(text, base_dir)
+    _report_zoo(sweep)
     data = sweep.model_dump(mode="json")
     if overrides.seeds:
         data["seeds"] = [int(s) for s in overrides.seeds.split(",")]
@@ -68,12 +74,48 @@ def _read_sweep(path: str, overrides: argparse.Namespace) -> Any:
     sweep = load_sweep(json.dumps(data))
     for name, hp in sweep.trial_configs().items():
         try:
-            validate_env(hp.env_id, hp.env_kwargs).close()
-            if isinstance(hp, DQNConfig):
-                qnet_spec(hp)  # DQN needs a Discrete action space: a Box one is refused here, by name
+            env = validate_env(hp.env_id, hp.env_kwargs)
+            try:
+                if isinstance(hp, DQNConfig):
+                    qnet_spec(hp)  # DQN needs a Discrete action space: a Box one is refused here, by name
+                else:
+                    check_ppo_env(env, hp)  # normalize / use_sde the env's spaces cannot honour
+            finally:
+                env.close()
         except UnknownEnvError as exc:
-            raise SweepError(f"configs.{name}.env_id: {hp.env_id}: {exc}") from exc
+            raise SweepError(f"configs.{name}.{exc.field}: {hp.env_id}: {exc}") from exc
     return sweep
+
+
+def _zoo_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    """The sweep ``submit --zoo PATH --env ID`` runs: the Zoo entry as one config, over the seeds."""
+    import re
+
+    from ftg_common.config import SweepError
+
+    if not args.env:
+        raise SweepError("--env: the Zoo entry to run is required with --zoo (e.g. --env Acrobot-v1)")
+    name = re.sub(r"[^a-z0-9-]+", "-", f"zoo-{args.env.lower()}")[:63].strip("-")
+    zoo = {
+        "file": args.zoo,
+        "env": args.env,
+        "shards": args.shards,
+        "accept_unhonoured": args.accept_unhonoured,
+    }
+    return {"name": name, "zoo": zoo, "configs": {"zoo": {}}}
+
+
+def _report_zoo(sweep: Any) -> None:
+    """Print what the sweep's Zoo entry could not honour, and what it honours in another form."""
+    if sweep.zoo is None:
+        return
+    from ftg_common.zoo import load_zoo_entry
+
+    entry = load_zoo_entry(sweep.zoo.file, sweep.zoo.env, shards=sweep.zoo.shards)
+    for item in entry.unhonoured:
+        print(f"zoo: not honoured: {item}", file=sys.stderr)
+    for note in entry.adjustments:
+        print(f"zoo: adjusted: {note}", file=sys.stderr)
 
 
 _METRICS_HELP = "serve training metrics (steps/s, returns, iteration time) for Prometheus on this port"
@@ -125,7 +167,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return _fail(f"some trials failed (the others completed): {exc}")
     finally:
         services.close()
-    console.print(f"sweep [bold]{sweep_id}[/bold] finished; `make ui` to compare runs in MLflow")
+    # On stderr: the sweep's output (stdout) ends with its verdicts.
+    print(f"sweep {sweep_id} finished; `make ui` to compare runs in MLflow", file=sys.stderr)
     return 0
 
 
@@ -214,27 +257,119 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """``compare``: a sweep's A/B table (``--json`` for the rows as JSON)."""
+    """``compare``: the A/B table of one sweep, or of the configurations of several, and its verdicts.
+
+    ``--json`` prints ``{"sweeps", "configs" (the table's rows), "probability_of_improvement",
+    "sample_efficiency"}``; ``--plots DIR`` writes the pictures; ``--require-winner CONFIG`` exits 1
+    unless CONFIG beats every other configuration (a CI gate). 2: unknown sweep or configuration.
+    """
+    from dataclasses import replace
+
     from ftg_common.meta.base import RunNotFoundError
     from ftg_common.settings import get_settings
-    from workflows.compare import rows_as_dicts, to_rich_table
-    from workflows.sweep import comparison, open_services, sweep_cost
+    from workflows.ab import (
+        ComparisonError,
+        decide_trials,
+        merge_sweeps,
+        print_report,
+        require_winner,
+        trial_evidence,
+        write_plots,
+    )
+    from workflows.compare import compare, rows_as_dicts, to_rich_table
+    from workflows.sweep import open_services, sweep_cost, trial_rows
 
+    sweep_ids = list(dict.fromkeys(args.sweep))
     services = open_services(get_settings(), tracking=False, warm=False)
     try:
+        sweeps = {}
+        for sid in sweep_ids:
+            try:
+                sweeps[sid] = services.meta.get_sweep(sid)
+            except (KeyError, RunNotFoundError):
+                return _fail(f"no sweep named {sid!r} (see `status`)")
         try:
-            sweep = services.meta.get_sweep(args.sweep)
-        except (KeyError, RunNotFoundError):
-            return _fail(f"no sweep named {args.sweep!r} (see `status`)")
-        trials, table = comparison(services, args.sweep)
+            evidence, names = merge_sweeps(
+                {sid: trial_evidence(services.store, services.meta, sid) for sid in sweep_ids}
+            )
+        except ComparisonError as exc:
+            return _fail(f"cannot compare {' and '.join(sweep_ids)}: {exc}")
+        # The table's rows under the same (possibly sweep-qualified) names as the statistics'.
+        trials = [
+            replace(t, config=names.get((sid, t.config), t.config))
+            for sid in sweep_ids
+            for t in trial_rows(services, sid)
+        ]
+        st = services.settings
+        table = compare(trials, st.faas_usd_per_gb_second, st.dedicated_server_usd_per_hour)
+        report = decide_trials(evidence)
+        threshold = sweeps[sweep_ids[0]].get("threshold")
+        label = " vs ".join(sweep_ids)
+        gate: tuple[bool, list[str]] | None = None
+        if args.require_winner:
+            try:
+                gate = require_winner(report, args.require_winner)
+            except ComparisonError as exc:
+                return _fail(str(exc))
+        plots = write_plots(evidence, report, args.plots, threshold, title=label) if args.plots else []
         if args.json:
-            print(json.dumps(rows_as_dicts(table), indent=2))
+            out = {"sweeps": sweep_ids, "configs": rows_as_dicts(table), **report.as_dict()}
+            print(json.dumps(out, indent=2))
         else:
-            title = f"A/B comparison — sweep {args.sweep}"
-            cost = sweep_cost(services, args.sweep, trials)
-            _console().print(to_rich_table(table, sweep.get("threshold"), title, cost))
+            # One sweep's runtime cost (idle GB-s, cold starts) is measured per sweep: none for several.
+            cost = sweep_cost(services, sweep_ids[0], trials) if len(sweep_ids) == 1 else None
+            console = _console()
+            console.print(to_rich_table(table, threshold, f"A/B comparison — sweep {label}", cost))
+            print_report(console, report)
+        for path in plots:
+            print(f"wrote {path}", file=sys.stderr)
+        if gate is not None:
+            passed, lines = gate
+            verdicts = "; ".join(lines)
+            if not passed:
+                print(f"gate failed: {args.require_winner} is not better: {verdicts}", file=sys.stderr)
+                return 1
+            print(f"gate passed: {verdicts}", file=sys.stderr)
     finally:
         services.close()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``export``: write a run's deterministic policy as ONNX, TorchScript or safetensors; 2 on bad input."""
+    from ftg_common.errors import CorruptObjectError
+    from ftg_common.ids import InvalidIdError, validate_run_id
+    from ftg_common.settings import get_settings
+    from ftg_common.store import open_store
+
+    try:
+        validate_run_id(args.run_id, "RUN_ID")
+    except InvalidIdError as exc:
+        return _fail(str(exc))
+    if args.version is not None and args.version < 1:
+        return _fail(
+            f"--version: {args.version}: a trained policy version is 1 or more (0 is the initial one)"
+        )
+    import workflows.export as export  # here: it imports torch (seconds), which no other command needs
+
+    settings = get_settings()
+    meta = _open_meta()
+    try:
+        store = open_store(settings.store_url, settings)
+        if args.version is None:
+            path, version = export.export_final_policy(store, meta, args.run_id, args.format, args.output)
+        else:
+            version = args.version
+            path = export.export_policy(store, args.run_id, version, args.format, args.output)
+    except ValueError as exc:
+        return _fail(f"RUN_ID: {exc}" if args.version is None else f"--version: {exc}")
+    except CorruptObjectError as exc:
+        return _fail(f"RUN_ID: {args.run_id}: the stored policy is damaged: {exc}")
+    except OSError as exc:  # e.g. -o names a folder, or one that cannot be written
+        return _fail(f"-o: {args.output}: {exc.strerror or exc}")
+    finally:
+        meta.close()
+    print(f"wrote {path} (run {args.run_id}, policy version {version}, {args.format})", file=sys.stderr)
     return 0
 
 
@@ -335,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     s.add_argument("--sweep-id", help="use this sweep id instead of a new one (it must not exist yet)")
     s.add_argument("--metrics-port", type=int, metavar="PORT", help=_METRICS_HELP)
+    s.add_argument("--zoo", metavar="PATH", help="run an RL Zoo ppo.yml entry as it is (with --env)")
+    s.add_argument("--env", metavar="ENV_ID", help="the Zoo entry to run, e.g. Acrobot-v1")
+    s.add_argument("--shards", type=int, help="rollout-collector invocations per iteration (Zoo entries)")
+    s.add_argument(
+        "--accept-unhonoured", action="store_true", help="run a Zoo entry even with items it cannot honour"
+    )
     s.set_defaults(func=cmd_submit)
     r = sub.add_parser("render", help="write the Argo WorkflowTemplate YAML (or one iteration's Workflow)")
     r.add_argument("--output", "-o")
@@ -345,10 +486,22 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="sweeps and runs, where each stands")
     st.add_argument("id", nargs="?")
     st.set_defaults(func=cmd_status)
-    c = sub.add_parser("compare", help="the A/B table of a sweep")
-    c.add_argument("sweep")
-    c.add_argument("--json", action="store_true")
+    c = sub.add_parser("compare", help="the A/B table of a sweep (or of several) and its verdicts")
+    c.add_argument(
+        "sweep", nargs="+", metavar="SWEEP", help="a sweep id; several: compare their configurations"
+    )
+    c.add_argument("--json", action="store_true", help="the table, verdicts and sample efficiency as JSON")
+    c.add_argument("--plots", metavar="DIR", help="write the learning curves and other pictures as PNG here")
+    c.add_argument(
+        "--require-winner", metavar="CONFIG", help="exit 1 unless CONFIG beats every other configuration"
+    )
     c.set_defaults(func=cmd_compare)
+    e = sub.add_parser("export", help="write a run's policy as ONNX, TorchScript or safetensors")
+    e.add_argument("run_id", metavar="RUN_ID")
+    e.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
+    e.add_argument("-o", "--output", required=True, metavar="FILE")
+    e.add_argument("--version", type=int, help="policy version (default: the run's last committed one)")
+    e.set_defaults(func=cmd_export)
     rs = sub.add_parser(
         "resume", help="continue an interrupted sweep or run from its last committed iteration"
     )

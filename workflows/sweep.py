@@ -6,6 +6,7 @@ record and each run's progress, so ``resume`` can pick up any interrupted trial.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -24,6 +25,17 @@ from ftg_common.ids import validate_run_id
 from ftg_common.meta.base import MetaStore
 from ftg_common.settings import Settings
 from ftg_common.store.base import KeyNotFoundError, ObjectStore
+from workflows.ab import (
+    ABReport,
+    TrialEvidence,
+    best_config,
+    champion_verdict,
+    config_statistics,
+    decide_trials,
+    finals_by_config,
+    print_report,
+    trial_evidence,
+)
 from workflows.compare import (
     ConfigRow,
     TrialRow,
@@ -118,8 +130,10 @@ def open_services(settings: Settings, tracking: bool = True, warm: bool = True) 
     if settings.engine == "argo":
         return Services(settings, store, meta, _argo_engine(settings), tracker)
     # The workers start now; compiling the DAG (importing Hera, ~0.5 s) overlaps their imports.
-    local = PoolInvoker(settings.local_workers) if settings.local_workers > 0 else InProcessInvoker()
     gateway = LOCAL_GATEWAY if settings.gateway_url == "local" else settings.gateway_url
+    # Warm workers only serve local:// calls; with a gateway every call is HTTP, so none is started.
+    pooled = settings.local_workers > 0 and gateway == LOCAL_GATEWAY
+    local: Invoker = PoolInvoker(settings.local_workers) if pooled else InProcessInvoker()
     http: Invoker = HttpInvoker()
     if settings.gateway_async:  # every call to an http(s) gateway via /async-function and a callback
         from workflows.engines.async_invoker import from_settings
@@ -577,6 +591,21 @@ def _finalize_trial(services: Services, sweep_id: str, run_id: str) -> str | Non
     info = log_policy_model(child, services.store, run_id, version, registered)
     if info.registered_model_version is None:
         return None
+    from workflows.ab import hparams_digest
+    from workflows.models import tag_model_version
+
+    # Where the version's evidence lives: a later sweep re-reads these to challenge it as champion.
+    tag_model_version(
+        tracker.client,
+        registered,
+        info.registered_model_version,
+        {
+            "ftg.sweep_id": sweep_id,
+            "ftg.config": cfg.config_name or "",
+            "ftg.config_digest": hparams_digest(cfg),
+            "ftg.run_id": run_id,
+        },
+    )
     tracker.set_tags(child, {_MODEL_VERSION_TAG: str(info.registered_model_version)})
     return str(info.registered_model_version)
 
@@ -604,6 +633,126 @@ def finalize_trials_as_they_finish(services: Services) -> None:
     tracker.on_run_end(on_run_end)
 
 
+_PLOTS_JOB = "plots"
+
+
+def _log_plots(
+    tracker: Any,
+    parent: str,
+    evidence: list[TrialEvidence],
+    report: ABReport,
+    threshold: float | None,
+    sweep_id: str,
+) -> list[str]:
+    """Draw the sweep's pictures into a temporary folder and log them under the parent run's ``plots/``."""
+    import tempfile
+
+    from workflows.ab import write_plots
+
+    with tempfile.TemporaryDirectory(prefix="ftg-plots-") as tmp:
+        written = write_plots(evidence, report, tmp, threshold=threshold, title=sweep_id)
+        for path in written:
+            tracker.log_artifact(parent, path, "plots")
+    return [p.name for p in written]
+
+
+def _tag_statistics(
+    tracker: Any,
+    registered: str,
+    evidence: list[TrialEvidence],
+    report: ABReport,
+    versions: Mapping[str, str],
+) -> None:
+    """Tag each registered version with its own final return and its configuration's statistics."""
+    from workflows.models import tag_model_version
+
+    by_run = {t.run_id: t for t in evidence}
+    stats = {c: config_statistics(evidence, report, c) for c in dict.fromkeys(t.config for t in evidence)}
+    for rid, version in versions.items():
+        t = by_run.get(rid)
+        if t is None:
+            continue
+        tags = dict(stats.get(t.config, {}))
+        if t.final_return is not None:
+            tags["ftg.stats.final_return"] = f"{t.final_return:.4f}"
+        tag_model_version(tracker.client, registered, version, tags)
+
+
+def _promote_champion(
+    services: Services,
+    sweep_id: str,
+    registered: str,
+    trials: list[TrialRow],
+    evidence: list[TrialEvidence],
+    versions: Mapping[str, str],
+    parent: str,
+) -> str | None:
+    """Point ``champion`` at the best trial of the sweep's best configuration, if the evidence says so.
+
+    The alias moves when there is no champion yet, when the champion came from this sweep (a repeated
+    finalize), or when the best configuration beats the champion's configuration (re-read from the
+    champion's own sweep) with P(improvement)'s CI lower end above ``FTG_CHAMPION_MIN_P``. Otherwise the
+    champion stays, and the parent run is tagged with why.
+
+    Returns:
+        The line saying what happened (None when no trial of the sweep has a registered model).
+    """
+    from ftg_common.meta.base import RunNotFoundError
+    from workflows.models import current_champion, set_champion, tag_model_version
+
+    tracker = services.tracker
+    assert tracker is not None
+    config = best_config(evidence)
+    best = best_trial([t for t in trials if t.config == config and t.run_id in versions])
+    if config is None or best is None:
+        return None
+    version = versions[best.run_id]
+    champion = current_champion(tracker.client, registered)
+    why = ""
+    if champion is not None and champion.version != version and champion.sweep_id != sweep_id:
+        label, theirs = f"{sweep_id}:{config}", f"{champion.sweep_id}:{champion.config}"
+        their_evidence: list[TrialEvidence] = []
+        if champion.sweep_id:
+            # Without its results (another metadata store) the champion cannot be challenged: said below.
+            with contextlib.suppress(KeyError, RunNotFoundError, ValueError):
+                their_evidence = trial_evidence(services.store, services.meta, champion.sweep_id)
+        their_finals = finals_by_config(their_evidence).get(champion.config or "")
+        keep = f"kept champion {champion.run_id} (version {champion.version})"
+        if not their_finals:
+            line = (
+                f"{keep}: its sweep {champion.sweep_id}'s results are not in the metadata store, so it "
+                f"cannot be challenged (delete the alias of {registered} to promote {best.run_id})"
+            )
+        else:
+            try:
+                verdict = champion_verdict(
+                    finals_by_config(evidence)[config],
+                    their_finals,
+                    label,
+                    theirs,
+                    services.settings.champion_min_p,
+                )
+            except ValueError as exc:  # trained on different environments
+                verdict, line = None, f"{keep}: {theirs} and {label} are not comparable: {exc}"
+            if verdict is not None:
+                why = verdict.line
+                line = f"{keep}: {why}" if verdict.winner != label else ""
+        if line:
+            tracker.set_tags(parent, {"ftg.champion_kept": champion.run_id, "ftg.champion_verdict": line})
+            return line
+    set_champion(registered, version)
+    tags = {"ftg.champion_run": best.run_id, "ftg.champion_model": f"models:/{registered}@champion"}
+    if why:
+        tags["ftg.champion_verdict"] = why
+        tag_model_version(tracker.client, registered, version, {"ftg.stats.p_vs_previous_champion": why})
+    tracker.set_tags(parent, tags)
+    if champion is None:
+        return f"champion: {best.run_id} (version {version}, the first of {registered})"
+    if champion.version == version or champion.sweep_id == sweep_id:
+        return f"champion: {best.run_id} (version {version}, this sweep's best configuration {config})"
+    return f"champion moved to {best.run_id} (version {version}): {why}"
+
+
 def finalize(sweep_id: str, services: Services, console: Console) -> None:
     """Log final policies as registered models, name the champion, log and print the A/B table.
 
@@ -613,6 +762,9 @@ def finalize(sweep_id: str, services: Services, console: Console) -> None:
     sweep = services.meta.get_sweep(sweep_id)
     trials, table = comparison(services, sweep_id)
     cost = sweep_cost(services, sweep_id, trials)
+    evidence = trial_evidence(services.store, services.meta, sweep_id)
+    report = decide_trials(evidence)
+    champion_line = None
     tracker = services.tracker
     if tracker:
         job = tracker.job(sweep_id, _OPEN_RUNS_JOB)
@@ -621,9 +773,11 @@ def finalize(sweep_id: str, services: Services, console: Console) -> None:
     parent = parent_run(tracker, sweep_id, sweep.get("mlflow_parent_run_id")) if tracker else None
     threshold = sweep.get("threshold")
     if tracker and parent:
-        from workflows.models import set_champion
-
         registered = f"ftg-{sweep['name']}"
+        # Drawn while the models are logged; matplotlib's object API draws safely off the main thread.
+        plots = tracker.submit_job(
+            parent, _PLOTS_JOB, _log_plots, tracker, parent, evidence, report, threshold, sweep_id
+        )
         jobs = {}
         for t in trials:
             child = (services.meta.get_run(t.run_id).get("extra") or {}).get("mlflow_run_id")
@@ -633,13 +787,9 @@ def finalize(sweep_id: str, services: Services, console: Console) -> None:
                     child, _FINALIZE_JOB, _finalize_trial, services, sweep_id, t.run_id
                 )
         versions = {rid: v for rid, job in jobs.items() if (v := job.result()) is not None}
-        best = best_trial([t for t in trials if t.status == "finished"])
-        if best is not None and best.run_id in versions:
-            set_champion(registered, versions[best.run_id])
-            tracker.set_tags(
-                parent,
-                {"ftg.champion_run": best.run_id, "ftg.champion_model": f"models:/{registered}@champion"},
-            )
+        _tag_statistics(tracker, registered, evidence, report, versions)
+        champion_line = _promote_champion(services, sweep_id, registered, trials, evidence, versions, parent)
+        tracker.log_text(parent, json.dumps(report.as_dict(), indent=2), "ab.json")
         md = to_markdown(table, threshold, cost)
         tracker.log_text(parent, md, "compare.md")
         tracker.log_text(parent, json.dumps(rows_as_dicts(table), indent=2), "compare.json")
@@ -671,5 +821,12 @@ def finalize(sweep_id: str, services: Services, console: Console) -> None:
                     "sweep.dedicated_usd": cost.dedicated_usd,
                 },
             )
+        try:
+            plots.result()
+        except Exception as exc:  # a picture that cannot be drawn must not fail a finished sweep
+            console.print(f"[yellow]plots not logged: {exc}[/yellow]")
         tracker.end_run(parent, "FINISHED" if all_done else "KILLED")
     console.print(to_rich_table(table, threshold, f"A/B comparison — sweep {sweep_id}", cost))
+    if champion_line:
+        console.print(champion_line, highlight=False, soft_wrap=True)
+    print_report(console, report)  # last: a sweep's output ends with its verdicts

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from ftg_common.settings import Settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -273,6 +275,10 @@ class Tracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         """Store ``text`` as the run's artifact ``artifact_file``."""
         self.client.log_text(run_id, text, artifact_file)
+
+    def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy the file ``local_path`` into the run's artifacts (under the folder ``artifact_path``)."""
+        self.client.log_artifact(run_id, str(local_path), artifact_path)
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """Write the run's queued metrics, mark it terminated, then tell the :meth:`on_run_end` listeners."""

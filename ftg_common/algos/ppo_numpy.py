@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ftg_common.algos.gsde import SdeTerms, sde_grads
 from ftg_common.algos.minibatch import LossCoefs, Minibatch
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -68,7 +69,7 @@ class GaussianTerms:
     std: np.ndarray
 
 
-HeadTerms = CategoricalTerms | GaussianTerms
+HeadTerms = CategoricalTerms | GaussianTerms | SdeTerms
 
 
 def categorical_terms(logits: np.ndarray, actions: np.ndarray) -> CategoricalTerms:
@@ -140,6 +141,11 @@ def _head_grads(
     terms: HeadTerms, actions: np.ndarray, g_log_prob: np.ndarray, g_entropy: np.float32, ent_coef: float
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Gradient w.r.t. the head [B, out] (and log_std [A] for a Gaussian) from d loss / d log pi [B]."""
+    if isinstance(terms, SdeTerms):
+        # gSDE: the slope has log_std's shape and dtype, all sde_grads reads of the parameter. The
+        # variance's path into the latent is left out, as SB3's PPO detaches it (learn_features=False).
+        sde = sde_grads(terms, terms.slope, g_log_prob, float(g_entropy))
+        return sde.g_mean, sde.g_log_std.astype(np.float32)
     if isinstance(terms, CategoricalTerms):
         onehot = np.zeros_like(terms.probs)
         np.put_along_axis(onehot, actions.reshape(-1, 1).astype(np.int64), 1.0, axis=1)

@@ -10,6 +10,7 @@ ACTIONS = 2
 MINIBATCH = 3
 EVAL = 4
 INIT = 5
+SDE_NOISE = 6  # gSDE exploration matrices: (iteration, shard, draw index within the rollout)
 # Off-policy streams, numbered apart from the ones above so new on-policy purposes cannot collide.
 REPLAY_SAMPLE = 101
 OPE_BOOTSTRAP = 102

@@ -15,8 +15,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from ftg_common.envs.encoding import observation_encoding
 from ftg_common.envs.factory import make_env
 from ftg_common.envs.seeding import EPISODE, derive_seed
+from ftg_common.errors import UnknownEnvError
 
 STATE_CODEC = "state"
 REPLAY_CODEC = "replay"
@@ -90,15 +92,29 @@ class ShardEnvs:
         self.box_actions = isinstance(space, gym.spaces.Box)
         self._low = np.asarray(space.low, dtype=np.float32) if isinstance(space, gym.spaces.Box) else None
         self._high = np.asarray(space.high, dtype=np.float32) if isinstance(space, gym.spaces.Box) else None
-        self.obs_dim = int(np.prod(self.envs[0].observation_space.shape or ()))
+        # The raw vector's width (a Tuple of Discrete has no shape but one entry per component).
+        self.obs_dim = observation_encoding(self.envs[0].observation_space)[1].raw_dim
         self._limits = [_time_limit(e) for e in self.envs]
+
+    def _config_error(self, exc: Exception) -> Exception:
+        # With env_kwargs, a type or value error of the env's own code is the config's doing: a 400
+        # naming the field, never retried. Without them it is a bug, answered as one.
+        if not self.env_kwargs:
+            return exc
+        return UnknownEnvError(
+            f"{self.env_id!r} with env_kwargs {self.env_kwargs} fails: {type(exc).__name__}: {exc}",
+            "env_kwargs",
+        )
 
     # --- episode bookkeeping -----------------------------------------------------------------------
     def _episode_seed(self, j: int) -> int:
         return derive_seed(self.run_seed, EPISODE, self.global_offset + j, int(self.ep_index[j]))
 
     def _reset_env(self, j: int) -> np.ndarray:
-        obs, _ = self.envs[j].reset(seed=self._episode_seed(j))
+        try:
+            obs, _ = self.envs[j].reset(seed=self._episode_seed(j))
+        except (TypeError, ValueError) as exc:
+            raise self._config_error(exc) from exc
         self.ep_return[j] = 0.0
         self.ep_length[j] = 0
         self._history[j] = []
@@ -188,12 +204,16 @@ class ShardEnvs:
         to_env = np.clip(actions, self._low, self._high) if self.box_actions else actions.tolist()
         replay = self.codec == REPLAY_CODEC
         for j, env in enumerate(self.envs):
-            obs, reward, term, trunc, _ = env.step(to_env[j])
+            try:
+                obs, reward, term, trunc, _ = env.step(to_env[j])
+            except (TypeError, ValueError) as exc:
+                raise self._config_error(exc) from exc
             self.ep_return[j] += reward
             self.ep_length[j] += 1
             rewards[j] = reward
             if replay:
-                self._history[j].append(actions[j])
+                # What the env stepped (clipped for Box actions): a restore replays exactly this.
+                self._history[j].append(to_env[j])
             if term or trunc:
                 terminated[j] = term
                 # An episode that both terminates and hits the time limit has no future: no bootstrap.

@@ -8,12 +8,17 @@ updater recomputes (to float32 rounding).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ftg_common.algos.gsde import sample_exploration_matrices, sde_actions, sde_terms
 from ftg_common.algos.ppo_numpy import log_softmax
 from ftg_common.policy.numpy_mlp import FlatParams, Layer, mlp_forward
 from ftg_common.policy.spec import PolicySpec
+
+if TYPE_CHECKING:
+    from ftg_common.normalize import NormalizeSettings, NormStats
 
 __all__ = ["NumpyPolicy"]
 
@@ -23,12 +28,25 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 class NumpyPolicy:
     """Actor-critic MLP evaluated with numpy, built from the flat tensor dict of a checkpoint.
 
-    Observations are [B, obs_dim] (any trailing shape is flattened); outputs are float32, discrete
+    Observations are [B, obs_dim] (any trailing shape is flattened), or raw vectors [B, raw_dim] when
+    the spec one-hot encodes them (Discrete observations: the indices); outputs are float32, discrete
     actions int64 [B], box actions float32 [B, action_dim].
     """
 
-    def __init__(self, spec: PolicySpec, tensors: dict[str, np.ndarray]) -> None:
+    def __init__(
+        self,
+        spec: PolicySpec,
+        tensors: dict[str, np.ndarray],
+        norm: NormStats | None = None,
+        norm_settings: NormalizeSettings | None = None,
+    ) -> None:
         self.spec = spec
+        # The version's normalisation, carried for the caller (the collector starts its statistics
+        # from it, the evaluator normalises with it frozen); the methods below take observations
+        # already normalised.
+        self.norm = norm
+        self.norm_settings = norm_settings
+        self._encoding = spec.encoding
         self._params = FlatParams(spec).load(tensors)
         # Contiguous [in, out] copies made once: each forward pass is then x @ W + b with no strided reads.
         self._layers: dict[str, list[Layer]] = {
@@ -37,7 +55,10 @@ class NumpyPolicy:
         }
         self._relu = spec.activation == "relu"
         self._discrete = spec.action_kind == "discrete"
-        if not self._discrete:
+        self._sde = spec.use_sde
+        if self._sde:
+            self._log_std = self._params.view("log_std")  # [H, A] or [H, 1]
+        elif not self._discrete:
             self._log_std = self._params.view("log_std")
             self._std = np.exp(self._log_std)
             # Multiplying by exp(-log_std), like the torch policy, keeps both paths bit-close.
@@ -46,6 +67,9 @@ class NumpyPolicy:
             self._log_norm = np.float32(self._log_std.sum(dtype=np.float64) + spec.out_dim * _HALF_LOG_2PI)
 
     def _obs(self, obs: np.ndarray) -> np.ndarray:
+        if self._encoding is not None:
+            # Raw vectors (e.g. Discrete indices) -> the one-hot input the network was built for.
+            return self._encoding.encode(np.asarray(obs).reshape(np.shape(obs)[0], -1))
         x = np.asarray(obs, dtype=np.float32)
         x = x.reshape(x.shape[0], -1) if x.ndim != 2 else x
         if x.shape[1] != self.spec.obs_dim:
@@ -87,11 +111,35 @@ class NumpyPolicy:
             actions = actions.astype(np.int64, copy=False)
             log_prob = logp[np.arange(x.shape[0]), actions]
             return actions, values, log_prob
+        if self._sde:
+            raise ValueError("a gSDE policy acts with act_sde and its exploration matrices")
         noise = rng.standard_normal(head.shape, dtype=np.float32)
         actions = head + self._std * noise
         # (a - mean) / std is exactly the drawn noise, so no division is needed.
         log_prob = -0.5 * np.einsum("ij,ij->i", noise, noise) - self._log_norm
         return actions, values, log_prob.astype(np.float32, copy=False)
+
+    def sample_sde_matrices(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Exploration matrices of a gSDE policy, [n, H, A] float32 drawn from ``rng`` (one per env)."""
+        if not self._sde:
+            raise ValueError("this policy does not use gSDE")
+        return sample_exploration_matrices(self._log_std, self.spec.out_dim, n, rng, self.spec.sde_use_expln)
+
+    def act_sde(self, obs: np.ndarray, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Actions of a gSDE policy, mu(s) + phi(s) @ E, with the envs' exploration matrices [B, H, A].
+
+        Draws nothing: the noise is the matrices, held for several steps (see ``sde_sample_freq``).
+
+        Returns:
+            (actions float32 [B, A], unclipped; values [B] float32; log_prob [B] float32).
+        """
+        x = self._obs(obs)
+        values = self._net("vf", x)[:, 0]
+        head, acts = mlp_forward(self._layers["pi"], x, self._relu)
+        latent = acts[-1]
+        actions = sde_actions(head, latent, matrices).astype(np.float32, copy=False)
+        terms = sde_terms(head, self._log_std, latent, actions, self.spec.sde_use_expln)
+        return actions, values, terms.log_prob.astype(np.float32, copy=False)
 
     def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
         """Greedy action: argmax of the logits (int64 [B]) or the Gaussian mean (float32 [B, d])."""
@@ -104,6 +152,11 @@ class NumpyPolicy:
     def log_prob(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """Log pi(actions|obs): [B] float32. Actions are int [B] (discrete) or [B, action_dim] (box)."""
         x = self._obs(obs)
+        if self._sde:
+            head, acts = mlp_forward(self._layers["pi"], x, self._relu)
+            a = np.asarray(actions, dtype=np.float32).reshape(head.shape)
+            sde_lp: np.ndarray = sde_terms(head, self._log_std, acts[-1], a, self.spec.sde_use_expln).log_prob
+            return sde_lp.astype(np.float32, copy=False)
         head = self._net("pi", x)
         if self._discrete:
             taken = np.asarray(actions).reshape(-1).astype(np.int64, copy=False)

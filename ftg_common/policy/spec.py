@@ -6,24 +6,44 @@ reader can rebuild the network without the training config.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from ftg_common.tensorio import decode, encode
 
+if TYPE_CHECKING:
+    from ftg_common.envs.encoding import ObservationEncoding
+
 __all__ = [
+    "NORM_METADATA_KEY",
+    "NORM_PREFIX",
     "SPEC_METADATA_KEY",
     "PolicySpec",
     "load_policy_bytes",
     "save_policy_bytes",
+    "split_norm_tensors",
     "tensor_names",
     "tensor_shapes",
 ]
 
 SPEC_METADATA_KEY = "policy_spec"
+
+
+_OMIT_WHEN_DEFAULT: dict[str, Any] = {
+    "obs_encoding": None,
+    "use_sde": False,
+    "sde_full_std": True,
+    "sde_use_expln": False,
+}
 
 
 class PolicySpec(BaseModel):
@@ -45,11 +65,49 @@ class PolicySpec(BaseModel):
     net_arch: list[int] = Field(default_factory=lambda: [64, 64])
     activation: Literal["tanh", "relu"] = "tanh"
     log_std_init: float = 0.0
+    obs_encoding: str | None = Field(
+        default=None,
+        description="ObservationEncoding JSON when raw observations are one-hot encoded (None: as they are)",
+    )
+
+    use_sde: bool = Field(default=False, description="gSDE: log_std is [H, A] (or [H, 1]) over the latent")
+    sde_full_std: bool = True
+    sde_use_expln: bool = False
+
+    @model_serializer(mode="wrap")
+    def _omit_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out at their defaults, so the spec (and the bytes of every policy file) of a policy
+        # that uses neither encodings nor gSDE is what it was before they existed.
+        data: dict[str, Any] = handler(self)
+        for name, default in _OMIT_WHEN_DEFAULT.items():
+            if name in data and data[name] == default:
+                del data[name]
+        return data
+
+    @property
+    def encoding(self) -> ObservationEncoding | None:
+        """How raw observation vectors become the network's input; None when they are used as they are."""
+        if self.obs_encoding is None:
+            return None
+        from ftg_common.envs.encoding import ObservationEncoding
+
+        return ObservationEncoding.from_json(self.obs_encoding)
+
+    @property
+    def raw_obs_dim(self) -> int:
+        """Width of a raw observation vector as a trajectory stores it (obs_dim unless one-hot encoded)."""
+        enc = self.encoding
+        return self.obs_dim if enc is None else enc.raw_dim
 
     @model_validator(mode="after")
     def _consistent(self) -> PolicySpec:
         if any(h <= 0 for h in self.net_arch):
             raise ValueError(f"net_arch widths must be positive, got {self.net_arch}")
+        if self.use_sde and self.action_kind != "box":
+            raise ValueError("gSDE (use_sde) needs Box actions")
+        enc = self.encoding
+        if enc is not None and enc.dim != self.obs_dim:
+            raise ValueError(f"obs_encoding is {enc.dim} wide, but obs_dim is {self.obs_dim}")
         if self.action_kind == "discrete":
             if self.n_actions is None:
                 raise ValueError("a discrete policy needs n_actions")
@@ -81,23 +139,26 @@ class PolicySpec(BaseModel):
         net_arch: list[int] | None = None,
         activation: Literal["tanh", "relu"] = "tanh",
         log_std_init: float = 0.0,
+        use_sde: bool = False,
+        sde_full_std: bool = True,
+        sde_use_expln: bool = False,
     ) -> PolicySpec:
-        """Spec for a gymnasium env with a Box observation space and a Discrete or Box action space.
+        """Spec for a gymnasium env's observation space and a Discrete or Box action space.
 
-        Observations of any shape are flattened. Raises ValueError for anything else (Dict, Tuple,
-        MultiDiscrete, MultiBinary, Discrete with a non-zero start, multi-dimensional action Box).
+        Observations: any space :func:`~ftg_common.envs.encoding.observation_encoding` supports (Box
+        and MultiBinary flattened; Discrete, MultiDiscrete and Tuple of Discrete one-hot encoded).
+        Raises ValueError for anything else (Dict, Discrete actions with a non-zero start,
+        multi-dimensional action Box, ...).
         """
         from gymnasium import spaces  # local: keeps `import ftg_common.policy` light
 
-        if not isinstance(observation_space, spaces.Box):
-            raise ValueError(
-                f"unsupported observation space {observation_space!r}: only gymnasium.spaces.Box "
-                "(flattened) is supported; wrap the env with FlattenObservation for Dict/Tuple spaces"
-            )
-        obs_dim = int(math.prod(observation_space.shape))
+        from ftg_common.envs.encoding import observation_encoding
+
+        obs_dim, enc = observation_encoding(observation_space)
         arch = [64, 64] if net_arch is None else list(net_arch)
         common: dict[str, Any] = {
             "obs_dim": obs_dim,
+            "obs_encoding": None if enc.identity else enc.to_json(),
             "net_arch": arch,
             "activation": activation,
             "log_std_init": log_std_init,
@@ -105,6 +166,8 @@ class PolicySpec(BaseModel):
         if isinstance(action_space, spaces.Discrete):
             if int(action_space.start) != 0:
                 raise ValueError(f"unsupported action space {action_space!r}: Discrete must start at 0")
+            if use_sde:
+                raise ValueError(f"gSDE (use_sde) needs Box actions, not {action_space!r}")
             return cls(action_kind="discrete", n_actions=int(action_space.n), **common)
         if isinstance(action_space, spaces.Box):
             if len(action_space.shape) != 1:
@@ -116,6 +179,9 @@ class PolicySpec(BaseModel):
                 action_dim=int(action_space.shape[0]),
                 action_low=[float(v) for v in action_space.low],
                 action_high=[float(v) for v in action_space.high],
+                use_sde=use_sde,
+                sde_full_std=sde_full_std,
+                sde_use_expln=sde_use_expln,
                 **common,
             )
         raise ValueError(
@@ -145,7 +211,11 @@ def tensor_shapes(spec: PolicySpec) -> dict[str, tuple[int, ...]]:
         shapes[f"{net}.out.weight"] = (out, width)
         shapes[f"{net}.out.bias"] = (out,)
     if spec.action_kind == "box":
-        shapes["log_std"] = (spec.out_dim,)
+        if spec.use_sde:
+            # gSDE: one std per (latent feature, action dim), or per feature shared by the actions.
+            shapes["log_std"] = (spec.net_arch[-1], spec.out_dim if spec.sde_full_std else 1)
+        else:
+            shapes["log_std"] = (spec.out_dim,)
     return shapes
 
 
@@ -167,8 +237,25 @@ def check_tensors(spec: PolicySpec, tensors: dict[str, Any]) -> None:
             raise ValueError(f"tensor {name!r} has shape {got}, expected {shape}")
 
 
+NORM_PREFIX = "norm."
+"""Prefix of the normalisation statistics' tensors in a policy file (float64, beside the weights)."""
+NORM_METADATA_KEY = "normalize"
+"""Metadata key of the normalisation options (NormalizeSettings JSON) in a policy file."""
+
+
+def split_norm_tensors(tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(weights, normalisation tensors with the ``norm.`` prefix removed) of a stored tensor dict."""
+    weights = {k: v for k, v in tensors.items() if not k.startswith(NORM_PREFIX)}
+    norm = {k[len(NORM_PREFIX) :]: v for k, v in tensors.items() if k.startswith(NORM_PREFIX)}
+    return weights, norm
+
+
 def save_policy_bytes(
-    spec: PolicySpec, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
+    spec: PolicySpec,
+    tensors: dict[str, np.ndarray],
+    metadata: dict[str, str] | None = None,
+    norm: dict[str, np.ndarray] | None = None,
+    norm_settings: str | None = None,
 ) -> bytes:
     """Serialise weights + spec to safetensors bytes; identical inputs give identical bytes.
 
@@ -176,20 +263,34 @@ def save_policy_bytes(
         spec: the architecture, stored under metadata key SPEC_METADATA_KEY.
         tensors: name -> float32 array, exactly `tensor_names(spec)`.
         metadata: optional extra string metadata (e.g. version, run id).
+        norm: the policy version's normalisation statistics (``stats_to_tensors``), stored as float64
+            under the ``norm.`` prefix; None when the run does not normalise.
+        norm_settings: the normalisation options (``NormalizeSettings.to_json()``), stored as metadata
+            so a reader needs no training config to normalise like the policy was trained.
     """
     check_tensors(spec, tensors)
     meta = dict(metadata or {})
-    if SPEC_METADATA_KEY in meta:
-        raise ValueError(f"metadata key {SPEC_METADATA_KEY!r} is reserved for the policy spec")
+    for reserved in (SPEC_METADATA_KEY, NORM_METADATA_KEY):
+        if reserved in meta:
+            raise ValueError(f"metadata key {reserved!r} is reserved")
     meta[SPEC_METADATA_KEY] = spec.to_json()
-    return encode({k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()}, meta)
+    out = {k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()}
+    if norm is not None:
+        out.update({NORM_PREFIX + k: np.asarray(v, dtype=np.float64) for k, v in norm.items()})
+        if norm_settings is not None:
+            meta[NORM_METADATA_KEY] = norm_settings
+    return encode(out, meta)
 
 
 def load_policy_bytes(data: bytes) -> tuple[PolicySpec, dict[str, np.ndarray], dict[str, str]]:
-    """Inverse of `save_policy_bytes`: (spec, tensors, metadata without the spec entry)."""
+    """Inverse of `save_policy_bytes`: (spec, weights, metadata without the spec entry).
+
+    Normalisation tensors, when present, are left out of the weights (see :func:`split_norm_tensors`).
+    """
     tensors, meta = decode(data)
     if SPEC_METADATA_KEY not in meta:
         raise ValueError(f"safetensors data has no {SPEC_METADATA_KEY!r} metadata")
     spec = PolicySpec.from_json(meta.pop(SPEC_METADATA_KEY))
-    check_tensors(spec, tensors)
-    return spec, tensors, meta
+    weights, _ = split_norm_tensors(tensors)
+    check_tensors(spec, weights)
+    return spec, weights, meta

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ftg_common.policy.spec import PolicySpec, check_tensors
+from ftg_common.algos.gsde import SDE_EPSILON
+from ftg_common.policy.spec import PolicySpec, check_tensors, tensor_shapes
 
 __all__ = ["ActorCritic"]
 
@@ -43,7 +44,8 @@ class ActorCritic(nn.Module):
         if self._discrete:
             self.log_std = None
         else:
-            self.log_std = nn.Parameter(torch.full((spec.out_dim,), float(spec.log_std_init)))
+            shape = tensor_shapes(spec)["log_std"]  # [A], or [H, A] / [H, 1] under gSDE
+            self.log_std = nn.Parameter(torch.full(shape, float(spec.log_std_init)))
         self._act = torch.tanh if spec.activation == "tanh" else torch.relu
         # Tuples are not registered as submodules, so the hot path can skip ModuleDict lookups
         # without duplicating state_dict keys.
@@ -92,6 +94,8 @@ class ActorCritic(nn.Module):
         Returns:
             (log_prob [B], entropy [B], values [B]).
         """
+        if self.spec.use_sde:
+            return self._evaluate_sde(obs, actions)
         head = self.forward_actor(obs)
         values = self.forward_value(obs)
         if self._discrete:
@@ -107,6 +111,31 @@ class ActorCritic(nn.Module):
         # State-independent std: every row has the same entropy, so broadcast instead of recomputing.
         entropy = (log_norm + 0.5 * head.shape[1]).expand(head.shape[0])
         return log_prob, entropy, values
+
+    def _evaluate_sde(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """gSDE: a Gaussian of variance phi(s)^2 @ std^2 + eps per action dim (see ``algos.gsde``)."""
+        hidden, head_layer = self._pi_path
+        x = obs
+        for layer in hidden:
+            x = self._act(layer(x))
+        mean = head_layer(x)
+        log_std = self.log_std
+        assert log_std is not None
+        if self.spec.sde_use_expln:
+            below = torch.exp(torch.clamp(log_std, max=0.0))
+            above = torch.log1p(torch.clamp(log_std, min=0.0) + SDE_EPSILON) + 1.0
+            std = torch.where(log_std <= 0, below, above)
+        else:
+            std = torch.exp(log_std)
+        std = std.expand(log_std.shape[0], mean.shape[1])
+        # SB3's PPO (learn_features=False) keeps the variance from training the features.
+        latent = x.detach()
+        sigma = torch.sqrt(latent.pow(2) @ std.pow(2) + SDE_EPSILON)
+        z = (actions - mean) / sigma
+        log_sigma = torch.log(sigma)
+        log_prob = (-0.5 * z.pow(2) - log_sigma).sum(-1) - mean.shape[1] * _HALF_LOG_2PI
+        entropy = log_sigma.sum(-1) + mean.shape[1] * (0.5 + _HALF_LOG_2PI)
+        return log_prob, entropy, self.forward_value(obs)
 
     # --- flat tensor I/O ------------------------------------------------------------------------
     def flat_tensors(self) -> dict[str, np.ndarray]:

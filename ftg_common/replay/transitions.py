@@ -9,6 +9,7 @@ import numpy as np
 
 from ftg_common.errors import BadRequest, CorruptObjectError
 from ftg_common.tensorio import decode, encode
+from ftg_common.transition_arrays import TransitionArrays
 
 __all__ = ["CHUNK_FORMAT", "Transitions", "transitions_from_shard"]
 
@@ -18,7 +19,7 @@ _FLAGS = ("terminated", "truncated")
 
 
 @dataclass(frozen=True)
-class Transitions:
+class Transitions(TransitionArrays):
     """N transitions, one row each; all arrays share the leading dimension N.
 
     ``terminated`` and ``truncated`` are kept apart: the TD target bootstraps from ``next_obs`` unless
@@ -36,14 +37,6 @@ class Transitions:
         behaviour_probs: [N] float32 mu(a|s), the probability the collecting policy gave the action
             (what off-policy evaluation weighs by).
     """
-
-    obs: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    next_obs: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    behaviour_probs: np.ndarray
 
     def __post_init__(self) -> None:
         n = self.obs.shape[0]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import configparser
 import threading
+from pathlib import Path
 from typing import Any
 
 from ftg_common.store.base import KeyNotFoundError, ObjectStore
@@ -19,6 +21,61 @@ _LIST_PAGE_SIZE = 1000
 # so client creation is serialized; the clients themselves are thread-safe.
 _session: Any = None
 _session_lock = threading.Lock()
+
+# Where OpenFaaS mounts the function secret `ftg-s3` (functions/stack.yml: `secrets: [ftg-s3]`).
+OPENFAAS_CREDENTIALS_FILE = Path("/var/openfaas/secrets/ftg-s3")
+# Buckets seen to exist, per endpoint: a warm function opens a store per call, and one HeadBucket per
+# process is enough (a bucket deleted under a running stack fails the next write loudly anyway).
+_known_buckets: set[tuple[str | None, str]] = set()
+_known_buckets_lock = threading.Lock()
+
+
+class BucketUnavailableError(OSError):
+    """The store's bucket does not exist and may not be created."""
+
+
+def resolve_credentials_file(configured: str | None) -> Path | None:
+    """The credentials file to use: ``configured``; if unset, the mounted OpenFaaS secret when present.
+
+    An empty ``configured`` means "none": boto3's own chain (environment, ~/.aws, instance roles).
+    """
+    if configured is not None:
+        return Path(configured) if configured else None
+    return OPENFAAS_CREDENTIALS_FILE if OPENFAAS_CREDENTIALS_FILE.is_file() else None
+
+
+def read_credentials(path: str | Path, profile: str = "default") -> dict[str, str]:
+    """Keys from an AWS shared credentials file, as boto3 client arguments.
+
+    Same format and key names as ``AWS_SHARED_CREDENTIALS_FILE``; read here rather than through that
+    variable because the process-wide boto3 session would otherwise cache whichever credentials it
+    found first. Errors name the file and profile, never a secret.
+    """
+    path = Path(path)
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ValueError(f"S3 credentials file {path} cannot be read: {exc.strerror or exc}") from None
+    except configparser.Error as exc:
+        # configparser's messages quote the offending line, which may hold a key: name only where.
+        line = getattr(exc, "lineno", None)
+        where = f" (line {line})" if line else ""
+        raise ValueError(
+            f"S3 credentials file {path} is not an AWS shared credentials file{where}: "
+            "expected [profile] sections of `key = value` lines"
+        ) from None
+    if not parser.has_section(profile):
+        raise ValueError(f"S3 credentials file {path} has no [{profile}] profile")
+    section = parser[profile]
+    missing = [k for k in ("aws_access_key_id", "aws_secret_access_key") if not section.get(k, "").strip()]
+    if missing:
+        raise ValueError(f"S3 credentials file {path}, profile [{profile}], lacks {', '.join(missing)}")
+    keys = {k: section[k].strip() for k in ("aws_access_key_id", "aws_secret_access_key")}
+    if section.get("aws_session_token", "").strip():
+        keys["aws_session_token"] = section["aws_session_token"].strip()
+    return keys
 
 
 def _new_client(**kwargs: Any) -> Any:
@@ -45,7 +102,24 @@ class S3Store(ObjectStore):
         endpoint_url: str | None = None,
         region: str = "us-east-1",
         create_bucket: bool = False,
+        check_bucket: bool = False,
+        credentials_file: str | Path | None = None,
+        profile: str = "default",
     ) -> None:
+        """Open the bucket folder.
+
+        Args:
+            bucket: bucket name.
+            prefix: folder inside the bucket that this store owns.
+            endpoint_url: a MinIO / S3-protocol server; None for AWS.
+            region: the bucket's region.
+            create_bucket: create the bucket when it is missing.
+            check_bucket: check that the bucket exists (once per process), raising
+                BucketUnavailableError naming it when it does not and may not be created.
+            credentials_file: an AWS shared credentials file to take the keys from (e.g. the mounted
+                OpenFaaS secret); None: boto3's default chain.
+            profile: the profile of ``credentials_file`` to use.
+        """
         # boto3/botocore are imported here, not at module top: they take ~0.5 s, paid only if S3 is used.
         from botocore.config import Config
 
@@ -57,22 +131,43 @@ class S3Store(ObjectStore):
         # Custom endpoints (MinIO, moto) rarely have wildcard DNS for virtual-hosted buckets.
         s3_options = {"addressing_style": "path"} if endpoint_url else {}
         config = Config(s3=s3_options, retries={"max_attempts": 5, "mode": "standard"})
-        self._client: Any = _new_client(endpoint_url=endpoint_url, region_name=region, config=config)
-        if create_bucket:
-            self._ensure_bucket(region)
+        keys = read_credentials(credentials_file, profile) if credentials_file is not None else {}
+        self.endpoint_url = endpoint_url
+        self._client: Any = _new_client(endpoint_url=endpoint_url, region_name=region, config=config, **keys)
+        if create_bucket or check_bucket:
+            self._ensure_bucket(region, create=create_bucket)
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
 
-    def _ensure_bucket(self, region: str) -> None:
+    def _ensure_bucket(self, region: str, create: bool = True) -> None:
         from botocore.exceptions import ClientError
 
+        known = (self.endpoint_url, self.bucket)
+        if known in _known_buckets:
+            return
         try:
             self._client.head_bucket(Bucket=self.bucket)
-            return
         except ClientError as exc:
-            if _error_code(exc) not in {"404", "NoSuchBucket", "NotFound"}:
+            code = _error_code(exc)
+            if code in {"403", "AccessDenied", "Forbidden"}:
+                # Keys limited to objects may not HeadBucket; the first read or write will tell.
+                return
+            if code not in {"404", "NoSuchBucket", "NotFound"}:
                 raise
+            if not create:
+                where = self.endpoint_url or "AWS"
+                raise BucketUnavailableError(
+                    f"S3 bucket {self.bucket!r} does not exist at {where}: create it (on the cluster the "
+                    f"minio-create-buckets Job does) or set FTG_S3_CREATE_BUCKET=true"
+                ) from None
+            self._create_bucket(region)
+        with _known_buckets_lock:
+            _known_buckets.add(known)
+
+    def _create_bucket(self, region: str) -> None:
+        from botocore.exceptions import ClientError
+
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
         if region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
@@ -81,7 +176,9 @@ class S3Store(ObjectStore):
         except ClientError as exc:
             # Another process may have created it between our check and our create.
             if _error_code(exc) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
-                raise
+                raise BucketUnavailableError(
+                    f"S3 bucket {self.bucket!r} is missing and could not be created: {exc}"
+                ) from exc
 
     def _object_name(self, key: str) -> str:
         key = validate_key(key)

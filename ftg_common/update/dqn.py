@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ftg_common.algos.qnet import ONLINE, TARGET, QNetSpec, initial_qnet_weights
-from ftg_common.checkpoints import VersionKeys
+from ftg_common.checkpoints import VersionCounters, VersionKeys
 from ftg_common.config import DQNConfig
 from ftg_common.envs.seeding import INIT, derive_seed
 from ftg_common.replay.transitions import Transitions
@@ -25,7 +25,7 @@ from ftg_common.update.dqn_plan import DQNPlan
 __all__ = ["DQNState", "DQNUpdateStats", "DQNVersion", "initial_dqn_version", "make_dqn_backend", "train_dqn"]
 
 
-class DQNState(BaseModel):
+class DQNState(VersionCounters):
     """Counters of a DQN version (its checkpoint's ``state.json``).
 
     Attributes:
@@ -38,12 +38,6 @@ class DQNState(BaseModel):
         spec: the Q-network's architecture.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    version: int = Field(ge=0)
-    iteration: int = Field(ge=-1)
-    total_steps: int = Field(ge=0)
-    n_updates: int = Field(ge=0)
     target_syncs: int = Field(default=0, ge=0)
     optimizer_step: int = Field(default=0, ge=0)
     spec: QNetSpec
@@ -86,11 +80,7 @@ class DQNUpdateStats:
         """
         mean = self.loop.mean
         return UpdateResult(
-            key=keys.policy,
-            ckpt_key=keys.checkpoint,
-            version=self.plan.iteration + 1,
-            iteration=self.plan.iteration,
-            total_steps=self.plan.total_steps,
+            **keys.committed(self.plan.iteration, self.plan.total_steps),
             learning_rate=self.plan.learning_rate,
             n_updates=self.loop.n_updates,
             td_loss=mean("loss"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ftg_common.algos.adam import adam_step, clip_grad_norm
+from ftg_common.algos.adam import FlatAdam
 from ftg_common.algos.dqn import huber_loss, polyak_update, td_targets
 from ftg_common.algos.qnet import ONLINE, TARGET, FlatQ, QNetSpec
 from ftg_common.replay.transitions import Transitions
@@ -42,11 +42,9 @@ class NumpyDQNBackend:
         self.target = FlatQ(spec, TARGET).load(
             {k: v for k, v in weights.items() if k.startswith(TARGET + ".")}
         )
-        zeros = np.zeros(self.online.size, np.float32)
-        self.exp_avg = optimizer.get("exp_avg", zeros).copy()
-        self.exp_avg_sq = optimizer.get("exp_avg_sq", zeros).copy()
-        self._step = optimizer_step
-        self.adam_eps, self.max_grad_norm = adam_eps, max_grad_norm
+        self.adam = FlatAdam(
+            self.online.size, optimizer, optimizer_step, eps=adam_eps, max_grad_norm=max_grad_norm
+        )
 
     def sync_target(self, tau: float, times: int) -> None:
         """Polyak-update the target ``times`` times towards the online network (one flat vector)."""
@@ -64,17 +62,7 @@ class NumpyDQNBackend:
         g_q = np.zeros_like(q_all)
         g_q[rows, batch.actions] = g_taken
         grad = self.online.backward(batch.obs, acts, g_q)
-        norm = clip_grad_norm(grad, self.max_grad_norm)
-        self._step += 1
-        adam_step(
-            self.online.flat,
-            grad,
-            self.exp_avg,
-            self.exp_avg_sq,
-            self._step,
-            learning_rate,
-            eps=self.adam_eps,
-        )
+        norm = self.adam.apply(self.online.flat, grad, learning_rate)
         return {
             "loss": loss,
             "q_mean": float(q_taken.mean()),
@@ -92,9 +80,9 @@ class NumpyDQNBackend:
 
     def optimizer_tensors(self) -> dict[str, np.ndarray]:
         """Adam's moments."""
-        return {"exp_avg": self.exp_avg.copy(), "exp_avg_sq": self.exp_avg_sq.copy()}
+        return {"exp_avg": self.adam.exp_avg.copy(), "exp_avg_sq": self.adam.exp_avg_sq.copy()}
 
     @property
     def optimizer_step(self) -> int:
         """Adam steps taken (kept in the checkpoint state: numpy's Adam has no step tensor)."""
-        return self._step
+        return self.adam.step

@@ -17,9 +17,12 @@ from ftg_common.batch import (
     rollout_summary,
     shard_keys,
 )
+from ftg_common.checkpoints import read_policy_file
 from ftg_common.config import DQNConfig
 from ftg_common.errors import Conflict
 from ftg_common.guards import check_iteration, require_committed
+from ftg_common.normalize import merge_increments, stats_from_tensors, stats_to_tensors
+from ftg_common.policy.spec import NORM_PREFIX
 from ftg_common.runtime import FunctionContext
 from ftg_common.schemas import AggregateRequest, AggregateResult, AppendResult
 
@@ -46,6 +49,8 @@ def aggregate(req: AggregateRequest, ctx: FunctionContext) -> AggregateResult | 
         return append_to_replay(req, ctx, ctx.config.dqn, keys, shards, summary)
     ppo = ctx.config.ppo_config
     batch = assemble_batch(shards, gamma=ppo.gamma, gae_lambda=ppo.gae_lambda)
+    if ppo.normalize is not None:
+        batch.update(merged_norm_tensors(ctx, req.run_id, req.iteration, keys, shards))
     key = layout.batch_key(req.run_id, req.iteration)
     ctx.store.put_tensors(key, batch)
     adv = batch["advantages"]
@@ -58,6 +63,30 @@ def aggregate(req: AggregateRequest, ctx: FunctionContext) -> AggregateResult | 
         adv_mean=float(adv.mean()),
         adv_std=float(adv.std()),
     )
+
+
+def merged_norm_tensors(
+    ctx: FunctionContext, run_id: str, iteration: int, keys: list[str], shards: list[dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """The next policy version's normalisation statistics, as ``norm.*`` tensors of the batch.
+
+    Version ``iteration``'s statistics merged with every shard's increment: exact and independent of
+    the shards' order, so a retried or reordered fan-in writes the same bytes.
+
+    Raises:
+        Conflict: the version has no statistics, or a shard holds none or unreadable ones (``shards``).
+    """
+    base = read_policy_file(ctx.store, run_id, iteration).norm
+    if base is None:
+        raise Conflict(f"policy version {iteration} of a normalising run holds no statistics", "iteration")
+    increments = []
+    for key, arrays in zip(keys, shards, strict=True):
+        try:
+            increments.append(stats_from_tensors(arrays, NORM_PREFIX))
+        except ValueError as exc:
+            why = f"{key}: no usable normalisation increment ({exc}): collect it again"
+            raise Conflict(why, "shards") from exc
+    return stats_to_tensors(merge_increments(base, increments), NORM_PREFIX)
 
 
 def append_to_replay(

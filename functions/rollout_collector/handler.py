@@ -9,12 +9,12 @@ from typing import Any
 
 from ftg_common import faas
 from ftg_common.checkpoints import load_numpy_policy, load_q_policy
-from ftg_common.collector import resume_envs, save_shard, shard_envs
+from ftg_common.collector import resume_envs, rollout_norm, save_shard, shard_envs
 from ftg_common.config import DQNConfig
-from ftg_common.envs.seeding import ACTIONS, derive_rng
+from ftg_common.envs.seeding import ACTIONS, SDE_NOISE, derive_rng
 from ftg_common.errors import BadRequest
 from ftg_common.guards import check_iteration, require_committed
-from ftg_common.rollout import collect_rollout
+from ftg_common.rollout import SdeNoise, collect_rollout
 from ftg_common.runtime import FunctionContext
 from ftg_common.schemas import CollectRequest, CollectResult
 
@@ -37,10 +37,15 @@ def collect(req: CollectRequest, ctx: FunctionContext) -> CollectResult:
         return collect_off_policy(req, ctx, cfg.dqn)
     ppo = cfg.ppo_config
     policy = load_numpy_policy(ctx.store, req.run_id, req.iteration)
+    settings = ppo.normalize_settings
     with shard_envs(cfg, req.shard) as envs:
-        resume_envs(envs, ctx.store, req.run_id, req.iteration, req.shard)
+        carried = resume_envs(envs, ctx.store, req.run_id, req.iteration, req.shard)
+        norm = None if settings is None else rollout_norm(settings, policy.norm, envs, carried)
         rng = derive_rng(cfg.seed, ACTIONS, req.iteration, req.shard)
-        rollout = collect_rollout(envs, policy, ppo.n_steps, rng)
+        sde = None
+        if policy.spec.use_sde:
+            sde = SdeNoise(derive_rng(cfg.seed, SDE_NOISE, req.iteration, req.shard), ppo.sde_sample_freq)
+        rollout = collect_rollout(envs, policy, ppo.n_steps, rng, norm, sde)
         key, carry_key = save_shard(ctx.store, req.run_id, req.iteration, req.shard, rollout, envs)
     return CollectResult(
         key=key,

@@ -106,6 +106,7 @@ def test_submit_through_the_gateway_learns_the_default_sweep_and_reports_its_cos
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     client = MlflowClient()
     exp = client.get_experiment_by_name("faastraingym")
+    assert exp is not None
     runs = client.search_runs([exp.experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("ftg.kind") == "sweep"]
     (child,) = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -136,5 +137,5 @@ def test_submit_through_the_gateway_learns_the_default_sweep_and_reports_its_cos
         timeout=120,
     )
     assert cmp.returncode == 0, cmp.stderr
-    (row,) = json.loads(cmp.stdout)
+    (row,) = json.loads(cmp.stdout)["configs"]
     assert row["config"] == "zoo" and row["reached"] == 1

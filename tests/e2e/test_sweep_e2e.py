@@ -111,7 +111,7 @@ def test_sweep_learns_cartpole_and_is_tracked(tmp_path: Path) -> None:
         timeout=120,
     )
     assert cmp.returncode == 0, cmp.stderr
-    (row,) = json.loads(cmp.stdout)
+    (row,) = json.loads(cmp.stdout)["configs"]
     assert row["config"] == "zoo" and row["reached"] == 2 and row["final_iqm"] >= 475
     st = subprocess.run(
         [*cli, "status", sweep_id], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120

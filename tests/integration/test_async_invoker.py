@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures as cf
 import json
 import threading
+import time
 import urllib.request
 import uuid
 from collections import deque
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from ftg_common import runtime
 from ftg_common.settings import Settings
@@ -58,7 +60,7 @@ def gateway(request: pytest.FixtureRequest, ftg_env: Path) -> Iterator[GatewaySe
     if kind == "nats" and not reachable(NATS_URL, 2.0):
         pytest.skip(f"NATS with JetStream is not reachable at {NATS_URL}")
     settings = Settings(
-        gateway_password="async-invoker-test",
+        gateway_password=SecretStr("async-invoker-test"),
         gateway_max_replicas=4,
         async_queue=kind,
         nats_url=NATS_URL,
@@ -277,15 +279,12 @@ def test_closing_fails_the_calls_still_waiting(stub: StubGateway) -> None:
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    done = threading.Event()
-    deadline = threading.Timer(timeout, done.set)
-    deadline.start()
-    try:
-        while not check():
-            if done.wait(0.01):
-                pytest.fail(f"timed out after {timeout:g} s")
-    finally:
-        deadline.cancel()
+    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s")
+        time.sleep(0.01)
 
 
 def test_settings_turn_it_on(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -53,6 +53,20 @@ def test_single_seed_ci_collapses_and_missing_finals_are_dashes() -> None:
     assert "| y | ppo | 1 | - [-, -]" in to_markdown(rows, None)
 
 
+def test_without_a_threshold_nothing_is_counted_as_reached() -> None:
+    from rich.console import Console
+
+    from workflows.compare import to_rich_table
+
+    rows = compare([_row("x", 0, 321.0)], 0.0, 0.0)
+    md = to_markdown(rows, None)
+    assert "no threshold" in md and "0/1" not in md and "reached -" not in md
+    console = Console(width=200, record=True)
+    console.print(to_rich_table(rows, None, "t"))
+    text = console.export_text()
+    assert "no threshold" in text and "≥-" not in text and "0/1" not in text
+
+
 def test_champion_is_highest_final_return_then_fewest_steps() -> None:
     trials = [_row("a", 0, 500.0, 20_000), _row("b", 0, 500.0, 12_000), _row("c", 0, 499.0, 1_000)]
     assert best_trial(trials).run_id == "s-b-0"

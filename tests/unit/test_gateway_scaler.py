@@ -185,7 +185,7 @@ def test_the_project_stack_file() -> None:
     assert list(functions) == ["rollout-collector", "reward-aggregator", "policy-updater", "policy-evaluator"]
     collect = functions["rollout-collector"]
     assert collect.rule == ScaleRule(min=0, max=50, target=1, zero=True, zero_duration=300)
-    assert collect.memory_gb == pytest.approx(256 * 2**20 / 1e9) and collect.timeout_s == 125
+    assert collect.memory_gb == pytest.approx(256 * 2**20 / 1e9) and collect.timeout_s == 120
     # The watchdog's timeouts configure the watchdog, not the function.
     assert "exec_timeout" not in collect.environment and collect.environment["OMP_NUM_THREADS"] == "1"
     assert stack.load(zero_duration_s=1.5)["policy-updater"].rule.zero_duration == 1.5

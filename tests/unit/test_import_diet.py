@@ -64,8 +64,12 @@ def test_rollout_collector_loads_no_off_policy_or_training_code(tmp_path: Path) 
     assert stray == []
 
 
-def test_aggregator_and_updater_import_no_gymnasium(tmp_path: Path) -> None:
+def test_aggregator_and_updater_load_no_gymnasium_and_no_replay_buffer(tmp_path: Path) -> None:
     # Neither steps an env: the aggregator reads arrays, and the updater needs an env's spaces only to
-    # write version 0 (mode init), which imports gymnasium when it runs.
+    # write version 0 (mode init), which imports gymnasium when it runs. The replay buffer and the DQN
+    # update load on an off-policy run's first call.
     for module in ("functions.reward_aggregator.handler", "functions.policy_updater.handler"):
-        assert "gymnasium" not in _top_level(_loaded_after_import(module, tmp_path)), module
+        loaded = _loaded_after_import(module, tmp_path)
+        assert "gymnasium" not in _top_level(loaded), module
+        stray = sorted(m for m in loaded if m.startswith(("ftg_common.replay", "ftg_common.update.dqn")))
+        assert stray == [], module

@@ -342,7 +342,7 @@ def test_from_spaces_cartpole_and_pendulum() -> None:
     [
         (spaces.Box(-1, 1, (4,)), spaces.MultiDiscrete([2, 3]), "unsupported action space"),
         (spaces.Dict({"a": spaces.Box(-1, 1, (2,))}), spaces.Discrete(2), "unsupported observation space"),
-        (spaces.Discrete(5), spaces.Discrete(2), "unsupported observation space"),
+        (spaces.Tuple((spaces.Discrete(5), spaces.Box(-1, 1))), spaces.Discrete(2), "unsupported obs"),
         (spaces.Box(-1, 1, (4,)), spaces.Box(-1, 1, (2, 2)), "1-D Box"),
         (spaces.Box(-1, 1, (4,)), spaces.Discrete(3, start=1), "start at 0"),
     ],

@@ -79,7 +79,7 @@ def test_the_difference_over_a_sweep_and_a_counter_reset() -> None:
 
 
 def test_a_warm_pool_worker_reserves_its_largest_function_while_idle() -> None:
-    # Two workers ready 100 s in all, 30 s of it in calls, each reserving 1 GiB (the updater's limit).
+    # Two workers ready 100 s in all, 30 s of it in calls, each reserving 1 GB.
     assert PoolUsage(alive_s=100.0, busy_s=30.0, memory_gb=1.0).idle_gb_s == pytest.approx(70.0)
     assert PoolUsage(alive_s=0.0, busy_s=0.0, memory_gb=1.0).idle_gb_s == 0.0
 

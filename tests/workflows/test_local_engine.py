@@ -812,7 +812,7 @@ def test_invalid_workflows_are_refused_at_compile_time(
             ),
             "placeholders in retryStrategy.expression",
         ),
-        (lambda m: m["spec"].update(activeDeadlineSeconds=60), r"spec\.activeDeadlineSeconds: spec key"),
+        (lambda m: m["spec"].update(parallelism=2), r"spec\.parallelism: spec key"),
         (lambda m: m["spec"]["templates"][1]["http"].update(body="{{=asInt(1)}}"), "expression template"),
         (
             lambda m: m["spec"]["templates"][1]["http"].update(body="{{workflow.name}}"),

@@ -41,17 +41,31 @@ def test_function_crs_match_stack_file() -> None:
         assert set(spec["limits"]) <= {"cpu", "memory"}
 
 
+def _seconds(value: object) -> int:
+    return int(str(value).removesuffix("s"))
+
+
 def test_stack_timeouts_are_consistent() -> None:
+    """Each function's watchdog timeouts fit inside the gateway's, which the gateway values ship."""
     stack = yaml.safe_load((ROOT / "functions" / "stack.yml").read_text())
+    gateway = yaml.safe_load((ROOT / "manifests" / "openfaas" / "gateway-values.yaml").read_text())
+    upstream = _seconds(gateway["gateway"]["upstreamTimeout"])
+    # The gateway must still be reading/writing when the upstream answer arrives, and so must the provider.
+    for section, key in [("gateway", "readTimeout"), ("gateway", "writeTimeout")] + [
+        ("faasnetes", "readTimeout"),
+        ("faasnetes", "writeTimeout"),
+        ("queueWorker", "ackWait"),
+    ]:
+        assert _seconds(gateway[section][key]) > upstream, (section, key)
     assert stack["provider"]["name"] == "openfaas"
     for name, fn in stack["functions"].items():
         env = fn["environment"]
         assert fn["lang"] == "python3-http" and (ROOT / "functions" / fn["handler"] / "handler.py").exists()
-        secs = {
-            k: int(str(env[k]).rstrip("s"))
-            for k in ("exec_timeout", "read_timeout", "write_timeout", "upstream_timeout")
-        }
-        assert secs["exec_timeout"] <= secs["upstream_timeout"], name
+        # upstream_timeout is a gateway setting, not an of-watchdog one: in a function it configures nothing.
+        assert "upstream_timeout" not in env, name
+        secs = {k: _seconds(env[k]) for k in ("exec_timeout", "read_timeout", "write_timeout")}
+        assert secs["exec_timeout"] <= secs["read_timeout"] and secs["exec_timeout"] <= secs["write_timeout"]
+        assert secs["exec_timeout"] < upstream, name
         assert fn["labels"]["com.openfaas.scale.min"] == "0"
 
 

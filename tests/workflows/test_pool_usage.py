@@ -8,6 +8,7 @@ import signal
 
 import pytest
 
+from ftg_common import catalog
 from workflows.engines.invokers import InvocationError, PoolInvoker
 
 GATEWAY = "local://gateway"
@@ -17,7 +18,8 @@ MODULES = {"rollout-collector": "tests.fakefuncs.echo", "policy-updater": "tests
 
 def test_busy_and_ready_seconds_and_the_reserved_memory() -> None:
     with PoolInvoker(1, modules=MODULES) as pool:
-        assert pool.memory_gb == 1.0  # policy-updater's 1Gi, not the collector's 256Mi
+        # policy-updater's 1Gi (1.074 GB), not the collector's 256Mi.
+        assert pool.memory_gb == catalog.function("policy-updater").memory_gb == 1.073741824
         pool.warmup()
         before = pool.usage()
         assert before.busy_s == 0.0 and before.alive_s >= 0.0
@@ -28,7 +30,7 @@ def test_busy_and_ready_seconds_and_the_reserved_memory() -> None:
         after = pool.usage()
         # The call slept 0.2 s in the worker, so at least that much of its ready time was busy.
         assert after.busy_s >= 0.2 and after.alive_s >= after.busy_s and after.alive_s > before.alive_s
-        assert after.idle_gb_s == pytest.approx((after.alive_s - after.busy_s) * 1.0)
+        assert after.idle_gb_s == pytest.approx((after.alive_s - after.busy_s) * 1.073741824)
 
 
 def test_a_replaced_worker_keeps_its_seconds_in_the_totals() -> None:

@@ -296,8 +296,10 @@ def call_function(
         started = time.monotonic()
         error: FunctionCallError | None = None
         try:
-            resp = invoker.submit(url, "POST", sent, payload, timeout).result(timeout)
+            future = invoker.submit(url, "POST", sent, payload, timeout)
+            resp = future.result(timeout)
         except cf.TimeoutError:
+            future.cancel()  # the invoker may drop the call (an async call's pending callback slot)
             error = FunctionCallError(function, None, f"no response within {timeout:g}s")
             message = f"timeout: {error.body}"
         except Exception as exc:  # transport errors: the invoker's own exception types vary

@@ -34,7 +34,8 @@ __all__ = [
 API_VERSION = "argoproj.io/v1alpha1"
 KINDS = ("Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate")
 
-# Spec fields that only matter to pods or to the cluster's bookkeeping; HTTP steps run without pods.
+# Spec fields that only matter to pods or to the cluster's bookkeeping (ttlStrategy: when the controller
+# deletes a finished Workflow; the local engine keeps nothing to delete); HTTP steps run without pods.
 _IGNORED_SPEC_KEYS = frozenset(
     {
         "serviceAccountName",
@@ -45,6 +46,8 @@ _IGNORED_SPEC_KEYS = frozenset(
         "automountServiceAccountToken",
     }
 )
+# Spec fields the local engine honours besides entrypoint, arguments and templates.
+_DEADLINE_KEY = "activeDeadlineSeconds"
 _TEMPLATE_TYPES = ("container", "script", "resource", "suspend", "steps", "containerSet", "data", "plugin")
 _TASK_UNSUPPORTED = ("withSequence", "continueOn", "onExit", "hooks", "templateRef", "inline")
 _TASK_KEYS = frozenset(
@@ -235,6 +238,8 @@ class CompiledWorkflow:
     tasks: tuple[Task, ...]  # topological order (ties keep manifest order)
     leaves: tuple[str, ...]  # tasks nobody depends on, sorted (Argo's default DAG targets)
     fail_fast: bool
+    # spec.activeDeadlineSeconds: the whole run's time limit, from its start, in seconds.
+    active_deadline_s: int | None = None
 
     def task(self, name: str) -> Task:
         """The task called ``name``; KeyError for anything else."""
@@ -749,11 +754,26 @@ def _dag(
     return tasks, True if fail_fast is None else bool(fail_fast)
 
 
+def _active_deadline(spec: Mapping[str, Any], path: str) -> int | None:
+    """``spec.activeDeadlineSeconds``: a whole number of seconds (the schema's integer), or None."""
+    if _DEADLINE_KEY not in spec:
+        return None
+    value = spec[_DEADLINE_KEY]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidWorkflowError(
+            f"{path}.{_DEADLINE_KEY}: expected a whole number of seconds, got {value!r}"
+        )
+    if value == 0:
+        # On a cluster 0 means "stop this running Workflow now"; a run that starts stopped is no run.
+        raise _unsupported(f"{path}.{_DEADLINE_KEY}", f"{_DEADLINE_KEY}: 0 (terminate) is")
+    return value
+
+
 def _spec_templates(
     spec: Mapping[str, Any], path: str, wf_params: frozenset[str]
 ) -> tuple[str, list[Task], bool]:
     for key in spec:
-        if key not in {"entrypoint", "arguments", "templates"} | _IGNORED_SPEC_KEYS:
+        if key not in {"entrypoint", "arguments", "templates", _DEADLINE_KEY} | _IGNORED_SPEC_KEYS:
             raise _unsupported(f"{path}.{key}", f"spec key {key!r} is")
     entry = _string(spec.get("entrypoint"), f"{path}.entrypoint")
     raw = _list(spec.get("templates"), f"{path}.templates")
@@ -807,7 +827,7 @@ def compile_workflow(
             ref, frozenset({"name", "clusterScope"}), "spec.workflowTemplateRef", "workflowTemplateRef"
         )
         for key in spec:
-            if key not in {"workflowTemplateRef", "arguments"} | _IGNORED_SPEC_KEYS:
+            if key not in {"workflowTemplateRef", "arguments", _DEADLINE_KEY} | _IGNORED_SPEC_KEYS:
                 raise _unsupported(f"spec.{key}", f"spec key {key!r} next to workflowTemplateRef is")
         ref_name = _string(ref.get("name"), "spec.workflowTemplateRef.name")
         if not templates or ref_name not in templates:
@@ -816,6 +836,8 @@ def compile_workflow(
                 "pass templates={name: manifest} or compile the WorkflowTemplate itself"
             )
         base = compile_workflow(templates[ref_name])
+        # Argo merges the template's spec under the Workflow's: a deadline on the Workflow wins.
+        deadline = _active_deadline(spec, "spec")
         return CompiledWorkflow(
             name,
             kind,
@@ -824,10 +846,13 @@ def compile_workflow(
             base.tasks,
             base.leaves,
             base.fail_fast,
+            base.active_deadline_s if deadline is None else deadline,
         )
 
     params = _workflow_params(spec, "spec")
     entry, tasks, fail_fast = _spec_templates(spec, "spec", frozenset(p.name for p in params))
     depended = {d for t in tasks for d, _ in t.deps}
     leaves = tuple(sorted(t.name for t in tasks if t.name not in depended))
-    return CompiledWorkflow(name, kind, entry, params, tuple(tasks), leaves, fail_fast)
+    return CompiledWorkflow(
+        name, kind, entry, params, tuple(tasks), leaves, fail_fast, _active_deadline(spec, "spec")
+    )

@@ -424,9 +424,12 @@ class PoolInvoker(_ModuleInvoker):
 
 
 class HttpInvoker:
-    """Real HTTP (e.g. an OpenFaaS gateway) through ``requests``, on a small thread pool for fan-out."""
+    """Real HTTP (e.g. an OpenFaaS gateway) through ``requests``; up to ``workers`` calls in flight.
 
-    def __init__(self, session: requests.Session | None = None, workers: int = 16) -> None:
+    The default matches the gateway's machine-wide replica cap, so a 64-shard fan-out is not queued here.
+    """
+
+    def __init__(self, session: requests.Session | None = None, workers: int = 64) -> None:
         import requests  # deferred: the in-process and pool paths never need it
         from requests.adapters import HTTPAdapter
 

@@ -212,14 +212,22 @@ class _Execution:
         self.seq = itertools.count()
         self.inflight = 0
         self.failed = False
+        self.calls: list[_Call] = []  # every HTTP node started, to stop at the deadline
+        self.deadline: float | None = None  # monotonic time at which activeDeadlineSeconds runs out
+        self.expired = False
 
     # --- main loop --------------------------------------------------------------------------------
     def run(self) -> WorkflowRun:
         started_wall, t0 = time.time(), time.perf_counter()
+        if self.wf.active_deadline_s is not None:
+            self.deadline = time.monotonic() + self.wf.active_deadline_s
         with self.cond:
             self.step(self.schedule)
             while self.inflight:
-                timeout = max(0.0, self.timers[0][0] - time.monotonic()) if self.timers else None
+                wakeups = [self.timers[0][0]] if self.timers else []
+                if self.deadline is not None and not self.expired:
+                    wakeups.append(self.deadline)
+                timeout = max(0.0, min(wakeups) - time.monotonic()) if wakeups else None
                 if not self.pending:
                     self.cond.wait(timeout)
                 self.step(self.fire_timers)
@@ -261,16 +269,40 @@ class _Execution:
     def fire_timers(self) -> None:
         """Start the retries and fail the attempts whose time has come; ``cond`` held."""
         now = time.monotonic()
+        if self.deadline is not None and not self.expired and now >= self.deadline:
+            self.expire()
         while self.timers and self.timers[0][0] <= now:
             _, _, kind, call, attempt = heapq.heappop(self.timers)
             if kind == "retry":
-                self.launch(call)
+                if not self.expired:
+                    self.launch(call)
             elif call.attempt == attempt and call.open:  # a timeout for the attempt still in flight
                 call.open = False
                 if call.future is not None:
                     call.future.cancel()
                 why = f"timeout: no response within {call.template.timeout:g}s"
                 self.attempt_done(call, FAILED, why, None)
+
+    def expire(self) -> None:
+        """The deadline (activeDeadlineSeconds) ran out: fail the running nodes, start and retry nothing.
+
+        As Argo does with a Workflow past its deadline: the running steps fail with "Step exceeded its
+        deadline" and the Workflow fails. Calls in flight are abandoned (their answers are ignored);
+        every step is idempotent, so a late side effect is the same one a rerun would make.
+        """
+        self.expired = True
+        self.failed = True
+        for call in self.calls:
+            if call.node.phase != RUNNING:
+                continue
+            if call.open:
+                call.open = False
+                if call.future is not None:
+                    call.future.cancel()
+            if call.span is not None:
+                tracing.end_span(call.span, "deadline exceeded")
+                call.span = None
+            self.node_done(call.node, call.group, FAILED, "Step exceeded its deadline", inflight=True)
 
     def schedule(self) -> None:
         """Start (or omit) every waiting task whose dependencies are fulfilled.
@@ -297,8 +329,8 @@ class _Execution:
                     st,
                     self.new_node(task.name, task, "Skipped", OMITTED, "omitted: depends condition not met"),
                 )
-            elif self.failed and self.wf.fail_fast:
-                still.append(st)  # failFast: nothing new starts after a failure
+            elif self.expired or (self.failed and self.wf.fail_fast):
+                still.append(st)  # failFast or past the deadline: nothing new starts
             else:
                 self.start(st)
         self.waiting = still
@@ -426,6 +458,7 @@ class _Execution:
             return
         call = _Call(node, tmpl, (url, method, headers, body), group)
         self.inflight += 1
+        self.calls.append(call)
         self.launch(call)
 
     # --- attempts ---------------------------------------------------------------------------------
@@ -560,6 +593,8 @@ class _Execution:
 
     # --- the verdict ------------------------------------------------------------------------------
     def assess(self) -> tuple[str, str]:
+        if self.expired:
+            return FAILED, f"activeDeadlineSeconds ({self.wf.active_deadline_s}s) exceeded"
         branch: dict[str, str] = {}
         for task in self.wf.tasks:  # topological: dependencies first
             phase = self.states[task.name].phase
