@@ -10,6 +10,9 @@ import numpy as np
 from ftg_common.envs.factory import make_env
 from ftg_common.normalize import NormalizeSettings, NormStats, normalize_obs
 
+UNLIMITED_EVAL_STEPS = 10_000
+"""Length at which an evaluation episode of an env without a time limit is cut."""
+
 if TYPE_CHECKING:
     from ftg_common.policy.numpy_policy import NumpyPolicy
     from ftg_common.policy.qpolicy import QPolicy
@@ -44,6 +47,10 @@ def run_episodes(
     settings: NormalizeSettings | None = getattr(policy, "norm_settings", None)
     if settings is not None and not settings.norm_obs:
         norm = None
+    # An env without a time limit (CliffWalking) can loop forever under a deterministic policy that
+    # never reaches its goal: its evaluation episodes are cut at UNLIMITED_EVAL_STEPS.
+    unlimited = any(env.spec is None or env.spec.max_episode_steps is None for env in envs)
+    cap = UNLIMITED_EVAL_STEPS if unlimited else None
     while live.size:
         x = obs[live]
         if norm is not None and settings is not None:
@@ -56,7 +63,7 @@ def run_episodes(
             o, r, term, trunc, _ = envs[j].step(actions[k] if box else int(actions[k]))
             returns[j] += r
             lengths[j] += 1
-            if not (term or trunc):
+            if not (term or trunc or (cap is not None and lengths[j] >= cap)):
                 obs[j] = np.asarray(o, dtype=np.float32).reshape(-1)
                 still.append(j)
         live = np.asarray(still, dtype=np.int64)

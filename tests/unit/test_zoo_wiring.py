@@ -413,3 +413,14 @@ def test_a_normalising_iteration_through_the_functions_is_idempotent(ftg_env: Pa
     assert post("reward-aggregator", {**ref, "shards": out["shards"][::-1]}).status == 200
     assert store.get_bytes(layout.batch_key("norm-fn", 0)) == batch
     assert out["evaluate"]["episodes"] == cfg.ppo_config.eval_episodes
+
+
+def test_evaluation_episodes_of_an_env_without_time_limit_are_cut() -> None:
+    from ftg_common.evaluation import UNLIMITED_EVAL_STEPS, run_episodes
+
+    class Up:  # action 0 (up) forever: CliffWalking's goal is never reached
+        def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
+            return np.zeros(obs.shape[0], dtype=np.int64)
+
+    returns, lengths = run_episodes("CliffWalking-v1", {}, Up(), [0, 1])  # type: ignore[arg-type]
+    assert lengths.tolist() == [UNLIMITED_EVAL_STEPS] * 2 and returns.tolist() == [-UNLIMITED_EVAL_STEPS] * 2

@@ -121,10 +121,10 @@ class InProcessQueue:
             except Exception:  # a worker must outlive any one call
                 log.exception("async call %s to %s failed", call.call_id, call.function)
                 delivery = Delivery.GAVE_UP
+            if delivery is not Delivery.ABORTED:  # counted before it leaves the depth, so depth 0 => counted
+                self.counters.add("completed")
             with self._lock:
                 self._pending -= 1
-            if delivery is not Delivery.ABORTED:
-                self.counters.add("completed")
 
     def _run(self, invoke: Invoke, call: AsyncCall) -> Delivery:
         """Try the call until it answers a result or its tries run out, then deliver the result."""
