@@ -64,6 +64,7 @@ if str(ROOT) not in sys.path:  # run as a script: the checkout's packages, this 
 
 from benchmarks import bench_gateway  # noqa: E402
 from benchmarks.machine_info import machine_info  # noqa: E402
+from benchmarks.results_io import git_revision  # noqa: E402
 from ftg_common.envs.slow import SLOW_CARTPOLE_ID, STEP_SECONDS  # noqa: E402
 from workflows.gateway.auth import BasicAuth  # noqa: E402
 from workflows.gateway.stack import load as load_stack  # noqa: E402
@@ -873,25 +874,6 @@ def to_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def revision() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return f"{head}{' + working tree' if dirty else ''}"
-    except (OSError, subprocess.CalledProcessError):
-        return "not a git checkout"
-
-
 def burst_notes(rows: list[dict[str, Any]], stack_max: int, cpus: int, steps: int, shards: int) -> str:
     """What the table says, in words: where the speed-up stops following N, and why."""
     notes = []
@@ -1012,7 +994,7 @@ def main() -> int:
     record: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(["python benchmarks/bench_runtime.py", *sys.argv[1:]]),
-        "revision": revision(),
+        "revision": git_revision(ROOT),
         "quick": args.quick,
         "shards": args.shards,
         "steps": args.steps,

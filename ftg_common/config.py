@@ -30,6 +30,47 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Iterated(_Strict):
+    """What PPO and DQN configs share: ``n_envs`` split over ``shards``, iterations of ``rollout_size``.
+
+    The fields themselves stay on each config (their defaults differ, and so would their order).
+    """
+
+    if TYPE_CHECKING:
+        n_envs: int
+        shards: int
+        total_steps: int
+        eval_every_steps: int
+
+        @property
+        def rollout_size(self) -> int:
+            """Transitions per iteration across all shards."""
+
+    def _check_iterations(self, rollout: str) -> None:
+        """Refuse envs that do not split over the shards, and a budget below one iteration (``rollout``)."""
+        if self.n_envs % self.shards:
+            raise ValueError(f"n_envs ({self.n_envs}) must be divisible by shards ({self.shards})")
+        if self.total_steps < self.rollout_size:
+            raise ValueError(f"total_steps ({self.total_steps}) is less than {rollout} ({self.rollout_size})")
+
+    @property
+    def envs_per_shard(self) -> int:
+        """Environments each rollout-collector invocation steps."""
+        return self.n_envs // self.shards
+
+    @property
+    def n_iterations(self) -> int:
+        """Iterations needed to reach ``total_steps``."""
+        # Like SB3, keep collecting while fewer than total_steps have been taken (so 1e5 steps with
+        # 256-step rollouts is 391 iterations, 100,096 steps).
+        return -(-self.total_steps // self.rollout_size)
+
+    @property
+    def eval_every_iterations(self) -> int:
+        """``eval_every_steps`` rounded to whole iterations (at least 1)."""
+        return max(1, round(self.eval_every_steps / self.rollout_size))
+
+
 class NormalizeOptions(_Strict):
     """Stable-Baselines3 ``VecNormalize`` options (names and defaults are SB3's)."""
 
@@ -58,7 +99,7 @@ _PPO_OMIT_WHEN_DEFAULT: dict[str, Any] = {
 }
 
 
-class PPOConfig(_Strict):
+class PPOConfig(_Iterated):
     """PPO hyperparameters; names and meanings follow Stable-Baselines3."""
 
     # Excluded from dumps, so the digests of configs stored before DQN existed stay what they were;
@@ -135,14 +176,9 @@ class PPOConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> PPOConfig:
-        if self.n_envs % self.shards:
-            raise ValueError(f"n_envs ({self.n_envs}) must be divisible by shards ({self.shards})")
+        self._check_iterations("one rollout")
         if self.batch_size > self.rollout_size:
             raise ValueError(f"batch_size ({self.batch_size}) exceeds n_envs * n_steps ({self.rollout_size})")
-        if self.total_steps < self.rollout_size:
-            raise ValueError(
-                f"total_steps ({self.total_steps}) is less than one rollout ({self.rollout_size})"
-            )
         return self
 
     @property
@@ -150,25 +186,8 @@ class PPOConfig(_Strict):
         """Transitions per iteration across all shards (n_envs * n_steps)."""
         return self.n_envs * self.n_steps
 
-    @property
-    def envs_per_shard(self) -> int:
-        """Environments each rollout-collector invocation steps."""
-        return self.n_envs // self.shards
 
-    @property
-    def n_iterations(self) -> int:
-        """Collect-aggregate-update iterations needed to reach ``total_steps``."""
-        # Like SB3, keep collecting while fewer than total_steps have been taken (so 1e5 steps with
-        # 256-step rollouts is 391 iterations, 100,096 steps).
-        return -(-self.total_steps // self.rollout_size)
-
-    @property
-    def eval_every_iterations(self) -> int:
-        """``eval_every_steps`` rounded to whole iterations (at least 1)."""
-        return max(1, round(self.eval_every_steps / self.rollout_size))
-
-
-class DQNConfig(_Strict):
+class DQNConfig(_Iterated):
     """DQN hyperparameters; names and meanings follow Stable-Baselines3, defaults the RL Zoo's CartPole-v1.
 
     One iteration collects ``train_freq`` vectorised steps of ``n_envs`` environments (SB3 counts
@@ -237,36 +256,15 @@ class DQNConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> DQNConfig:
-        if self.n_envs % self.shards:
-            raise ValueError(f"n_envs ({self.n_envs}) must be divisible by shards ({self.shards})")
+        self._check_iterations("one iteration (n_envs * train_freq)")
         if self.batch_size > self.buffer_size:
             raise ValueError(f"batch_size ({self.batch_size}) exceeds buffer_size ({self.buffer_size})")
-        if self.total_steps < self.rollout_size:
-            raise ValueError(
-                f"total_steps ({self.total_steps}) is less than one iteration (n_envs * train_freq = "
-                f"{self.rollout_size})"
-            )
         return self
 
     @property
     def rollout_size(self) -> int:
         """Transitions per iteration across all shards (n_envs * train_freq)."""
         return self.n_envs * self.train_freq
-
-    @property
-    def envs_per_shard(self) -> int:
-        """Environments each rollout-collector invocation steps."""
-        return self.n_envs // self.shards
-
-    @property
-    def n_iterations(self) -> int:
-        """Collect-append-update iterations needed to reach ``total_steps``."""
-        return -(-self.total_steps // self.rollout_size)
-
-    @property
-    def eval_every_iterations(self) -> int:
-        """``eval_every_steps`` rounded to whole iterations (at least 1)."""
-        return max(1, round(self.eval_every_steps / self.rollout_size))
 
     @property
     def gradient_steps_per_iteration(self) -> int:

@@ -46,12 +46,18 @@ def collect(req: CollectRequest, ctx: FunctionContext) -> CollectResult:
         if policy.spec.use_sde:
             sde = SdeNoise(derive_rng(cfg.seed, SDE_NOISE, req.iteration, req.shard), ppo.sde_sample_freq)
         rollout = collect_rollout(envs, policy, ppo.n_steps, rng, norm, sde)
-        key, carry_key = save_shard(ctx.store, req.run_id, req.iteration, req.shard, rollout, envs)
+        keys = save_shard(ctx.store, req.run_id, req.iteration, req.shard, rollout, envs)
+    return _result(req, keys, ppo.n_steps * ppo.envs_per_shard, rollout)
+
+
+def _result(req: CollectRequest, keys: tuple[str, str], steps: int, rollout: Any) -> CollectResult:
+    """The shard's answer: where its trajectory and env carry are, and its finished episodes."""
+    key, carry_key = keys
     return CollectResult(
         key=key,
         carry_key=carry_key,
         shard=req.shard,
-        steps=ppo.n_steps * ppo.envs_per_shard,
+        steps=steps,
         policy_version=req.iteration,
         episode_returns=[round(r, 6) for r in rollout.episode_returns],
         episode_lengths=rollout.episode_lengths,
@@ -86,16 +92,8 @@ def collect_off_policy(req: CollectRequest, ctx: FunctionContext, dqn: DQNConfig
         resume_envs(envs, ctx.store, req.run_id, req.iteration, req.shard)
         rng = derive_rng(cfg.seed, ACTIONS, req.iteration, req.shard)
         rollout = collect_transitions(envs, policy, dqn.train_freq, epsilon_at, rng)
-        key, carry_key = save_shard(ctx.store, req.run_id, req.iteration, req.shard, rollout, envs)
-    return CollectResult(
-        key=key,
-        carry_key=carry_key,
-        shard=req.shard,
-        steps=dqn.train_freq * dqn.envs_per_shard,
-        policy_version=req.iteration,
-        episode_returns=[round(r, 6) for r in rollout.episode_returns],
-        episode_lengths=rollout.episode_lengths,
-    )
+        keys = save_shard(ctx.store, req.run_id, req.iteration, req.shard, rollout, envs)
+    return _result(req, keys, dqn.train_freq * dqn.envs_per_shard, rollout)
 
 
 def handle(event: Any, context: Any) -> dict[str, Any]:
