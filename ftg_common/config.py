@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -24,6 +25,16 @@ from ftg_common.ids import RUN_ID_PATTERN
 if TYPE_CHECKING:
     from ftg_common.normalize import NormalizeSettings
     from ftg_common.zoo import ZooEntry
+
+
+def _layer_widths(v: list[int]) -> list[int]:
+    if any(h <= 0 or h > 4096 for h in v):
+        raise ValueError("every layer width must be in 1..4096")
+    return v
+
+
+NetArch = Annotated[list[int], AfterValidator(_layer_widths)]
+"""Hidden layer widths of a network, each in 1..4096 (PPO's actor and critic, DQN's Q-network)."""
 
 
 class _Strict(BaseModel):
@@ -129,7 +140,7 @@ class PPOConfig(_Iterated):
     update_backend: Literal["numpy", "torch"] = Field(
         default="numpy", description="numpy: hand-written gradients (fast on CPU); torch: autograd reference"
     )
-    net_arch: list[int] = Field(default_factory=lambda: [64, 64], min_length=1, max_length=8)
+    net_arch: NetArch = Field(default_factory=lambda: [64, 64], min_length=1, max_length=8)
     activation: Literal["tanh", "relu"] = "tanh"
     ortho_init: bool = True
     log_std_init: float = 0.0
@@ -143,13 +154,6 @@ class PPOConfig(_Iterated):
     sde_sample_freq: int = Field(default=-1, ge=-1, description="steps between gSDE noise draws (-1: once)")
     sde_full_std: bool = True
     sde_use_expln: bool = False
-
-    @field_validator("net_arch")
-    @classmethod
-    def _positive_layers(cls, v: list[int]) -> list[int]:
-        if any(h <= 0 or h > 4096 for h in v):
-            raise ValueError("every layer width must be in 1..4096")
-        return v
 
     @field_validator("normalize", mode="before")
     @classmethod
@@ -224,18 +228,11 @@ class DQNConfig(_Iterated):
     update_backend: Literal["numpy", "torch"] = Field(
         default="numpy", description="numpy: hand-written gradients (fast on CPU); torch: autograd reference"
     )
-    net_arch: list[int] = Field(default_factory=lambda: [256, 256], min_length=1, max_length=8)
+    net_arch: NetArch = Field(default_factory=lambda: [256, 256], min_length=1, max_length=8)
     activation: Literal["relu", "tanh"] = "relu"
     eval_every_steps: int = Field(default=2048, gt=0)
     eval_episodes: int = Field(default=10, gt=0, le=1000)
     threshold: float | None = 475.0
-
-    @field_validator("net_arch")
-    @classmethod
-    def _positive_layers(cls, v: list[int]) -> list[int]:
-        if any(h <= 0 or h > 4096 for h in v):
-            raise ValueError("every layer width must be in 1..4096")
-        return v
 
     @field_validator("train_freq", mode="before")
     @classmethod

@@ -50,3 +50,10 @@ def iterate(cfg: RunConfig, iteration: int, evaluate: bool = False) -> dict[str,
         assert ev.status == 200, ev.body
         out["evaluate"] = ev.json()
     return out
+
+
+def driver(cfg: RunConfig, services: Any, **kw: Any) -> Any:
+    """A RunDriver of ``cfg`` on ``services``' engine for its algorithm and stores (``kw``: other options)."""
+    from workflows.driver import RunDriver
+
+    return RunDriver(cfg, engine=services.engine_for(cfg), store=services.store, meta=services.meta, **kw)

@@ -18,8 +18,8 @@ from ftg_common import layout, runtime
 from ftg_common.config import DQNConfig, RunConfig
 from ftg_common.tensorio import decode
 from tests.e2e.test_resume import ROOT, _meta_row
+from tests.funcs import driver as _driver
 from tests.funcs import post
-from workflows.driver import RunDriver
 
 # Capacity 96 < 14 x 32 collected transitions: eviction happens, and samples span several chunks.
 SMALL = dict(
@@ -36,20 +36,6 @@ SMALL = dict(
     eval_every_steps=128,
     eval_episodes=2,
 )
-
-
-@pytest.fixture
-def services(ftg_env):
-    from ftg_common.settings import get_settings
-    from workflows.sweep import open_services
-
-    svc = open_services(get_settings(), tracking=False)
-    yield svc
-    svc.close()
-
-
-def _driver(cfg: RunConfig, services, **kw) -> RunDriver:
-    return RunDriver(cfg, engine=services.engine_for(cfg), store=services.store, meta=services.meta, **kw)
 
 
 def _buffer(services, run_id: str) -> list[tuple[int, int, int, dict[str, bytes]]]:

@@ -13,7 +13,7 @@ from ftg_common.config import NormalizeOptions, PPOConfig, RunConfig
 from ftg_common.normalize import NormStats, merge_increments, stats_from_tensors
 from ftg_common.policy.spec import NORM_PREFIX
 from ftg_common.tensorio import decode
-from workflows.driver import RunDriver
+from tests.funcs import driver as _driver
 
 ZOO = Path(__file__).resolve().parents[1] / "data" / "zoo" / "ppo.yml"
 SMALL = dict(
@@ -28,20 +28,6 @@ SMALL = dict(
     eval_episodes=2,
     threshold=None,
 )
-
-
-def _driver(cfg: RunConfig, services, **kw) -> RunDriver:
-    return RunDriver(cfg, engine=services.engine, store=services.store, meta=services.meta, **kw)
-
-
-@pytest.fixture
-def services(ftg_env):
-    from ftg_common.settings import get_settings
-    from workflows.sweep import open_services
-
-    svc = open_services(get_settings(), tracking=False)
-    yield svc
-    svc.close()
 
 
 def _tensors(store, key: str) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ import pytest
 
 from ftg_common import layout, runtime
 from ftg_common.config import PPOConfig, RunConfig
-from workflows.driver import RunDriver
+from tests.funcs import driver as _driver
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(
@@ -28,20 +28,6 @@ SMALL = dict(
     eval_every_steps=512,
     eval_episodes=3,
 )
-
-
-def _driver(cfg: RunConfig, services, **kw) -> RunDriver:
-    return RunDriver(cfg, engine=services.engine, store=services.store, meta=services.meta, **kw)
-
-
-@pytest.fixture
-def services(ftg_env):
-    from ftg_common.settings import get_settings
-    from workflows.sweep import open_services
-
-    svc = open_services(get_settings(), tracking=False)
-    yield svc
-    svc.close()
 
 
 def test_interrupted_then_resumed_run_matches_uninterrupted_bit_for_bit(services) -> None:

@@ -14,10 +14,10 @@ from ftg_common import layout
 from ftg_common.config import PPOConfig, RunConfig
 from ftg_common.errors import CorruptObjectError
 from ftg_common.store.base import KeyNotFoundError
+from tests.funcs import driver as _driver
 from workflows import metric_names as mn
 from workflows.driver import (
     IterationRecord,
-    RunDriver,
     RunFailed,
     describe_call_error,
     is_transient,
@@ -72,10 +72,6 @@ def services(ftg_env) -> Iterator[Any]:
     svc = open_services(get_settings(), tracking=True)
     yield svc
     svc.close()
-
-
-def _driver(cfg: RunConfig, services: Any, **kw: Any) -> RunDriver:
-    return RunDriver(cfg, engine=services.engine, store=services.store, meta=services.meta, **kw)
 
 
 def _stop_after(n: int) -> tuple[threading.Event, Any]:
