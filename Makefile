@@ -56,6 +56,16 @@ gateway: setup
 deploy:
 	kubectl apply -k manifests/overlays/dev
 
+## The four function images from functions/Dockerfile, tagged as functions/stack.yml names them (a test
+## keeps the two equal); needs a Docker daemon. Push them, then deploy: docs/cluster-openfaas.md.
+FUNCTION_IMAGES := rollout-collector reward-aggregator policy-updater policy-evaluator
+IMAGE_PREFIX    := ghcr.io/faastraingym/
+IMAGE_TAG       := 0.1.0
+.PHONY: images
+images:
+	@docker info >/dev/null 2>&1 || { echo "make images: no Docker daemon reachable (docker info failed): start one, or set DOCKER_HOST" >&2; exit 1; }
+	$(foreach f,$(FUNCTION_IMAGES),docker build -f functions/Dockerfile --build-arg FUNCTION=$(subst -,_,$(f)) -t $(IMAGE_PREFIX)$(f):$(IMAGE_TAG) . &&) true
+
 render: setup
 	$(PY) workflows/ppo_sweep.py render --output iteration-template.yaml
 
@@ -83,6 +93,14 @@ bench-runtime: setup
 BENCH_ZOO_ARGS ?=
 bench-zoo: setup
 	$(PY) benchmarks/bench_zoo.py $(BENCH_ZOO_ARGS)
+
+## Argo's orchestration latency, simulated (docs/argo-latency.md): the default sweep on Argo for K = 1, 4, 16
+## iterations per Workflow with Argo's default and the shipped 1 s controller settings, and in hybrid mode
+## -> benchmarks/results/<date>-argo-latency.{md,json}. About 20 s (the compute per level is measured).
+BENCH_ARGO_ARGS ?=
+.PHONY: bench-argo
+bench-argo: setup
+	$(PY) benchmarks/bench_argo_latency.py $(BENCH_ARGO_ARGS)
 
 ## The reliability suite: hostile input, faults, kills, corruption -> benchmarks/results/reliability-<date>.md
 reliability: setup services

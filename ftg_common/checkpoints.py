@@ -11,7 +11,9 @@ A version is what the policy-updater produces and the other functions consume:
 A DQN version (:class:`~ftg_common.update.dqn.DQNVersion`) has the same four objects: its weights
 hold the online (``q.*``) and target (``q_target.*``) networks, its ``state.json`` a
 :class:`~ftg_common.update.dqn.DQNState` (spec: a :class:`~ftg_common.algos.qnet.QNetSpec`), and its
-policy file the online network only, with the spec under ``qnet_spec``.
+policy file the online network only, with the spec under ``qnet_spec``. A tabular Q-learning version
+(:class:`~ftg_common.update.qlearning.QTableVersion`) holds its table (``q_table``) in both weight files,
+no optimizer tensors, and its :class:`~ftg_common.policy.qtable.QTableSpec` under ``qtable_spec``.
 
 No RNG state is stored: every random stream is derived from (run seed, purpose, counters), so the
 counters here are all that resuming needs. No torch here.
@@ -33,6 +35,7 @@ from ftg_common import layout
 from ftg_common.algos.qnet import ONLINE, QNET_SPEC_METADATA_KEY, QNetSpec
 from ftg_common.errors import CorruptObjectError
 from ftg_common.normalize import NormalizeSettings, NormStats, stats_from_tensors, stats_to_tensors
+from ftg_common.policy.qtable import QTABLE_KEY, QTableSpec, qtable_policy_bytes
 from ftg_common.policy.spec import (
     NORM_METADATA_KEY,
     NORM_PREFIX,
@@ -42,6 +45,7 @@ from ftg_common.policy.spec import (
     save_policy_bytes,
     split_norm_tensors,
 )
+from ftg_common.policy.stored import read_spec_and_tensors
 from ftg_common.store.base import ObjectStore
 from ftg_common.store.integrity import decode_json, object_digest
 from ftg_common.tensorio import decode, encode
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
     from ftg_common.policy.numpy_policy import NumpyPolicy
     from ftg_common.policy.qpolicy import QPolicy
     from ftg_common.update.dqn import DQNVersion
+    from ftg_common.update.qlearning import QTableVersion
 
 
 class VersionCounters(BaseModel):
@@ -160,7 +165,9 @@ def _qnet_policy_bytes(spec: QNetSpec, weights: dict[str, np.ndarray], metadata:
     return encode(online, {**metadata, QNET_SPEC_METADATA_KEY: spec.model_dump_json()})
 
 
-def _norm_of(v: PolicyVersion | DQNVersion) -> tuple[dict[str, np.ndarray], dict[str, str]] | None:
+def _norm_of(
+    v: PolicyVersion | DQNVersion | QTableVersion,
+) -> tuple[dict[str, np.ndarray], dict[str, str]] | None:
     """(statistics tensors, metadata with the options) of a version that normalises, else None."""
     if not isinstance(v, PolicyVersion) or v.norm is None:
         return None
@@ -184,7 +191,9 @@ def _norm_from(
     return weights, stats, settings
 
 
-def write_version(store: ObjectStore, run_id: str, v: PolicyVersion | DQNVersion) -> VersionKeys:
+def write_version(
+    store: ObjectStore, run_id: str, v: PolicyVersion | DQNVersion | QTableVersion
+) -> VersionKeys:
     """Write every object of version ``v.state.version``; identical inputs give identical bytes.
 
     Returns:
@@ -205,6 +214,8 @@ def write_version(store: ObjectStore, run_id: str, v: PolicyVersion | DQNVersion
     spec = v.state.spec
     if isinstance(spec, QNetSpec):
         data = _qnet_policy_bytes(spec, v.weights, meta)
+    elif isinstance(spec, QTableSpec):
+        data = qtable_policy_bytes(spec, v.weights, meta)
     elif norm is None:
         data = save_policy_bytes(spec, v.weights, meta)
     else:
@@ -276,6 +287,26 @@ def read_dqn_version(store: ObjectStore, run_id: str, version: int) -> DQNVersio
     )
 
 
+def read_qtable_version(store: ObjectStore, run_id: str, version: int) -> QTableVersion:
+    """Read a Q-learning version written by :func:`write_version`.
+
+    Raises:
+        CorruptObjectError: ``state.json`` is not a Q-learning version's, or the table does not match it.
+    """
+    from ftg_common.update.qlearning import QTableState, QTableVersion  # local: keeps this module light
+
+    key = layout.ckpt_state_key(run_id, version)
+    try:
+        state = QTableState.model_validate(store.get_json(key))
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise CorruptObjectError(key, f"not a Q-learning checkpoint state: {exc}") from None
+    weights_key = layout.ckpt_weights_key(run_id, version)
+    weights = store.get_tensors(weights_key)
+    if set(weights) != {QTABLE_KEY} or tuple(weights[QTABLE_KEY].shape) != state.spec.shape:
+        raise CorruptObjectError(weights_key, f"does not hold the {state.spec.shape} table of its state")
+    return QTableVersion(state=state, weights=weights)
+
+
 def read_qnet(store: ObjectStore, run_id: str, version: int) -> tuple[QNetSpec, dict[str, np.ndarray]]:
     """The online Q-network of a DQN version and its spec (numpy only).
 
@@ -283,14 +314,9 @@ def read_qnet(store: ObjectStore, run_id: str, version: int) -> tuple[QNetSpec, 
         KeyNotFoundError: the version has no policy file.
         CorruptObjectError: the policy file is damaged, or is not a Q-network's.
     """
-    key = layout.policy_key(run_id, version)
-    tensors, meta = store.get_tensors_with_metadata(key)
-    try:
-        spec = QNetSpec.model_validate_json(meta[QNET_SPEC_METADATA_KEY])
-    except KeyError:
-        raise CorruptObjectError(key, f"no {QNET_SPEC_METADATA_KEY!r} metadata: not a Q-network") from None
-    except ValueError as exc:
-        raise CorruptObjectError(key, f"not a Q-network policy file: {exc}") from None
+    key, spec, tensors = read_spec_and_tensors(
+        store, run_id, version, QNetSpec, QNET_SPEC_METADATA_KEY, "a Q-network"
+    )
     if {k: tuple(v.shape) for k, v in tensors.items()} != spec.shapes(ONLINE):
         raise CorruptObjectError(key, "tensors do not match the Q-network spec")
     return spec, tensors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -15,12 +16,14 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
 
 from ftg_common.ids import RUN_ID_PATTERN
+from ftg_common.spec_parts import drop_defaults
 
 if TYPE_CHECKING:
     from ftg_common.normalize import NormalizeSettings
@@ -167,11 +170,7 @@ class PPOConfig(_Iterated):
 
     @model_serializer(mode="wrap")
     def _omit_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        for name, default in _PPO_OMIT_WHEN_DEFAULT.items():
-            if name in data and data[name] == default:
-                del data[name]
-        return data
+        return drop_defaults(handler(self), _PPO_OMIT_WHEN_DEFAULT)
 
     @property
     def normalize_settings(self) -> NormalizeSettings | None:
@@ -269,6 +268,94 @@ class DQNConfig(_Iterated):
         return self.gradient_steps if self.gradient_steps > 0 else self.rollout_size
 
 
+_MAX_TABLE_BINS = 1 << 20
+
+
+def _positive_bins(v: int | list[int] | None) -> int | list[int] | None:
+    counts = [v] if isinstance(v, int) else (v or [])
+    if any(b < 1 or b > _MAX_TABLE_BINS for b in counts):
+        raise ValueError(f"every bin count must be in 1..{_MAX_TABLE_BINS}")
+    return v
+
+
+class QLearningConfig(_Iterated):
+    """Tabular Q-learning; names follow Stable-Baselines3's DQN where the two share a meaning.
+
+    One iteration collects ``train_freq`` vectorised epsilon-greedy steps of ``n_envs`` environments
+    (the exploration schedule is DQN's), appends them to the replay buffer and, once more than
+    ``learning_starts`` steps were taken, applies the one-step Q-learning update to each of the
+    iteration's transitions in the order they were collected (shard by shard, step by step, env by
+    env); then ``replay_batches`` minibatches of ``batch_size`` transitions sampled from the buffer,
+    in sampled order. ``learning_rate`` is the step size alpha.
+
+    Observations become table rows as :mod:`ftg_common.algos.qlearning` describes: discrete ones are
+    their own index; a Box needs ``bins`` (one count for every dimension, or one per dimension), and
+    ``low`` / ``high`` per dimension where the space's bounds are infinite (given ones replace the
+    space's; values outside are clipped into the edge bins).
+    """
+
+    algo: Literal["qlearning"] = "qlearning"
+    env_id: str = "FrozenLake-v1"
+    env_kwargs: dict[str, Any] = Field(default_factory=dict)
+    total_steps: int = Field(default=20_000, gt=0)
+    n_envs: int = Field(default=1, gt=0, le=1024)
+    shards: int = Field(default=1, gt=0, le=256, description="rollout-collector invocations per iteration")
+    learning_rate: float = Field(default=0.1, gt=0, le=1, description="step size alpha")
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    gamma: float = Field(default=0.99, gt=0, le=1)
+    train_freq: int = Field(default=256, gt=0, le=100_000, description="vectorised env steps per iteration")
+    learning_starts: int = Field(default=0, ge=0)
+    exploration_fraction: float = Field(default=0.5, gt=0, le=1)
+    exploration_initial_eps: float = Field(default=1.0, ge=0, le=1)
+    exploration_final_eps: float = Field(default=0.05, ge=0, le=1)
+    initial_q: float = Field(default=0.0, description="every entry of the initial table")
+    buffer_size: int = Field(default=10_000, gt=0, le=100_000_000, description="replay capacity, transitions")
+    replay_batches: int = Field(default=0, ge=0, le=100_000, description="replayed minibatches per update")
+    batch_size: int = Field(default=32, gt=0, description="transitions per replayed minibatch")
+    bins: Annotated[int | list[int] | None, AfterValidator(_positive_bins)] = Field(
+        default=None, description="Box: intervals per dimension (one count, or one per dimension)"
+    )
+    low: list[float] | None = Field(default=None, min_length=1, description="Box: lower edge per dimension")
+    high: list[float] | None = Field(default=None, min_length=1, description="Box: upper edge per dimension")
+    eval_every_steps: int = Field(default=2048, gt=0)
+    eval_episodes: int = Field(default=10, gt=0, le=1000)
+    threshold: float | None = None
+
+    @field_validator("low", "high")
+    @classmethod
+    def _finite_edges(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(math.isfinite(x) for x in v):
+            raise ValueError("every edge must be a finite number")
+        return v
+
+    @field_validator("high")
+    @classmethod
+    def _above_low(cls, v: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        low = info.data.get("low")
+        if v is None or low is None:
+            return v
+        if len(v) != len(low):
+            raise ValueError(f"has {len(v)} edges but low has {len(low)}")
+        for d, (lo, hi) in enumerate(zip(low, v, strict=True)):
+            if not hi > lo:
+                raise ValueError(f"dimension {d}: {hi} is not above low ({lo})")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> QLearningConfig:
+        self._check_iterations("one iteration (n_envs * train_freq)")
+        if self.replay_batches and self.batch_size > self.buffer_size:
+            raise ValueError(
+                f"replayed minibatches of batch_size {self.batch_size} exceed buffer_size {self.buffer_size}"
+            )
+        return self
+
+    @property
+    def rollout_size(self) -> int:
+        """Transitions per iteration: ``train_freq`` vectorised steps of ``n_envs`` envs."""
+        return self.train_freq * self.n_envs
+
+
 def _algo_tag(value: Any) -> str:
     # A config without ``algo`` is PPO: every sweep file and stored config before DQN existed.
     if isinstance(value, dict):
@@ -277,19 +364,31 @@ def _algo_tag(value: Any) -> str:
 
 
 AlgoConfig = Annotated[
-    Annotated[PPOConfig, Tag("ppo")] | Annotated[DQNConfig, Tag("dqn")],
+    Annotated[PPOConfig, Tag("ppo")]
+    | Annotated[DQNConfig, Tag("dqn")]
+    | Annotated[QLearningConfig, Tag("qlearning")],
     Discriminator(
         _algo_tag,
         custom_error_type="algo",
-        custom_error_message="unsupported algorithm (supported: ppo, dqn)",
+        custom_error_message="unsupported algorithm (supported: ppo, dqn, qlearning)",
     ),
 ]
-"""PPO or DQN hyperparameters, chosen by ``algo`` (absent: ``ppo``)."""
+"""PPO, DQN or tabular Q-learning hyperparameters, chosen by ``algo`` (absent: ``ppo``)."""
 
-ALGO_CONFIGS: dict[str, type[PPOConfig] | type[DQNConfig]] = {"ppo": PPOConfig, "dqn": DQNConfig}
+HParams = PPOConfig | DQNConfig | QLearningConfig
+"""The hyperparameters of any family."""
+
+OffPolicyHParams = DQNConfig | QLearningConfig
+"""The families that run the off-policy (replay buffer) iteration."""
+
+ALGO_CONFIGS: dict[str, type[PPOConfig] | type[DQNConfig] | type[QLearningConfig]] = {
+    "ppo": PPOConfig,
+    "dqn": DQNConfig,
+    "qlearning": QLearningConfig,
+}
 
 
-def validate_algo_config(data: Any, prefix: str = "") -> PPOConfig | DQNConfig:
+def validate_algo_config(data: Any, prefix: str = "") -> HParams:
     """The hyperparameters ``data`` describes, as the model its ``algo`` names (absent: PPO).
 
     Args:
@@ -316,15 +415,17 @@ def validate_algo_config(data: Any, prefix: str = "") -> PPOConfig | DQNConfig:
 class RunConfig(_Strict):
     """What a run's functions read from ``runs/<run_id>/config.json``.
 
-    ``algo`` names the family and exactly one of ``ppo`` / ``dqn`` holds its hyperparameters. The absent
-    one is left out of dumps, so a PPO config stores (and hashes) exactly as it did before DQN existed.
+    ``algo`` names the family and exactly one of ``ppo`` / ``dqn`` / ``qlearning`` holds its
+    hyperparameters. The absent ones are left out of dumps, so a PPO config stores (and hashes) exactly
+    as it did before DQN existed.
     """
 
     run_id: str = Field(pattern=RUN_ID_PATTERN)
     seed: int = Field(ge=0, lt=2**31)
-    algo: Literal["ppo", "dqn"] = "ppo"
+    algo: Literal["ppo", "dqn", "qlearning"] = "ppo"
     ppo: PPOConfig | None = None
     dqn: DQNConfig | None = None
+    qlearning: QLearningConfig | None = None
     sweep_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
     config_name: str | None = None
 
@@ -332,8 +433,10 @@ class RunConfig(_Strict):
     @classmethod
     def _infer_algo(cls, data: Any) -> Any:
         # RunConfig(..., dqn=DQNConfig()) without ``algo`` means a DQN run.
-        if isinstance(data, dict) and "algo" not in data and data.get("dqn") is not None:
-            return {**data, "algo": "dqn"}
+        if isinstance(data, dict) and "algo" not in data:
+            for name in ("dqn", "qlearning"):
+                if data.get(name) is not None:
+                    return {**data, "algo": name}
         return data
 
     @model_validator(mode="after")
@@ -355,16 +458,18 @@ class RunConfig(_Strict):
         return data
 
     @classmethod
-    def for_algo(cls, run_id: str, seed: int, hparams: PPOConfig | DQNConfig, **kw: Any) -> RunConfig:
+    def for_algo(cls, run_id: str, seed: int, hparams: HParams, **kw: Any) -> RunConfig:
         """The run config holding ``hparams`` under the field of its algorithm."""
+        if isinstance(hparams, QLearningConfig):
+            return cls(run_id=run_id, seed=seed, algo="qlearning", qlearning=hparams, **kw)
         if isinstance(hparams, DQNConfig):
             return cls(run_id=run_id, seed=seed, algo="dqn", dqn=hparams, **kw)
         return cls(run_id=run_id, seed=seed, algo="ppo", ppo=hparams, **kw)
 
     @property
-    def hparams(self) -> PPOConfig | DQNConfig:
-        """The run's hyperparameters, whichever the family (the fields both share: env, sizes, eval)."""
-        hp = self.ppo if self.algo == "ppo" else self.dqn
+    def hparams(self) -> HParams:
+        """The run's hyperparameters, whichever the family (the fields all share: env, sizes, eval)."""
+        hp = {"ppo": self.ppo, "dqn": self.dqn, "qlearning": self.qlearning}[self.algo]
         assert hp is not None  # _one_family
         return hp
 
@@ -383,9 +488,14 @@ class RunConfig(_Strict):
         return self.dqn
 
     @property
+    def off_policy_hparams(self) -> OffPolicyHParams | None:
+        """The hyperparameters of a replay-buffer family (DQN, Q-learning); None for PPO."""
+        return self.dqn or self.qlearning
+
+    @property
     def off_policy(self) -> bool:
-        """True for the replay-buffer family (its own iteration template)."""
-        return self.algo == "dqn"
+        """True for the replay-buffer families, DQN and Q-learning (their own iteration template)."""
+        return self.algo in ("dqn", "qlearning")
 
     def digest(self) -> str:
         """Short content hash of this config (see ``config_digest``)."""
@@ -466,7 +576,7 @@ class SweepConfig(_Strict):
                 raise ValueError(f"config name {name!r} must match [a-z0-9][a-z0-9-]{{0,30}}")
         return v
 
-    def trial_configs(self) -> dict[str, PPOConfig | DQNConfig]:
+    def trial_configs(self) -> dict[str, HParams]:
         """Each named config merged over ``defaults`` and validated as the model its ``algo`` names.
 
         Errors name the field as ``configs.<name>.<field>``.

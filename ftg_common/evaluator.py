@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 from ftg_common.algos.stats import iqm
-from ftg_common.config import DQNConfig, PPOConfig
+from ftg_common.config import HParams
 from ftg_common.envs.factory import make_env
 from ftg_common.envs.seeding import EVAL, derive_seed
 from ftg_common.errors import BadRequest
@@ -29,7 +29,7 @@ _ENVS: WarmPool[list[gym.Env]] = WarmPool(_build, max_idle=8)
 
 
 @contextmanager
-def eval_envs(hp: PPOConfig | DQNConfig, count: int) -> Iterator[list[gym.Env]]:
+def eval_envs(hp: HParams, count: int) -> Iterator[list[gym.Env]]:
     """``count`` envs of the run's kind for the length of the block (each episode resets its env)."""
     with _ENVS.lend(hp.env_id, json.dumps(hp.env_kwargs, sort_keys=True), count) as envs:
         yield envs

@@ -293,10 +293,11 @@ def _serve(event: Event, model: type[Req], work: Callable[[Req, FunctionContext]
         req = _parse(event.body, model)
         ctx = runtime.context_for(req)
         result = work(req, ctx)
-        if "seconds" in type(result).model_fields:
-            result = result.model_copy(update={"seconds": ctx.clock.seconds()})
+        seconds = ctx.clock.seconds()
         body = result.model_dump(mode="json")
-        json.dumps(body, allow_nan=False)  # ValueError (answered 500) if not strict JSON
+        if "seconds" in body:
+            body["seconds"] = seconds
+        # Serialised once, by render_response, which answers 500 for a body that is not strict JSON.
         return _answer(200, body)
     except Exception as exc:
         return _failure(exc)

@@ -6,18 +6,42 @@ iteration holds *segments*: each env's steps split where an episode ended. A seg
 (neither terminated nor truncated) is bootstrapped with the model's value of its next observation, one
 cut by the time limit is not (the limit is part of the task). The estimand is therefore the discounted
 value of the target policy from the logged segments' start states.
+
+With normalisation (:func:`shard_step_log`) the target is the evaluated version as the policy-evaluator
+runs it: on the env's own observations normalised with *its* frozen statistics (not the behaviour's
+running ones the trajectory's ``obs`` were normalised with), and earning the env's own rewards (the
+trajectory's ``rewards`` are scaled). A normalising collector stores both (``raw.obs``,
+``raw.rewards``). The behaviour probabilities stay the logged ones: they are what the actions were
+drawn from. The critic, trained on scaled rewards, is scaled back by the version's return std
+``sqrt(ret_rms.var + epsilon)`` to serve as the DR model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ftg_common.normalize import normalize_obs
 from ftg_common.ope import LoggedEpisodes, evaluate
+from ftg_common.rollout import RAW_OBS, RAW_REWARDS
 from ftg_common.schemas import OPEValue
 
-__all__ = ["REPORTED", "StepLog", "ope_values", "q_step_log", "segment_episodes", "v_step_log"]
+if TYPE_CHECKING:
+    from ftg_common.policy.numpy_policy import NumpyPolicy
+    from ftg_common.policy.qpolicy import QPolicy
+
+__all__ = [
+    "REPORTED",
+    "StepLog",
+    "ope_values",
+    "q_step_log",
+    "segment_episodes",
+    "shard_step_log",
+    "target_inputs",
+    "v_step_log",
+]
 
 
 @dataclass(frozen=True)
@@ -157,6 +181,52 @@ def v_step_log(
         v_target=values.astype(np.float64),
         v_next=v_next,
     )
+
+
+def target_inputs(shard: dict[str, np.ndarray], policy: NumpyPolicy) -> tuple[np.ndarray, np.ndarray, float]:
+    """What the evaluated PPO version sees and earns on a logged shard.
+
+    Args:
+        shard: the stored trajectory (``obs`` [T, M, D], ``rewards`` [T, M]; ``raw.obs`` and
+            ``raw.rewards`` when the run normalises).
+        policy: the evaluated version, with its normalisation (``norm``, ``norm_settings``).
+
+    Returns:
+        (observations [T*M, D] as the version's network takes them, rewards [T, M] float64 in the env's
+        units, the factor [] turning its critic's values into those units).
+    """
+    t, m = shard["rewards"].shape
+    norm, settings = policy.norm, policy.norm_settings
+    if norm is None or settings is None or RAW_OBS not in shard:
+        # No normalisation (or a trajectory from before raw values were stored): as logged.
+        return shard["obs"].reshape(t * m, -1), shard["rewards"].astype(np.float64), 1.0
+    obs = shard[RAW_OBS].reshape(t * m, -1)
+    if settings.norm_obs:
+        obs = normalize_obs(obs, norm.obs_rms, settings.clip_obs, settings.epsilon)
+    scale = float(norm.ret_rms.std(settings.epsilon)) if settings.norm_reward else 1.0
+    return obs, shard[RAW_REWARDS].astype(np.float64), scale
+
+
+def shard_step_log(shard: dict[str, np.ndarray], policy: NumpyPolicy | QPolicy, gamma: float) -> StepLog:
+    """The step log of one logged shard for the evaluated version (DQN: greedy; PPO: its distribution).
+
+    Args:
+        shard: the stored trajectory of the iteration before the evaluated version.
+        policy: the evaluated version.
+        gamma: discount.
+    """
+    from ftg_common.policy.qpolicy import QPolicy  # local: keeps the PPO evaluator's imports as they were
+
+    t, m = shard["rewards"].shape
+    if isinstance(policy, QPolicy):
+        q = policy.q_values(shard["obs"].reshape(t * m, -1)).reshape(t, m, -1)
+        return q_step_log(shard, q, policy.q_values(shard["next_obs"][-1]))
+    obs, rewards, scale = target_inputs(shard, policy)
+    target = policy.log_prob(obs, shard["actions"].reshape(t * m, *shard["actions"].shape[2:])).reshape(t, m)
+    values = policy.value(obs).reshape(t, m).astype(np.float64) * scale
+    # The bootstrap of segments the log cuts: the behaviour critic's value, in the same units.
+    last = shard["last_values"].astype(np.float64) * scale
+    return v_step_log({**shard, "rewards": rewards, "last_values": last}, target, values, gamma)
 
 
 # Estimators reported (pdis is computed too, but IS, WIS, PDWIS and DR are the ones tracked).

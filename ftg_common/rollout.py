@@ -20,6 +20,11 @@ from ftg_common.normalize import (
 from ftg_common.policy.numpy_policy import NumpyPolicy
 from ftg_common.policy.spec import NORM_PREFIX
 
+RAW_OBS = "raw.obs"
+"""Trajectory tensor of a normalising run: the observations as the env emitted them [T, M, obs_dim]."""
+RAW_REWARDS = "raw.rewards"
+"""Trajectory tensor of a normalising run: the rewards as the env gave them [T, M]."""
+
 
 @dataclass
 class Rollout:
@@ -39,6 +44,8 @@ class Rollout:
         episode_returns: returns of the episodes that finished during the rollout.
         episode_lengths: lengths of those episodes, in the same order.
         norm_increment: the shard's normalisation increment and carry (None without normalisation).
+        raw_obs: [T, M, obs_dim] float32 the env's own observations, with normalisation only (else None).
+        raw_rewards: [T, M] float32 the env's own rewards, with normalisation only (else None).
     """
 
     obs: np.ndarray
@@ -53,6 +60,8 @@ class Rollout:
     episode_returns: list[float]
     episode_lengths: list[int]
     norm_increment: ShardIncrement | None = None
+    raw_obs: np.ndarray | None = None
+    raw_rewards: np.ndarray | None = None
 
     def tensors(self) -> dict[str, np.ndarray]:
         """The arrays as a trajectory object stores them (bool flags as uint8).
@@ -61,6 +70,9 @@ class Rollout:
         ``norm.ret_rms.*`` (float64), which the reward-aggregator merges into the next version's.
         """
         extra = {} if self.norm_increment is None else stats_to_tensors(self.norm_increment, NORM_PREFIX)
+        if self.raw_obs is not None and self.raw_rewards is not None:
+            # What off-policy evaluation weighs by: the evaluated version normalises with its own statistics.
+            extra.update({RAW_OBS: self.raw_obs, RAW_REWARDS: self.raw_rewards})
         return {
             **extra,
             "obs": self.obs,
@@ -138,8 +150,12 @@ def collect_rollout(
     lengths: list[int] = []
     inc = None if norm is None else norm.increment
     obs = envs.obs if inc is None else inc.last_obs
+    raw_obs = None if norm is None else np.empty((n_steps, m, d), dtype=np.float32)
+    raw_rew = None if norm is None else np.empty((n_steps, m), dtype=np.float32)
     for t in range(n_steps):
         obs_buf[t] = obs
+        if raw_obs is not None:
+            raw_obs[t] = envs.obs  # the env's own observation, before envs.step overwrites it in place
         if sde is not None:
             if resample_due(t, sde.sample_freq):
                 matrices = policy.sample_sde_matrices(m, sde.rng)
@@ -152,7 +168,8 @@ def collect_rollout(
         val_buf[t] = values
         logp_buf[t] = log_probs
         obs, rewards, terminated, truncated, final_obs, finished = envs.step(actions)
-        if norm is not None and inc is not None:
+        if norm is not None and inc is not None and raw_rew is not None:
+            raw_rew[t] = rewards
             inc, obs, rewards = observe_step(
                 norm.base, inc, obs, rewards, terminated | truncated, norm.settings
             )
@@ -181,4 +198,6 @@ def collect_rollout(
         episode_returns=returns,
         episode_lengths=lengths,
         norm_increment=inc,
+        raw_obs=raw_obs,
+        raw_rewards=raw_rew,
     )

@@ -31,9 +31,16 @@ class Settings(BaseSettings):
     s3_create_bucket: bool = True
     # Metadata store: sqlite:///path.db or redis://host:port/db
     meta_url: str = "sqlite:///.ftg/meta.db"
-    # Where the local engine sends function calls: "local" (in-process adapter / warm pool) or http(s)://gateway
+    # Where this process (the driver) sends function calls: "local" (in-process adapter / warm pool) or
+    # http(s)://gateway. With FTG_ENGINE=argo it is only the driver's own calls (e.g. port-forwarded).
     gateway_url: str = "local"
+    # The gateway as the Workflow's steps reach it (its `gateway` parameter), FTG_ENGINE=argo only. Unset:
+    # the OpenFaaS Service http://gateway.openfaas:8080 (workflows/placement.py).
+    workflow_gateway_url: str | None = None
     local_workers: int = Field(default=2, ge=0, description="warm worker processes; 0 runs calls in-process")
+    # Warm workers and their reader poll their pipes for this long around a call's end instead of
+    # sleeping (a sleeping process's wake-up is most of a call's overhead); 0 never polls.
+    pool_spin_us: int = Field(default=300, ge=0, le=100_000)
     torch_threads: int = Field(default=1, ge=1)
     tracking_uri: str | None = None
     mlflow_experiment: str = "faastraingym"
@@ -41,7 +48,15 @@ class Settings(BaseSettings):
     argo_token: str | None = None
     argo_namespace: str = "argo"
     argo_verify_ssl: bool = True
+    # A PEM file of the CA(s) that issued the Argo server's certificate, verified against instead of the
+    # system's CAs (needs FTG_ARGO_VERIFY_SSL true).
+    argo_ca_bundle: str | None = None
+    # `submit --in-cluster`: the pod's service account (token, ca.crt) authenticates to the Argo server.
+    service_account_dir: str = "/var/run/secrets/kubernetes.io/serviceaccount"
     argo_poll_seconds: float = Field(default=1.0, gt=0)
+    # Iterations chained in one Argo Workflow (`submit --iterations-per-workflow`): fewer agent pods and
+    # Workflow starts per run, the same results (docs/argo-latency.md). FTG_ENGINE=argo only.
+    argo_iterations_per_workflow: int = Field(default=1, ge=1, le=64)
     # Prices for the cost comparison: FaaS per GB-s, a dedicated server per hour
     dedicated_server_usd_per_hour: float = 0.0416
     faas_usd_per_gb_second: float = 0.0000166667

@@ -116,7 +116,7 @@ class _Scan:
 def _shard_count(scan: _Scan, keys: list[str]) -> int:
     """The run's shards per iteration: from its config when intact, else the highest shard stored."""
     cfg = scan.config if isinstance(scan.config, dict) else {}
-    hp = cfg.get("dqn") if cfg.get("algo") == "dqn" else cfg.get("ppo")
+    hp = cfg.get(str(cfg.get("algo", "ppo")))
     shards = hp.get("shards") if isinstance(hp, dict) else None
     if isinstance(shards, int) and shards > 0:
         return shards
@@ -171,7 +171,7 @@ def verify_run(store: ObjectStore, meta: MetaStore, run_id: str) -> list[Damage]
             scan.expect(key, digest, v)
 
     shards = _shard_count(scan, keys)
-    off_policy = isinstance(scan.config, dict) and scan.config.get("algo") == "dqn"
+    off_policy = isinstance(scan.config, dict) and scan.config.get("algo") in ("dqn", "qlearning")
     for i in range(last_iteration + 1):
         why = f"iteration {i} is committed"
         for shard in range(shards):

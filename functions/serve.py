@@ -15,16 +15,50 @@ Once the handler is imported and the socket listens, one line goes to stdout:
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+import types
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from ftg_common.catalog import FUNCTIONS
-from ftg_common.faas import wsgi_app
-from ftg_common.settings import get_settings
+
+class _ImportedOnFirstUse(types.ModuleType):
+    """Stands in for a module during start-up; the first attribute read imports the real one."""
+
+    def __getattr__(self, attr: str) -> object:
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+@contextmanager
+def _not_executed(name: str) -> Iterator[None]:
+    """Let the imports in the block bind ``name`` without executing it; later imports get the real one.
+
+    pydantic-settings imports asyncio at its top for ``CliApp`` (async commands), which no function
+    uses; executing asyncio (it pulls in ssl, selectors and concurrent.futures) is about 15 ms of every
+    replica's cold start. Its name stays bound to a stand-in that imports asyncio on first use.
+    """
+    if name in sys.modules:
+        yield
+        return
+    stand_in = _ImportedOnFirstUse(name)
+    stand_in.__spec__ = importlib.util.find_spec(name)  # so `import name` takes it as initialised
+    sys.modules[name] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+
+
+with _not_executed("asyncio"):
+    from ftg_common.catalog import FUNCTIONS
+    from ftg_common.faas import wsgi_app
+    from ftg_common.settings import get_settings
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

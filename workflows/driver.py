@@ -1,4 +1,4 @@
-"""The driver of one run: submits one Workflow per iteration, reads its results, tracks, advances.
+"""The driver of one run: submits one Workflow per iteration (or per K on Argo), reads results, tracks.
 
 Everything it needs to continue lives in the stores (run record, checkpoints, carried env state), so a
 killed driver is resumed by starting a new one on the same run id.
@@ -14,9 +14,10 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from ftg_common import catalog, layout, tracing
 from ftg_common.catalog import AGGREGATE, EVALUATE, UPDATE
@@ -289,6 +290,10 @@ def holder_is_dead(owner: str) -> bool:
 
 class RunDriver:
     """Drives one run to its last iteration, one Workflow per iteration, on any :class:`Engine`.
+
+    An engine that chains iterations (:class:`ChainingEngine`, Argo with ``iterations_per_workflow``
+    K > 1) runs K per Workflow; each is committed as it finishes, so a Workflow that dies mid-chain
+    leaves every finished iteration recorded, and the next ``drive`` resumes after the last committed one.
 
     Every committed iteration gets a record in the object store (:class:`IterationRecord`) before the
     run record's summary is updated or anything reaches MLflow; the summary is recomputed from those
@@ -583,88 +588,16 @@ class RunDriver:
         cfg, ppo = self.cfg, self.cfg.hparams
         rid = cfg.run_id
         records = self.reconcile()
-        summary = summarize(records, ppo.threshold)
         n_iter = ppo.n_iterations
         start = len(records)
         self._io("marking the run running", self.meta.set_status, rid, "running")
-        recent: list[tuple[float, int]] = []
-        renewed = summary_written = time.monotonic()
-        for i in range(start, n_iter):
-            if self.stop.is_set():
-                self._io(
-                    "writing the run summary", self.meta.update_extra, rid, {"summary": summary.as_dict()}
-                )
-                self._io("marking the run interrupted", self.meta.set_status, rid, "interrupted")
-                raise KeyboardInterrupt
-            if time.monotonic() - renewed > LEASE_SECONDS / 4:
-                lease = f"run:{rid}"
-                if not self._io(
-                    "renewing the lease", self.meta.acquire_lease, lease, self.owner, LEASE_SECONDS
-                ):
-                    raise RunFailed(f"run {rid}: lost its lease to another driver")
-                renewed = time.monotonic()
-            t0 = time.perf_counter()
-            with tracing.span("iteration", root=True, attributes={"ftg.run_id": rid, "ftg.iteration": i}):
-                wf = self.engine.run(self.parameters(i))
-            elapsed = time.perf_counter() - t0
-            if not wf.succeeded:
-                detail = _failed_node_errors(wf)
-                raise RunFailed(
-                    f"iteration {i} of {rid}: workflow {wf.phase}: {wf.message}"
-                    + (f" [{detail}]" if detail else "")
-                )
-            agg: AggregateResult | AppendResult = (
-                wf.result(AGGREGATE, AppendResult)
-                if cfg.off_policy
-                else wf.result(AGGREGATE, AggregateResult)
-            )
-            upd = wf.result(UPDATE, UpdateResult)
-            ev = wf.result_if_succeeded(EVALUATE, EvalResult)
-            nodes = wf.http_nodes()
-            eval_s = sum(n.duration_s or 0.0 for n in nodes if n.template == EVALUATE)
-            # Billed time is time spent in calls, retries included; not backoff waits.
-            gb_s = sum(invocation_gb_seconds(n.template, n.call_s) for n in nodes)
-            calls = sum(n.attempts for n in nodes)
-            recent.append((elapsed, agg.steps))
-            recent = recent[-20:]
-            sps = sum(s for _, s in recent) / max(sum(t for t, _ in recent), 1e-9)
-            metrics = _iteration_metrics(
-                i, agg.episodes, agg.mean_return, upd, ev, elapsed=elapsed, sps=sps, gb_s=gb_s, before=summary
-            )
-            rec = IterationRecord(
-                i, upd.total_steps, int(time.time() * 1000), elapsed, eval_s, gb_s, calls, metrics
-            )
-            # The record first: the summary and MLflow are rebuilt from it if a crash comes in between.
-            key = layout.metrics_key(rid, i)
-            self._io(f"writing {key}", self.store.put_json, key, rec.as_dict())
-            records.append(rec)
-            # Records arrive in iteration order here, so folding the new one in equals summarize(records).
-            summary.add(rec, ppo.threshold)
-            # The summary is for `status` and the table; the records above are what a crash keeps. So it
-            # is written after an evaluation, at the end, and at most every SUMMARY_EVERY_S in between.
-            if ev is not None or i + 1 == n_iter or time.monotonic() - summary_written >= SUMMARY_EVERY_S:
-                self._io(
-                    "writing the run summary", self.meta.update_extra, rid, {"summary": summary.as_dict()}
-                )
-                summary_written = time.monotonic()
-            self._log_metrics(metrics, rec.steps, rec.time_ms)
-            remaining = (n_iter - i - 1) * ppo.rollout_size
-            self.on_progress(
-                TrialProgress(
-                    run_id=rid,
-                    config_name=self.config_name,
-                    seed=cfg.seed,
-                    iteration=i + 1,
-                    n_iterations=n_iter,
-                    steps=summary.steps,
-                    total_steps=n_iter * ppo.rollout_size,
-                    train_return=agg.mean_return,
-                    eval_return=summary.final_return,
-                    steps_per_second=sps,
-                    eta_seconds=remaining / sps if sps > 0 else None,
-                    iteration_s=elapsed,
-                )
-            )
+        now = time.monotonic()
+        state = _LoopState(summarize(records, ppo.threshold), records, renewed=now, summary_written=now)
+        k = self.engine.iterations_per_workflow if isinstance(self.engine, ChainingEngine) else 1
+        for first in range(start, n_iter, k):
+            self._boundary(state)
+            self._run_workflow(range(first, min(first + k, n_iter)), state)
+        summary = state.summary
         # Whatever the writer thread dropped (a tracking-store error) is logged again now.
         self.repair_tracking(records)
         self._io("marking the run finished", self.meta.set_status, rid, "finished")
@@ -683,6 +616,144 @@ class RunDriver:
             )
         )
         return summary
+
+    def _boundary(self, state: _LoopState) -> None:
+        """Between iterations: stop if asked (the run is left ``interrupted``), renew the lease when due.
+
+        Raises:
+            KeyboardInterrupt: ``stop`` is set.
+            RunFailed: another driver took the lease.
+        """
+        rid = self.cfg.run_id
+        if self.stop.is_set():
+            self._io(
+                "writing the run summary", self.meta.update_extra, rid, {"summary": state.summary.as_dict()}
+            )
+            self._io("marking the run interrupted", self.meta.set_status, rid, "interrupted")
+            raise KeyboardInterrupt
+        if time.monotonic() - state.renewed > LEASE_SECONDS / 4:
+            lease = f"run:{rid}"
+            if not self._io("renewing the lease", self.meta.acquire_lease, lease, self.owner, LEASE_SECONDS):
+                raise RunFailed(f"run {rid}: lost its lease to another driver")
+            state.renewed = time.monotonic()
+
+    def _run_workflow(self, iterations: range, state: _LoopState) -> None:
+        """Run ``iterations`` in one Workflow and commit each as it finishes.
+
+        One iteration is timed here. A chain's iterations come from the engine one by one, each timed by
+        its share of the Workflow (:func:`workflows.engines.argo.chain_runs`); between them the driver
+        stops if asked, which ends the Workflow (the engine terminates one it stops following).
+        """
+        rid = self.cfg.run_id
+        first, last = iterations[0], iterations[-1]
+        if first == last:
+            t0 = time.perf_counter()
+            with tracing.span("iteration", root=True, attributes={"ftg.run_id": rid, "ftg.iteration": first}):
+                wf = self.engine.run(self.parameters(first))
+            self._commit(first, wf, time.perf_counter() - t0, state)
+            return
+        assert isinstance(self.engine, ChainingEngine)
+        attributes: dict[str, str | int] = {
+            "ftg.run_id": rid,
+            "ftg.iteration": first,
+            "ftg.last_iteration": last,
+        }
+        done = first - 1
+        with tracing.span("iterations", root=True, attributes=attributes):
+            params = [self.parameters(i) for i in iterations]
+            with closing(self.engine.run_iterations(params)) as runs:
+                for wf in runs:
+                    done = int(wf.parameters["iteration"])
+                    self._commit(done, wf, wf.duration_s, state)
+                    if done != last:
+                        self._boundary(state)
+        if done != last:
+            raise RunFailed(f"iterations {first}-{last} of {rid}: the workflow ended after iteration {done}")
+
+    def _commit(self, i: int, wf: WorkflowRun, elapsed: float, state: _LoopState) -> None:
+        """Record iteration ``i`` from its finished run: its record, the summary, MLflow, progress.
+
+        Raises:
+            RunFailed: the iteration's Workflow did not succeed (the message names its failed steps).
+        """
+        cfg, ppo = self.cfg, self.cfg.hparams
+        rid, n_iter = cfg.run_id, ppo.n_iterations
+        if not wf.succeeded:
+            detail = _failed_node_errors(wf)
+            raise RunFailed(
+                f"iteration {i} of {rid}: workflow {wf.phase}: {wf.message}"
+                + (f" [{detail}]" if detail else "")
+            )
+        agg: AggregateResult | AppendResult = (
+            wf.result(AGGREGATE, AppendResult) if cfg.off_policy else wf.result(AGGREGATE, AggregateResult)
+        )
+        upd = wf.result(UPDATE, UpdateResult)
+        ev = wf.result_if_succeeded(EVALUATE, EvalResult)
+        nodes = wf.http_nodes()
+        eval_s = sum(n.duration_s or 0.0 for n in nodes if n.template == EVALUATE)
+        # Billed time is time spent in calls, retries included; not backoff waits.
+        gb_s = sum(invocation_gb_seconds(n.template, n.call_s) for n in nodes)
+        calls = sum(n.attempts for n in nodes)
+        state.recent = [*state.recent[-19:], (elapsed, agg.steps)]
+        sps = sum(s for _, s in state.recent) / max(sum(t for t, _ in state.recent), 1e-9)
+        summary = state.summary
+        metrics = _iteration_metrics(
+            i, agg.episodes, agg.mean_return, upd, ev, elapsed=elapsed, sps=sps, gb_s=gb_s, before=summary
+        )
+        rec = IterationRecord(
+            i, upd.total_steps, int(time.time() * 1000), elapsed, eval_s, gb_s, calls, metrics
+        )
+        # The record first: the summary and MLflow are rebuilt from it if a crash comes in between.
+        key = layout.metrics_key(rid, i)
+        self._io(f"writing {key}", self.store.put_json, key, rec.as_dict())
+        state.records.append(rec)
+        # Records arrive in iteration order here, so folding the new one in equals summarize(records).
+        summary.add(rec, ppo.threshold)
+        # The summary is for `status` and the table; the records above are what a crash keeps. So it
+        # is written after an evaluation, at the end, and at most every SUMMARY_EVERY_S in between.
+        if ev is not None or i + 1 == n_iter or time.monotonic() - state.summary_written >= SUMMARY_EVERY_S:
+            self._io("writing the run summary", self.meta.update_extra, rid, {"summary": summary.as_dict()})
+            state.summary_written = time.monotonic()
+        self._log_metrics(metrics, rec.steps, rec.time_ms)
+        remaining = (n_iter - i - 1) * ppo.rollout_size
+        self.on_progress(
+            TrialProgress(
+                run_id=rid,
+                config_name=self.config_name,
+                seed=cfg.seed,
+                iteration=i + 1,
+                n_iterations=n_iter,
+                steps=summary.steps,
+                total_steps=n_iter * ppo.rollout_size,
+                train_return=agg.mean_return,
+                eval_return=summary.final_return,
+                steps_per_second=sps,
+                eta_seconds=remaining / sps if sps > 0 else None,
+                iteration_s=elapsed,
+            )
+        )
+
+
+@dataclass
+class _LoopState:
+    """What the loop carries from one iteration to the next."""
+
+    summary: RunSummary
+    records: list[IterationRecord]
+    renewed: float  # when the lease was last renewed (monotonic)
+    summary_written: float  # when the summary was last written (monotonic)
+    recent: list[tuple[float, int]] = field(default_factory=list)  # (seconds, steps), last 20 iterations
+
+
+@runtime_checkable
+class ChainingEngine(Protocol):
+    """An engine that can run several consecutive iterations in one Workflow (Argo)."""
+
+    iterations_per_workflow: int
+
+    def run_iterations(self, parameters: Sequence[Mapping[str, str]]) -> Generator[WorkflowRun, None, None]:
+        """Run consecutive iterations; yield each one's run in order as it finishes (close: stop them)."""
+        ...
 
 
 def _iteration_metrics(

@@ -16,10 +16,22 @@ The action is what the project's evaluation takes:
   evaluator and the environment wrapper clip it (float32 [batch, action_dim]);
 - a DQN run: the greedy action, argmax of the online Q-network's values (int64 [batch]).
 
-The spec (JSON) describes the network completely: ``obs_dim``, ``layers`` (their count; the hidden
-activation follows every layer but the last), ``activation``, and ``action`` (``kind``, ``n`` or
-``dim``, the ``rule`` turning the last layer's output into the action: ``argmax``, ``clip`` with ``low``
-and ``high`` (null: unbounded) or ``identity``). Ties in an argmax go to the lowest index, as in numpy.
+Every format takes the observation exactly as the environment emits it, as a float32 vector (a
+Discrete observation: its index; a Tuple of Discrete or a MultiDiscrete: the indices), and does what
+the evaluator does before the network (:mod:`ftg_common.policy.preprocess`): normalisation with the
+version's frozen statistics when the run normalises observations, then the one-hot encoding of
+Discrete, MultiDiscrete and Tuple-of-Discrete observations. In ONNX and TorchScript this is part of
+the graph (normalisation in float64, as the evaluator computes it; an index outside its range gives
+an all-zero block); a safetensors consumer applies it from the spec.
+
+The spec (JSON) describes the network completely: ``obs_dim`` (the network's input width),
+``layers`` (their count; the hidden activation follows every layer but the last), ``activation``,
+``observation`` (the raw input: dtype and shape), ``action`` (``kind``, ``n`` or ``dim``, the ``rule``
+turning the last layer's output into the action: ``argmax``, ``clip`` with ``low`` and ``high`` (null:
+unbounded) or ``identity``) and, for a run that normalises or encodes its observations, ``preprocess``
+(:meth:`~ftg_common.policy.preprocess.ObsPreprocess.metadata`: the encoding, and the statistics
+``mean``, ``var``, ``count``, ``clip_obs``, ``epsilon``). Ties in an argmax go to the lowest index, as in
+numpy.
 
 torch is imported with this module: import it where an export is asked for, not on a hot path.
 """
@@ -41,8 +53,9 @@ from torch import Tensor, nn
 
 from ftg_common import layout
 from ftg_common.algos.qnet import QNET_SPEC_METADATA_KEY, QNetSpec
-from ftg_common.checkpoints import read_policy, read_qnet
+from ftg_common.checkpoints import read_policy_file, read_qnet
 from ftg_common.meta.base import MetaStore, RunNotFoundError
+from ftg_common.policy.preprocess import ObsPreprocess
 from ftg_common.policy.spec import PolicySpec
 from ftg_common.store.base import KeyNotFoundError, ObjectStore
 
@@ -83,6 +96,7 @@ class ExportedNetwork:
         rule: ``argmax``, ``clip`` or ``identity``.
         low: per-dimension lower bounds of a clipped Box action (-inf: unbounded).
         high: per-dimension upper bounds of a clipped Box action (+inf: unbounded).
+        preprocess: raw observation -> network input (normalisation, one-hot); None: the identity.
     """
 
     run_id: str
@@ -95,6 +109,12 @@ class ExportedNetwork:
     rule: Literal["argmax", "clip", "identity"]
     low: np.ndarray | None = None
     high: np.ndarray | None = None
+    preprocess: ObsPreprocess | None = None
+
+    @property
+    def raw_obs_dim(self) -> int:
+        """Width of the raw observation the exported policy takes."""
+        return self.obs_dim if self.preprocess is None else self.preprocess.raw_dim
 
     @property
     def out_dim(self) -> int:
@@ -119,7 +139,7 @@ class ExportedNetwork:
             # Strict JSON has no infinity: an unbounded side is null.
             action["low"] = [float(v) if np.isfinite(v) else None for v in self.low]
             action["high"] = [float(v) if np.isfinite(v) else None for v in self.high]
-        return {
+        spec: dict[str, Any] = {
             "format": SPEC_FORMAT,
             "run_id": self.run_id,
             "version": self.version,
@@ -128,9 +148,12 @@ class ExportedNetwork:
             "activation": self.activation,
             "layers": len(self.layers),
             "hidden": [int(b.shape[0]) for _, b in self.layers[:-1]],
-            "observation": {"dtype": "float32", "shape": ["batch", self.obs_dim]},
+            "observation": {"dtype": "float32", "shape": ["batch", self.raw_obs_dim]},
             "action": action,
         }
+        if self.preprocess is not None:
+            spec["preprocess"] = self.preprocess.metadata()
+        return spec
 
 
 def _layers(
@@ -187,10 +210,13 @@ def load_network(store: ObjectStore, run_id: str, version: int) -> ExportedNetwo
         arch, q = read_qnet(store, run_id, version)
         source, layers, action_kind = "q_network", _layers(q, "q", len(arch.net_arch)), "discrete"
         rule, low, high = _greedy_rule()
+        pre = ObsPreprocess.build(arch.obs_dim, arch.encoding)
     else:
-        arch, tensors = read_policy(store, run_id, version)
+        f = read_policy_file(store, run_id, version)
+        arch, tensors = f.spec, f.weights
         source, layers, action_kind = "actor", _layers(tensors, "pi", len(arch.net_arch)), arch.action_kind
         rule, low, high = _actor_rule(arch)
+        pre = ObsPreprocess.build(arch.obs_dim, arch.encoding, f.norm, f.norm_settings)
     return ExportedNetwork(
         run_id=run_id,
         version=version,
@@ -202,6 +228,8 @@ def load_network(store: ObjectStore, run_id: str, version: int) -> ExportedNetwo
         rule=rule,
         low=low,
         high=high,
+        # Recorded whenever there are statistics, even those evaluation does not apply (norm_obs off).
+        preprocess=None if pre.identity and pre.norm is None else pre,
     )
 
 
@@ -219,6 +247,58 @@ def _mlp(net: ExportedNetwork) -> nn.Sequential:
         if i < len(net.layers) - 1:
             modules.append(nn.Tanh() if net.activation == "tanh" else nn.ReLU())
     return nn.Sequential(*modules)
+
+
+class ObsNormalize(nn.Module):
+    """raw obs float32 [B, d] -> clip((obs - mean) / std, -clip, clip) in float64, cast to float32 [B, d].
+
+    ``std`` is sqrt(var + epsilon) computed once in float64, so each row is what
+    :func:`ftg_common.normalize.normalize_obs` gives, bit for bit.
+    """
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, clip: float) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.from_numpy(np.asarray(mean, dtype=np.float64).copy()))
+        self.register_buffer("std", torch.from_numpy(np.asarray(std, dtype=np.float64).copy()))
+        self.register_buffer("low", torch.tensor(-clip, dtype=torch.float64))
+        self.register_buffer("high", torch.tensor(clip, dtype=torch.float64))
+        self.mean: Tensor
+        self.std: Tensor
+        self.low: Tensor
+        self.high: Tensor
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """The normalised observations."""
+        z = (obs.to(torch.float64) - self.mean) / self.std
+        return torch.minimum(torch.maximum(z, self.low), self.high).to(torch.float32)
+
+
+class OneHot(nn.Module):
+    """raw indices float32 [B, raw_dim] -> concatenated one-hots float32 [B, dim] (see ``columns``)."""
+
+    def __init__(self, component: np.ndarray, value: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("component", torch.from_numpy(component.astype(np.int64)))
+        self.register_buffer("value", torch.from_numpy(value.astype(np.float32)))
+        self.component: Tensor
+        self.value: Tensor
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """Column j is 1 where raw component ``component[j]`` equals ``value[j]``."""
+        return (torch.index_select(obs, 1, self.component) == self.value).to(torch.float32)
+
+
+def _preprocess_modules(pre: ObsPreprocess | None) -> list[nn.Module]:
+    """The evaluator's raw-observation step as torch modules (none for the identity)."""
+    if pre is None:
+        return []
+    modules: list[nn.Module] = []
+    if pre.normalizes:
+        assert pre.norm is not None and pre.settings is not None
+        modules.append(ObsNormalize(pre.norm.obs_rms.mean, pre.std(), pre.settings.clip_obs))
+    if pre.encoding is not None:
+        modules.append(OneHot(*pre.encoding.columns()))
+    return modules
 
 
 class ArgmaxPolicy(nn.Module):
@@ -251,8 +331,11 @@ class ClippedMeanPolicy(nn.Module):
 
 
 def build_module(net: ExportedNetwork) -> nn.Module:
-    """The deterministic policy as a torch module in eval mode, its parameters frozen."""
-    mlp = _mlp(net)
+    """The deterministic policy as a torch module in eval mode, its parameters frozen.
+
+    It takes raw observations [B, raw_obs_dim]: the preprocessing (if any) runs before the network.
+    """
+    mlp = nn.Sequential(*_preprocess_modules(net.preprocess), *_mlp(net))
     module: nn.Module
     if net.rule == "argmax":
         module = ArgmaxPolicy(mlp)
@@ -294,7 +377,12 @@ def _quiet_torch_export() -> Iterator[None]:
 def _write_onnx(net: ExportedNetwork, module: nn.Module, out: Path) -> None:
     import onnx
 
-    example = torch.zeros(2, net.obs_dim)  # batch 2: a batch of 1 would be specialised to a constant
+    # Batch 2: a batch of 1 would be specialised to a constant.
+    example = (
+        torch.zeros(2, net.raw_obs_dim)
+        if net.preprocess is None
+        else torch.from_numpy(net.preprocess.example(2))
+    )
     with _quiet_torch_export():
         torch.onnx.export(
             module,

@@ -74,19 +74,30 @@ WORKFLOW_DEADLINE_S = 3600
 # every second or so), failures after a day, to be looked at in the Argo UI.
 TTL_STRATEGY = TTLStrategy(seconds_after_success=600, seconds_after_failure=86_400)
 
-# Evaluate after the iteration that completes every eval-every'th one, and always after the last.
-EVAL_WHEN = (
-    "({{workflow.parameters.iteration}} + 1) % {{workflow.parameters.eval-every}} == 0"
-    " || {{workflow.parameters.iteration}} + 1 == {{workflow.parameters.iterations}}"
-)
+# Where a step reads its iteration: the Workflow's parameter (one iteration per Workflow), or, in the
+# chained template (workflows/iteration_chain.py), an input the iteration DAG passes down to each step.
+WORKFLOW_ITERATION = "{{workflow.parameters.iteration}}"
+INPUT_ITERATION = "{{inputs.parameters.iteration}}"
+ITERATION_INPUT = "iteration"
 
 
-def _body(field: str | None) -> str:
+def eval_when(iteration: str = WORKFLOW_ITERATION) -> str:
+    """Evaluate after the iteration that completes every eval-every'th one, and always after the last."""
+    return (
+        f"({iteration} + 1) % {{{{workflow.parameters.eval-every}}}} == 0"
+        f" || {iteration} + 1 == {{{{workflow.parameters.iterations}}}}"
+    )
+
+
+EVAL_WHEN = eval_when()
+
+
+def _body(field: str | None, iteration: str = WORKFLOW_ITERATION) -> str:
     # Built by hand, not json.dumps: the numeric fields are bare placeholders that only become JSON
     # after substitution (iteration and shard are numbers; shards and batch are JSON documents).
     fields = [
         '"run_id": "{{workflow.parameters.run-id}}"',
-        '"iteration": {{workflow.parameters.iteration}}',
+        f'"iteration": {iteration}',
         '"config_digest": "{{workflow.parameters.config-digest}}"',
     ]
     if field is not None:
@@ -137,8 +148,11 @@ RETRY_EXPRESSION = (
 )
 
 
-def _http_step(name: str, function: str, timeout: int, field: str | None) -> HTTP:
+def _http_step(name: str, function: str, timeout: int, field: str | None, *, chained: bool = False) -> HTTP:
     # No successCondition: see RETRY_EXPRESSION for why the default 2xx check is the one to use.
+    inputs = [Parameter(name=ITERATION_INPUT)] if chained else []
+    if field is not None:
+        inputs.append(Parameter(name=field))
     return HTTP(
         name=name,
         url=f"{{{{workflow.parameters.gateway}}}}/function/{function}",
@@ -147,9 +161,9 @@ def _http_step(name: str, function: str, timeout: int, field: str | None) -> HTT
             HTTPHeader(name="Content-Type", value="application/json"),
             HTTPHeader(name="traceparent", value="{{workflow.parameters.traceparent}}"),
         ],
-        body=_body(field),
+        body=_body(field, INPUT_ITERATION if chained else WORKFLOW_ITERATION),
         timeout_seconds=timeout,
-        inputs=[Parameter(name=field)] if field is not None else None,
+        inputs=inputs or None,
         # limit is a string: the Argo JSON schema types int-or-string fields as strings
         retry_strategy=RetryStrategy(
             limit=str(RETRY_LIMIT),
@@ -180,9 +194,6 @@ def build_iteration_template(
         off_policy: the replay-buffer iteration (DQN) instead of the on-policy one (PPO).
     """
     name = name or template_name_for(off_policy)
-    fields = _OFF_POLICY_BODY_FIELD if off_policy else _BODY_FIELD
-    update_input = fields[UPDATE]
-    assert update_input is not None
     arguments = [
         Parameter(name=p) if default is None else Parameter(name=p, value=default)
         for p, default in PARAMETERS.items()
@@ -196,28 +207,54 @@ def build_iteration_template(
         active_deadline_seconds=WORKFLOW_DEADLINE_S,
         ttl_strategy=TTL_STRATEGY,
     ) as wt:
-        steps = {f.step: _http_step(f.step, f.name, f.timeout_s, fields[f.step]) for f in catalog.FUNCTIONS}
-        with DAG(name=ENTRYPOINT):
-            Task(
-                name=COLLECT,
-                template=steps[COLLECT],
-                with_param="{{workflow.parameters.shards}}",
-                arguments={"shard": "{{item}}"},
-            )
-            Task(
-                name=AGGREGATE,
-                template=steps[AGGREGATE],
-                depends=COLLECT,
-                arguments={"shards": _result_of(COLLECT)},
-            )
-            Task(
-                name=UPDATE,
-                template=steps[UPDATE],
-                depends=AGGREGATE,
-                arguments={update_input: _result_of(AGGREGATE)},
-            )
-            Task(name=EVALUATE, template=steps[EVALUATE], depends=UPDATE, when=EVAL_WHEN)
+        iteration_dag(off_policy=off_policy)
     return wt
+
+
+def iteration_dag(*, off_policy: bool, chained: bool = False) -> DAG:
+    """The iteration's DAG and its four HTTP steps, added to the WorkflowTemplate being built.
+
+    Args:
+        off_policy: the replay-buffer (DQN) bodies instead of the on-policy ones.
+        chained: the iteration is the DAG's input ``iteration``, passed on to every step, instead of the
+            Workflow's parameter, so one Workflow can run the DAG once per iteration.
+    """
+    fields = _OFF_POLICY_BODY_FIELD if off_policy else _BODY_FIELD
+    update_input = fields[UPDATE]
+    assert update_input is not None
+    steps = {
+        f.step: _http_step(f.step, f.name, f.timeout_s, fields[f.step], chained=chained)
+        for f in catalog.FUNCTIONS
+    }
+    # Argument order: the step's own field, then the iteration (chained only).
+    passed = {ITERATION_INPUT: INPUT_ITERATION} if chained else {}
+    with DAG(name=ENTRYPOINT, inputs=[Parameter(name=ITERATION_INPUT)] if chained else None) as dag:
+        Task(
+            name=COLLECT,
+            template=steps[COLLECT],
+            with_param="{{workflow.parameters.shards}}",
+            arguments={"shard": "{{item}}", **passed},
+        )
+        Task(
+            name=AGGREGATE,
+            template=steps[AGGREGATE],
+            depends=COLLECT,
+            arguments={"shards": _result_of(COLLECT), **passed},
+        )
+        Task(
+            name=UPDATE,
+            template=steps[UPDATE],
+            depends=AGGREGATE,
+            arguments={update_input: _result_of(AGGREGATE), **passed},
+        )
+        Task(
+            name=EVALUATE,
+            template=steps[EVALUATE],
+            depends=UPDATE,
+            when=eval_when(INPUT_ITERATION if chained else WORKFLOW_ITERATION),
+            arguments=passed or None,
+        )
+    return dag
 
 
 def iteration_manifest(
@@ -280,15 +317,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--write-golden",
         action="store_true",
-        help="rewrite tests/golden/iteration-template.yaml and offpolicy-iteration-template.yaml",
+        help="rewrite the golden files under tests/golden (one-iteration and chained templates)",
     )
     parser.add_argument("--off-policy", action="store_true", help="print the off-policy (DQN) template")
     args = parser.parse_args(argv)
     if args.write_golden:
+        from workflows.iteration_chain import write_chain_goldens
+
         for path, off_policy in ((GOLDEN_PATH, False), (OFF_POLICY_GOLDEN_PATH, True)):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(render_yaml(off_policy=off_policy))
             print(f"wrote {path}", file=sys.stderr)
+        for written in write_chain_goldens():
+            print(f"wrote {written}", file=sys.stderr)
     else:
         sys.stdout.write(render_yaml(off_policy=args.off_policy))
     return 0

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ftg_common.store.base import ObjectStore
 
 if TYPE_CHECKING:
+    import numpy as np
     from mlflow.tracking import MlflowClient
 
 MODEL_NAME = "policy"  # the model's name inside its run
@@ -61,38 +62,92 @@ def log_policy_model(
     Returns:
         The ``ModelInfo``; ``registered_model_version`` is set when registered.
     """
-    import mlflow
-    import numpy as np
-
     from ftg_common import layout
     from ftg_common.algos.qnet import QNET_SPEC_METADATA_KEY
-    from ftg_common.checkpoints import read_policy, read_qnet
+    from ftg_common.checkpoints import read_policy_file, read_qnet
+    from ftg_common.policy.preprocess import ObsPreprocess
+    from ftg_common.policy.qtable import QTABLE_SPEC_METADATA_KEY
     from ftg_common.tensorio import encode
-    from workflows.policy_model import SPEC, WEIGHTS
+    from workflows.policy_model import PREPROCESS, SPEC, WEIGHTS
 
     _, meta = store.get_tensors_with_metadata(layout.policy_key(run_id, version))
+    if QTABLE_SPEC_METADATA_KEY in meta:  # a Q-learning run: its table, a model of its own
+        from workflows.qtable_models import log_qtable_model
+
+        return register_logged_model(log_qtable_model(mlflow_run_id, store, run_id, version), registered_name)
     if QNET_SPEC_METADATA_KEY in meta:  # a DQN run: the online Q-network
         qspec, actor = read_qnet(store, run_id, version)
-        obs_dim, spec_json = qspec.obs_dim, {**qspec.model_dump(mode="json"), "prefix": "q"}
+        spec_json = {**qspec.model_dump(mode="json"), "prefix": "q"}
+        pre = ObsPreprocess.build(qspec.obs_dim, qspec.encoding)
     else:
-        spec, tensors = read_policy(store, run_id, version)
-        actor = {k: v for k, v in tensors.items() if k.startswith("pi.")}
-        obs_dim, spec_json = spec.obs_dim, spec.model_dump(mode="json")
-    # Two rows, so the signature's batch dimension is inferred as variable.
-    example = np.zeros((2, obs_dim), dtype=np.float32)
+        f = read_policy_file(store, run_id, version)
+        actor = {k: v for k, v in f.weights.items() if k.startswith("pi.")}
+        spec_json = f.spec.model_dump(mode="json")
+        pre = ObsPreprocess.build(f.spec.obs_dim, f.spec.encoding, f.norm, f.norm_settings)
+    # The model takes raw observations and does the evaluator's normalisation and encoding itself.
+    spec_json[PREPROCESS] = pre.metadata()
+    stamp = {"run_id": run_id, "version": str(version)}
+    files: dict[str, tuple[str, bytes | str]] = {
+        WEIGHTS: ("actor.safetensors", encode(actor, stamp)),
+        SPEC: ("spec.json", json.dumps(spec_json, indent=2)),
+    }
+    info = log_model_from_code(
+        mlflow_run_id, _CODE, files, example=pre.example(2), metadata={PREPROCESS: pre.metadata()}
+    )
+    return register_logged_model(info, registered_name)
+
+
+def log_model_from_code(
+    mlflow_run_id: str,
+    code: Path,
+    files: dict[str, tuple[str, bytes | str]],
+    *,
+    example: np.ndarray,
+    metadata: dict[str, Any] | None = None,
+) -> Any:
+    """Log ``code`` (a pyfunc "model from code") with its artifacts into MLflow run ``mlflow_run_id``.
+
+    Args:
+        mlflow_run_id: the trial's MLflow run.
+        code: the model's source file.
+        files: artifact name -> (file name, content): bytes written as they are, text as UTF-8.
+        example: the input example MLflow infers the signature from (two rows: a variable batch).
+        metadata: the model's metadata, if any.
+
+    Returns:
+        The ``ModelInfo`` (not registered yet).
+    """
+    import mlflow
+
     with tempfile.TemporaryDirectory(prefix="ftg-model-") as tmp:
-        weights, spec_path = Path(tmp) / "actor.safetensors", Path(tmp) / "spec.json"
-        weights.write_bytes(encode(actor, {"run_id": run_id, "version": str(version)}))
-        spec_path.write_text(json.dumps(spec_json, indent=2))
+        artifacts: dict[str, str] = {}
+        for name, (file_name, content) in files.items():
+            path = Path(tmp) / file_name
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+            artifacts[name] = str(path)
         # The fluent run stack is per thread, so trials can log their models concurrently.
         with mlflow.start_run(run_id=mlflow_run_id):
-            info = mlflow.pyfunc.log_model(
+            return mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
-                python_model=str(_CODE),
-                artifacts={WEIGHTS: str(weights), SPEC: str(spec_path)},
+                python_model=str(code),
+                artifacts=artifacts,
                 input_example=example,
                 pip_requirements=_requirements(),
+                metadata=metadata,
             )
+
+
+def register_logged_model(info: Any, registered_name: str | None) -> Any:
+    """Register a logged model (``info``: its ``ModelInfo``) as a new version of ``registered_name``.
+
+    Returns:
+        ``info``, with ``registered_model_version`` set when registered (None: log only, left unset).
+    """
+    import mlflow
+
     if registered_name is None:
         return info
     with _REGISTER_LOCK:

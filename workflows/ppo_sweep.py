@@ -1,6 +1,6 @@
 """FaaSTrainGym command line: submit | render | status | compare | export | resume | verify.
 
-python workflows/ppo_sweep.py submit [--config sweeps/cartpole_ab.yaml]
+python workflows/ppo_sweep.py submit [--config sweeps/cartpole_ab.yaml | s3://bucket/key.yaml] [--in-cluster]
 python workflows/ppo_sweep.py submit --zoo ppo.yml --env Acrobot-v1 [--shards K] [--accept-unhonoured]
 python workflows/ppo_sweep.py render [--output iteration.yaml] [--workflow RUN_ID]
 python workflows/ppo_sweep.py status [SWEEP_OR_RUN_ID]
@@ -40,12 +40,15 @@ def _fail(message: str) -> int:
 
 
 def _read_sweep(path: str, overrides: argparse.Namespace) -> Any:
-    from ftg_common.config import DQNConfig, SweepError, load_sweep
+    from ftg_common.config import DQNConfig, QLearningConfig, SweepError, load_sweep
     from ftg_common.envs.factory import UnknownEnvError, check_ppo_env, validate_env
     from ftg_common.update.initial import qnet_spec
+    from ftg_common.update.qlearning import qtable_spec
 
     if getattr(overrides, "zoo", None):
         text, base_dir = json.dumps(_zoo_sweep(overrides)), None
+    elif path.startswith("s3://"):
+        text, base_dir = _read_s3_sweep(path), None
     else:
         p = Path(path)
         if not p.exists() and not p.is_absolute() and (ROOT / p).exists():
@@ -78,6 +81,8 @@ def _read_sweep(path: str, overrides: argparse.Namespace) -> Any:
             try:
                 if isinstance(hp, DQNConfig):
                     qnet_spec(hp)  # DQN needs a Discrete action space: a Box one is refused here, by name
+                elif isinstance(hp, QLearningConfig):
+                    qtable_spec(hp)  # the table's discretisation: bins, low, high refused here, by name
                 else:
                     check_ppo_env(env, hp)  # normalize / use_sde the env's spaces cannot honour
             finally:
@@ -85,6 +90,51 @@ def _read_sweep(path: str, overrides: argparse.Namespace) -> Any:
         except UnknownEnvError as exc:
             raise SweepError(f"configs.{name}.{exc.field}: {hp.env_id}: {exc}") from exc
     return sweep
+
+
+def _read_s3_sweep(url: str) -> str:
+    """The sweep file at ``s3://bucket/key`` (e.g. one uploaded to MinIO), read with the store's S3 settings.
+
+    Raises:
+        ftg_common.config.SweepError: naming ``--config``, when the object cannot be read.
+    """
+    from urllib.parse import urlsplit
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ftg_common.config import SweepError
+    from ftg_common.settings import get_settings
+    from ftg_common.store import open_store
+    from ftg_common.store.base import KeyNotFoundError
+
+    parts = urlsplit(url)
+    folder, _, name = parts.path.strip("/").rpartition("/")
+    if not parts.netloc or not name:
+        raise SweepError(f"--config: {url!r} names no object (expected s3://<bucket>/<key>)")
+    # Reading a sweep file must not create a bucket: a wrong name is reported instead.
+    settings = get_settings().model_copy(update={"s3_create_bucket": False})
+    try:
+        data = open_store(f"s3://{parts.netloc}/{folder}", settings).get_bytes(name)
+    except KeyNotFoundError:
+        raise SweepError(f"--config: no such object {url}") from None
+    except (OSError, ValueError, ClientError, BotoCoreError) as exc:
+        raise SweepError(f"--config: cannot read {url}: {exc}") from exc
+    return data.decode()
+
+
+def _driver_settings(args: argparse.Namespace) -> Any:
+    """The settings the driver runs with: as read, or as a pod's (``--in-cluster``, workflows/placement.py).
+
+    Raises:
+        workflows.placement.PlacementError: ``--in-cluster`` and the pod's service account is unreadable.
+    """
+    from ftg_common.settings import get_settings
+
+    if not getattr(args, "in_cluster", False):
+        return get_settings()
+    from workflows.placement import in_cluster
+
+    return in_cluster(get_settings())
 
 
 def _zoo_sweep(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,23 +168,49 @@ def _report_zoo(sweep: Any) -> None:
         print(f"zoo: adjusted: {note}", file=sys.stderr)
 
 
+_IN_CLUSTER_HELP = (
+    "drive Argo from a pod: its service-account token and CA, the in-cluster Argo server and gateway"
+)
 _METRICS_HELP = "serve training metrics (steps/s, returns, iteration time) for Prometheus on this port"
 
 
-def _serve_metrics(services: Any, port: int | None) -> None:
-    """Serve the training metrics on ``port`` for as long as the command runs (nothing if None)."""
+def _serve_metrics(services: Any, port: int | None, in_cluster: bool = False) -> None:
+    """Serve the training metrics on ``port`` for as long as the command runs (nothing if None).
+
+    On this machine only, or, in a pod (``--in-cluster``), on every interface: Prometheus scrapes the pod's
+    IP (manifests/prometheus/scrape-config.yaml).
+    """
     if port is None:
         return
     from workflows.training_metrics import TrainingMetrics
 
-    services.observers.append(TrainingMetrics().serve(port))
-    print(f"training metrics: http://127.0.0.1:{port}/metrics", file=sys.stderr)
+    addr = "0.0.0.0" if in_cluster else "127.0.0.1"
+    services.observers.append(TrainingMetrics().serve(port, addr))
+    print(f"training metrics: http://{addr}:{port}/metrics", file=sys.stderr)
+
+
+_CHAIN_HELP = "FTG_ENGINE=argo: iterations per Workflow, 1-64 (default FTG_ARGO_ITERATIONS_PER_WORKFLOW)"
+
+
+def _chained(settings: Any, k: int | None) -> Any:
+    """``settings`` with ``--iterations-per-workflow K`` applied (unchanged when the flag is absent).
+
+    Raises:
+        ValueError: naming the flag: K is out of range, or more than 1 on the embedded engine.
+    """
+    if k is None:
+        return settings
+    if not 1 <= k <= 64:
+        raise ValueError(f"--iterations-per-workflow: {k} is not between 1 and 64")
+    if k > 1 and settings.engine != "argo":
+        raise ValueError("--iterations-per-workflow: chaining iterations needs FTG_ENGINE=argo")
+    return settings.model_copy(update={"argo_iterations_per_workflow": k})
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """``submit``: run a sweep and print its A/B table; 0 on success, 2 on a bad sweep or failed trials."""
     from ftg_common.config import SweepError
-    from ftg_common.settings import get_settings
+    from workflows.placement import PlacementError
     from workflows.sweep import SweepFailed, finalize_trials_as_they_finish, open_services, submit
 
     try:
@@ -155,9 +231,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
             meta.close()
         if taken:
             return _fail(f"--sweep-id: sweep {args.sweep_id!r} exists; `resume {args.sweep_id}` continues it")
+    try:
+        settings = _chained(_driver_settings(args), args.iterations_per_workflow)
+    except (PlacementError, ValueError) as exc:
+        return _fail(str(exc))
     console = _console()
-    services = open_services(get_settings(), tracking=not args.no_tracking)
-    _serve_metrics(services, args.metrics_port)
+    services = open_services(settings, tracking=not args.no_tracking)
+    _serve_metrics(services, args.metrics_port, args.in_cluster)
     finalize_trials_as_they_finish(services)
     try:
         sweep_id = submit(sweep, services, console, sweep_id=args.sweep_id)
@@ -379,7 +459,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     Returns 2, naming every missing or damaged object, when the state a trial needs is lost.
     """
     from ftg_common.meta.base import RunNotFoundError
-    from ftg_common.settings import get_settings
+    from workflows.placement import PlacementError
     from workflows.sweep import (
         SweepFailed,
         finalize,
@@ -401,8 +481,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
             return _fail(f"no sweep or run named {args.id!r}")
         sweep_id, run_ids = run["sweep_id"], [args.id]
     meta.close()
-    services = open_services(get_settings(), tracking=not args.no_tracking)
-    _serve_metrics(services, args.metrics_port)
+    try:
+        settings = _chained(_driver_settings(args), args.iterations_per_workflow)
+    except (PlacementError, ValueError) as exc:
+        return _fail(str(exc))
+    services = open_services(settings, tracking=not args.no_tracking)
+    _serve_metrics(services, args.metrics_port, args.in_cluster)
     try:
         # Before anything runs: lost or damaged state is named, not met as a traceback mid-iteration.
         problems = resume_problems(services, sweep_id, run_ids)
@@ -462,13 +546,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ppo_sweep.py", description="FaaSTrainGym: serverless PPO sweeps")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("submit", help="run a sweep (configurations x seeds) and print the A/B table")
-    s.add_argument("--config", default=DEFAULT_SWEEP, help=f"sweep YAML (default {DEFAULT_SWEEP})")
+    s.add_argument(
+        "--config",
+        default=DEFAULT_SWEEP,
+        help=f"sweep YAML: a path or s3://bucket/key (default {DEFAULT_SWEEP})",
+    )
     s.add_argument("--seeds", help="override seeds, e.g. 0,1")
     s.add_argument("--only", help="run only these configs, e.g. zoo")
     s.add_argument("--total-steps", type=int, help="override total_steps of every config")
     s.add_argument("--max-parallel", type=int, help="override max_parallel")
     s.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     s.add_argument("--sweep-id", help="use this sweep id instead of a new one (it must not exist yet)")
+    s.add_argument("--in-cluster", action="store_true", help=_IN_CLUSTER_HELP)
+    s.add_argument("--iterations-per-workflow", type=int, metavar="K", help=_CHAIN_HELP)
     s.add_argument("--metrics-port", type=int, metavar="PORT", help=_METRICS_HELP)
     s.add_argument("--zoo", metavar="PATH", help="run an RL Zoo ppo.yml entry as it is (with --env)")
     s.add_argument("--env", metavar="ENV_ID", help="the Zoo entry to run, e.g. Acrobot-v1")
@@ -507,6 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rs.add_argument("id")
     rs.add_argument("--no-tracking", action="store_true")
+    rs.add_argument("--in-cluster", action="store_true", help=_IN_CLUSTER_HELP)
+    rs.add_argument("--iterations-per-workflow", type=int, metavar="K", help=_CHAIN_HELP)
     rs.add_argument("--metrics-port", type=int, metavar="PORT", help=_METRICS_HELP)
     rs.set_defaults(func=cmd_resume)
     v = sub.add_parser("verify", help="check every stored object of a run against its content digests")

@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from ftg_common import layout
-from ftg_common.config import DQNConfig, PPOConfig, RunConfig, SweepConfig
+from ftg_common.config import HParams, RunConfig, SweepConfig
 from ftg_common.errors import CorruptObjectError
 from ftg_common.ids import validate_run_id
 from ftg_common.meta.base import MetaStore
@@ -129,11 +129,19 @@ def open_services(settings: Settings, tracking: bool = True, warm: bool = True) 
         tracker = Tracker(settings, deferred=warm)
     if settings.engine == "argo":
         return Services(settings, store, meta, _argo_engine(settings), tracker)
+    from workflows.placement import PlacementError, check_embedded
+
+    try:
+        check_embedded(settings)
+    except PlacementError as exc:
+        raise SystemExit(str(exc)) from exc
     # The workers start now; compiling the DAG (importing Hera, ~0.5 s) overlaps their imports.
     gateway = LOCAL_GATEWAY if settings.gateway_url == "local" else settings.gateway_url
     # Warm workers only serve local:// calls; with a gateway every call is HTTP, so none is started.
     pooled = settings.local_workers > 0 and gateway == LOCAL_GATEWAY
-    local: Invoker = PoolInvoker(settings.local_workers) if pooled else InProcessInvoker()
+    local: Invoker = (
+        PoolInvoker(settings.local_workers, spin_us=settings.pool_spin_us) if pooled else InProcessInvoker()
+    )
     http: Invoker = HttpInvoker()
     if settings.gateway_async:  # every call to an http(s) gateway via /async-function and a callback
         from workflows.engines.async_invoker import from_settings
@@ -161,22 +169,26 @@ def _off_policy_engine(settings: Settings, engine: Engine) -> Engine:
 
 def _argo_engine(settings: Settings, off_policy: bool = False) -> Engine:
     """The engine for FTG_ENGINE=argo, with the iteration template installed on the server."""
-    from workflows.engines.argo import ArgoEngine
+    from workflows.engines.argo_split import SplitGatewayArgoEngine
+    from workflows.placement import PlacementError, argo_verify, driver_gateway, workflow_gateway
 
     if not settings.argo_host:
         raise SystemExit("FTG_ENGINE=argo needs FTG_ARGO_HOST (the Argo server URL)")
-    if not settings.gateway_url.startswith(("http://", "https://")):
-        raise SystemExit(
-            "FTG_ENGINE=argo needs FTG_GATEWAY_URL: the OpenFaaS gateway as the cluster reaches it"
-        )
-    engine = ArgoEngine(
+    try:
+        # The driver's calls and the Workflow's steps reach the gateway by different addresses.
+        mine, theirs, verify = driver_gateway(settings), workflow_gateway(settings), argo_verify(settings)
+    except PlacementError as exc:
+        raise SystemExit(str(exc)) from exc
+    engine = SplitGatewayArgoEngine(
         settings.argo_host,
         settings.argo_token,
         settings.argo_namespace,
-        settings.argo_verify_ssl,
+        verify,
         poll_seconds=settings.argo_poll_seconds,
-        gateway=settings.gateway_url,
+        gateway=mine,
+        workflow_gateway=theirs,
         off_policy=off_policy,
+        iterations_per_workflow=settings.argo_iterations_per_workflow,
     )
     engine.ensure_template()
     return engine
@@ -222,7 +234,7 @@ def trial_run_id(sweep_id: str, config: str, seed: int) -> str:
     return validate_run_id(rid)
 
 
-def _params(name: str, seed: int, hp: PPOConfig | DQNConfig) -> dict[str, Any]:
+def _params(name: str, seed: int, hp: HParams) -> dict[str, Any]:
     params: dict[str, Any] = {f"{hp.algo}.{k}": v for k, v in hp.model_dump(mode="json").items()}
     params.update(
         {

@@ -12,10 +12,11 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
 from ftg_common.errors import UnknownEnvError
 from ftg_common.policy.numpy_mlp import Layer, mlp_forward
+from ftg_common.spec_parts import EncodedInput, obs_encoding_field
 
 __all__ = ["ONLINE", "QNET_SPEC_METADATA_KEY", "TARGET", "FlatQ", "QNetSpec", "initial_qnet_weights"]
 
@@ -24,8 +25,13 @@ TARGET = "q_target"
 QNET_SPEC_METADATA_KEY = "qnet_spec"
 
 
-class QNetSpec(BaseModel):
-    """Shape of a Q-network for a discrete action space."""
+class QNetSpec(EncodedInput):
+    """Shape of a Q-network for a discrete action space.
+
+    ``obs_dim`` is the network's input width; with ``obs_encoding`` (Discrete, MultiDiscrete or Tuple
+    of Discrete observations) the replay buffer and the policy take raw vectors (the indices) and
+    encode them one-hot before the network (:attr:`encoding`).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -33,12 +39,14 @@ class QNetSpec(BaseModel):
     n_actions: int = Field(gt=1)
     net_arch: list[int] = Field(default_factory=lambda: [64, 64])
     activation: Literal["relu", "tanh"] = "relu"
+    obs_encoding: str | None = obs_encoding_field()
 
-    @model_validator(mode="after")
-    def _widths(self) -> QNetSpec:
-        if any(h <= 0 for h in self.net_arch):
-            raise ValueError(f"net_arch widths must be positive, got {self.net_arch}")
-        return self
+    def encode(self, obs: np.ndarray) -> np.ndarray:
+        """Raw observation vectors [B, raw_obs_dim] -> network input [B, obs_dim] float32."""
+        enc = self.encoding
+        x = np.asarray(obs)
+        x = x.reshape(x.shape[0], -1)
+        return x.astype(np.float32, copy=False) if enc is None else enc.encode(x)
 
     @classmethod
     def from_spaces(
@@ -48,22 +56,33 @@ class QNetSpec(BaseModel):
         net_arch: list[int],
         activation: Literal["relu", "tanh"] = "relu",
     ) -> QNetSpec:
-        """Spec for a gymnasium env with a Box observation space and a Discrete action space.
+        """Spec for a gymnasium env with a Discrete action space.
+
+        Observations: any space :func:`~ftg_common.envs.encoding.observation_encoding` supports (Box
+        and MultiBinary flattened; Discrete, MultiDiscrete and Tuple of Discrete one-hot encoded).
 
         Raises:
-            UnknownEnvError: any other space (DQN needs a finite set of actions to take the max over).
+            UnknownEnvError: any other space (DQN needs a finite set of actions to take the max over;
+                the observation space must be one the encoding supports).
         """
         from gymnasium import spaces  # local: keeps the import of this module light
+
+        from ftg_common.envs.encoding import observation_encoding
 
         if not isinstance(action_space, spaces.Discrete) or int(action_space.start) != 0:
             raise UnknownEnvError(
                 f"DQN needs a Discrete action space starting at 0; this env has {action_space!r}"
             )
-        if not isinstance(observation_space, spaces.Box):
-            raise UnknownEnvError(f"DQN needs a Box observation space; this env has {observation_space!r}")
-        obs_dim = int(math.prod(observation_space.shape))
+        try:
+            obs_dim, enc = observation_encoding(observation_space)
+        except ValueError as exc:
+            raise UnknownEnvError(f"DQN cannot take this env's observations: {exc}") from None
         return cls(
-            obs_dim=obs_dim, n_actions=int(action_space.n), net_arch=list(net_arch), activation=activation
+            obs_dim=obs_dim,
+            n_actions=int(action_space.n),
+            net_arch=list(net_arch),
+            activation=activation,
+            obs_encoding=None if enc.identity else enc.to_json(),
         )
 
     def shapes(self, prefix: str = ONLINE) -> dict[str, tuple[int, ...]]:

@@ -11,13 +11,27 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ftg_common.envs.coldstart.registration import COLDSTART_ID, COLDSTART_MULTI_ID
     from ftg_common.envs.factory import UnknownEnvError, make_env, validate_env
     from ftg_common.envs.seeding import derive_seed
     from ftg_common.envs.vector import EnvCarry, ShardEnvs
 
-__all__ = ["EnvCarry", "ShardEnvs", "UnknownEnvError", "derive_seed", "make_env", "validate_env"]
+__all__ = [
+    "COLDSTART_ID",
+    "COLDSTART_MULTI_ID",
+    "EnvCarry",
+    "ShardEnvs",
+    "UnknownEnvError",
+    "derive_seed",
+    "make_env",
+    "validate_env",
+]
 
+# The cold-start ids are registered with gymnasium by the factory (it imports gymnasium anyway);
+# naming them here loads only their registration module, never the simulator.
 _SUBMODULE = {
+    "COLDSTART_ID": "coldstart.registration",
+    "COLDSTART_MULTI_ID": "coldstart.registration",
     "EnvCarry": "vector",
     "ShardEnvs": "vector",
     "UnknownEnvError": "factory",

@@ -100,6 +100,25 @@ class ObservationEncoding:
         out[np.arange(x.shape[0])[:, None], offsets + index] = 1.0
         return out
 
+    def columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """(component [dim] int64, raw value [dim] float32) of every encoded column.
+
+        Column j of a one-hot encoding is 1 exactly when raw component ``component[j]`` equals
+        ``value[j]``: what an exported graph computes with one gather and one comparison. An identity
+        encoding maps column j to component j (its values are meaningless and left 0).
+        """
+        if self.identity:
+            return np.arange(self.dim, dtype=np.int64), np.zeros(self.dim, dtype=np.float32)
+        component = np.repeat(np.arange(self.raw_dim, dtype=np.int64), self.sizes)
+        value = np.concatenate([np.arange(n) + s for n, s in zip(self.sizes, self.starts, strict=True)])
+        return component, value.astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The encoding as plain JSON-ready values (``kind``, ``raw_dim``, ``dim``, ``sizes``, ``starts``)."""
+        data = asdict(self)
+        data["sizes"], data["starts"] = list(self.sizes), list(self.starts)
+        return data
+
     def to_json(self) -> str:
         """Canonical JSON, e.g. for safetensors metadata next to the policy spec."""
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))

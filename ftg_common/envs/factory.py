@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
+from ftg_common.envs.coldstart.registration import register_coldstart_envs
 from ftg_common.envs.encoding import observation_encoding
 from ftg_common.envs.slow import register_benchmark_envs
 from ftg_common.errors import UnknownEnvError
@@ -15,9 +16,11 @@ if TYPE_CHECKING:
 
 __all__ = ["UnknownEnvError", "check_ppo_env", "make_env", "validate_env"]
 
-# The project's own ids (the latency-bound benchmark env) resolve wherever envs are made: in every
-# function replica, the driver's validation and the tests, which all come through this module.
+# The project's own ids (the latency-bound benchmark env, the cold-start envs) resolve wherever envs
+# are made: in every function replica, the driver's validation and the tests, which all come through
+# this module.
 register_benchmark_envs()
+register_coldstart_envs()
 
 
 def validate_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
@@ -87,5 +90,5 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
     try:
         # The passive checker only warns and costs time on every step; our own validation runs once.
         return gym.make(env_id, disable_env_checker=True, **(env_kwargs or {}))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # an unknown keyword, or a value the env's constructor refuses
         raise UnknownEnvError(f"env_kwargs rejected by {env_id!r}: {exc}", "env_kwargs") from exc

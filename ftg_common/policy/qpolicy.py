@@ -1,7 +1,9 @@
 """The policy of a DQN version for the rollout and evaluation paths: numpy only, never torch.
 
 Acting is epsilon-greedy on the online Q-network (the behaviour policy, which also reports mu(a|s));
-evaluation and the off-policy estimates use its greedy policy.
+evaluation and the off-policy estimates use its greedy policy. Every method takes raw observation
+vectors, as the env emits them and the replay buffer stores them: a spec with an observation encoding
+(Discrete observations and the like) one-hot encodes them before the network.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ class QPolicy:
     def __init__(self, spec: QNetSpec, tensors: dict[str, np.ndarray]) -> None:
         self.spec = spec
         self._net = FlatQ(spec, ONLINE).load(tensors)
+        self._encoding = spec.encoding  # parsed once, not per step
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
-        """Q(s, .) for obs [B, obs_dim]: [B, n_actions] float32."""
-        return self._net.q_values(obs)
+        """Q(s, .) for raw obs [B, raw_obs_dim] (the spec's ``raw_obs_dim``): [B, n_actions] float32."""
+        if self._encoding is None:
+            return self._net.q_values(obs)
+        return self._net.q_values(self._encoding.encode(np.asarray(obs).reshape(np.shape(obs)[0], -1)))
 
     def act(self, obs: np.ndarray, epsilon: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Epsilon-greedy actions [B] int64 and their behaviour probabilities mu(a|s) [B] float32."""

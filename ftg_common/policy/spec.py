@@ -6,22 +6,13 @@ reader can rebuild the network without the training config.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    model_serializer,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, model_validator
 
+from ftg_common.spec_parts import EncodedInput, obs_encoding_field
 from ftg_common.tensorio import decode, encode
-
-if TYPE_CHECKING:
-    from ftg_common.envs.encoding import ObservationEncoding
 
 __all__ = [
     "NORM_METADATA_KEY",
@@ -38,15 +29,7 @@ __all__ = [
 SPEC_METADATA_KEY = "policy_spec"
 
 
-_OMIT_WHEN_DEFAULT: dict[str, Any] = {
-    "obs_encoding": None,
-    "use_sde": False,
-    "sde_full_std": True,
-    "sde_use_expln": False,
-}
-
-
-class PolicySpec(BaseModel):
+class PolicySpec(EncodedInput):
     """Shape of a separate-network actor-critic MLP (SB3 MlpPolicy with separate pi/vf nets).
 
     Actor: obs -> net_arch -> logits [n_actions] (discrete) or mean [action_dim] (box), with a
@@ -55,6 +38,14 @@ class PolicySpec(BaseModel):
 
     # Infinity is allowed in action bounds (unbounded Box); Python's json reads it back.
     model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+    # Left out at their defaults, so the spec (and the bytes of every policy file) of a policy that uses
+    # neither encodings nor gSDE is what it was before they existed.
+    OMIT_WHEN_DEFAULT: ClassVar[dict[str, Any]] = {
+        "obs_encoding": None,
+        "use_sde": False,
+        "sde_full_std": True,
+        "sde_use_expln": False,
+    }
 
     obs_dim: int = Field(gt=0)
     action_kind: Literal["discrete", "box"]
@@ -65,49 +56,16 @@ class PolicySpec(BaseModel):
     net_arch: list[int] = Field(default_factory=lambda: [64, 64])
     activation: Literal["tanh", "relu"] = "tanh"
     log_std_init: float = 0.0
-    obs_encoding: str | None = Field(
-        default=None,
-        description="ObservationEncoding JSON when raw observations are one-hot encoded (None: as they are)",
-    )
+    obs_encoding: str | None = obs_encoding_field()
 
     use_sde: bool = Field(default=False, description="gSDE: log_std is [H, A] (or [H, 1]) over the latent")
     sde_full_std: bool = True
     sde_use_expln: bool = False
 
-    @model_serializer(mode="wrap")
-    def _omit_new_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Left out at their defaults, so the spec (and the bytes of every policy file) of a policy
-        # that uses neither encodings nor gSDE is what it was before they existed.
-        data: dict[str, Any] = handler(self)
-        for name, default in _OMIT_WHEN_DEFAULT.items():
-            if name in data and data[name] == default:
-                del data[name]
-        return data
-
-    @property
-    def encoding(self) -> ObservationEncoding | None:
-        """How raw observation vectors become the network's input; None when they are used as they are."""
-        if self.obs_encoding is None:
-            return None
-        from ftg_common.envs.encoding import ObservationEncoding
-
-        return ObservationEncoding.from_json(self.obs_encoding)
-
-    @property
-    def raw_obs_dim(self) -> int:
-        """Width of a raw observation vector as a trajectory stores it (obs_dim unless one-hot encoded)."""
-        enc = self.encoding
-        return self.obs_dim if enc is None else enc.raw_dim
-
     @model_validator(mode="after")
     def _consistent(self) -> PolicySpec:
-        if any(h <= 0 for h in self.net_arch):
-            raise ValueError(f"net_arch widths must be positive, got {self.net_arch}")
         if self.use_sde and self.action_kind != "box":
             raise ValueError("gSDE (use_sde) needs Box actions")
-        enc = self.encoding
-        if enc is not None and enc.dim != self.obs_dim:
-            raise ValueError(f"obs_encoding is {enc.dim} wide, but obs_dim is {self.obs_dim}")
         if self.action_kind == "discrete":
             if self.n_actions is None:
                 raise ValueError("a discrete policy needs n_actions")

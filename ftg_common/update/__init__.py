@@ -14,5 +14,9 @@ gradient steps), :mod:`.dqn_loop` (target updates, then one step per sampled min
 torch backends, and :mod:`.dqn` (``train_dqn(version, plan, batches, config)``); it reuses the
 schedules, checkpoints (:func:`ftg_common.checkpoints.write_version` writes either family) and fence.
 
+Tabular Q-learning is the third: :mod:`.qlearning_plan` (step size, whether to train, replayed
+minibatches) and :mod:`.qlearning` (``train_qlearning(version, plan, collected, replayed)``: the TD
+update over the iteration's transitions in collected order); see docs/qlearning.md.
+
 Reading and writing versions is :mod:`ftg_common.checkpoints`.
 """

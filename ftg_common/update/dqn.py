@@ -7,7 +7,7 @@ The policy-updater works around it: it plans the update (:func:`plan_dqn_update`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from pydantic import Field
@@ -94,26 +94,13 @@ class DQNUpdateStats:
 
 def make_dqn_backend(dqn: DQNConfig, version: DQNVersion, plan: DQNPlan) -> DQNBackend:
     """The backend the config names (torch is imported only when asked for)."""
-    spec, state = version.state.spec, version.state
     if dqn.update_backend == "torch":
         from ftg_common.update.dqn_torch_backend import TorchDQNBackend
 
         return TorchDQNBackend(
-            spec,
-            version.weights,
-            version.optimizer,
-            learning_rate=plan.learning_rate,
-            adam_eps=dqn.adam_eps,
-            max_grad_norm=dqn.max_grad_norm,
+            version, learning_rate=plan.learning_rate, adam_eps=dqn.adam_eps, max_grad_norm=dqn.max_grad_norm
         )
-    return NumpyDQNBackend(
-        spec,
-        version.weights,
-        version.optimizer,
-        state.optimizer_step,
-        adam_eps=dqn.adam_eps,
-        max_grad_norm=dqn.max_grad_norm,
-    )
+    return NumpyDQNBackend(version, adam_eps=dqn.adam_eps, max_grad_norm=dqn.max_grad_norm)
 
 
 def train_dqn(
@@ -125,7 +112,7 @@ def train_dqn(
         version: the version whose online network collected iteration ``plan.iteration``.
         plan: :func:`~ftg_common.update.dqn_plan.plan_dqn_update` for that iteration.
         batches: ``plan.gradient_steps`` minibatches (``ReplaySample.batch(g)``), none before
-            ``learning_starts``.
+            ``learning_starts``; observations as the replay buffer stores them (raw vectors).
         dqn: the run's DQN config.
 
     Returns:
@@ -138,6 +125,11 @@ def train_dqn(
         raise ValueError(
             f"version {state.version} has seen {state.total_steps} steps, plan says {plan.steps_before}"
         )
+    enc = state.spec.encoding
+    if enc is not None:
+        # The replay buffer keeps raw vectors (a Discrete observation: 1 float instead of n, exact);
+        # the network takes their one-hot encoding, made once per minibatch here.
+        batches = [replace(b, obs=enc.encode(b.obs), next_obs=enc.encode(b.next_obs)) for b in batches]
     backend = make_dqn_backend(dqn, version, plan)
     loop = run_gradient_steps(backend, batches, plan)
     new_state = DQNState(

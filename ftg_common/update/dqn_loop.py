@@ -6,19 +6,23 @@ gradient step per planned minibatch, each on the target network as it stood afte
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import numpy as np
 
 from ftg_common.replay.transitions import Transitions
+from ftg_common.update.common import CheckpointedBackend, StepSums
 from ftg_common.update.dqn_plan import DQNPlan
 
 DQN_STAT_KEYS = ("loss", "q_mean", "target_mean", "grad_norm")
 
 
-class DQNBackend(Protocol):
-    """An online Q-network, its target copy and an optimizer, driven by :func:`run_gradient_steps`."""
+class DQNBackend(CheckpointedBackend, Protocol):
+    """An online Q-network, its target copy and an optimizer, driven by :func:`run_gradient_steps`.
+
+    Its ``weights`` are the online (``q.*``) and target (``q_target.*``) parameters.
+    """
 
     def sync_target(self, tau: float, times: int) -> None:
         """Move the target ``times`` times towards the online network: t <- (1 - tau) t + tau o."""
@@ -36,37 +40,14 @@ class DQNBackend(Protocol):
         """Online Q(s, .) for obs [B, obs_dim]: [B, n_actions] float32."""
         ...
 
-    def weights(self) -> dict[str, np.ndarray]:
-        """Online (``q.*``) and target (``q_target.*``) parameters."""
-        ...
-
-    def optimizer_tensors(self) -> dict[str, np.ndarray]:
-        """The optimizer state as stored in the checkpoint."""
-        ...
-
-    @property
-    def optimizer_step(self) -> int:
-        """Optimizer steps taken, where the optimizer tensors do not carry the count themselves (else 0)."""
-        ...
-
 
 @dataclass
-class DQNLoopStats:
-    """Sums of the per-step statistics."""
+class DQNLoopStats(StepSums):
+    """Sums of the per-step statistics, and the target updates made."""
 
-    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(DQN_STAT_KEYS, 0.0))
-    n_updates: int = 0
+    KEYS: ClassVar[tuple[str, ...]] = DQN_STAT_KEYS
+
     target_syncs: int = 0
-
-    def add(self, stats: dict[str, float]) -> None:
-        """Count one gradient step."""
-        for k in DQN_STAT_KEYS:
-            self.sums[k] += float(stats[k])
-        self.n_updates += 1
-
-    def mean(self, key: str) -> float | None:
-        """Mean of ``key`` over the gradient steps (None when none was taken)."""
-        return self.sums[key] / self.n_updates if self.n_updates else None
 
 
 def run_gradient_steps(backend: DQNBackend, batches: list[Transitions], plan: DQNPlan) -> DQNLoopStats:

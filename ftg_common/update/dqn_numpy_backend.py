@@ -6,44 +6,39 @@ every step against the torch backend.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from ftg_common.algos.adam import FlatAdam
 from ftg_common.algos.dqn import huber_loss, polyak_update, td_targets
-from ftg_common.algos.qnet import ONLINE, TARGET, FlatQ, QNetSpec
+from ftg_common.algos.qnet import ONLINE, TARGET, FlatQ
 from ftg_common.replay.transitions import Transitions
+from ftg_common.update.common import resume_flat_adam
+
+if TYPE_CHECKING:
+    from ftg_common.update.dqn import DQNVersion
 
 
 class NumpyDQNBackend:
     """Online and target Q-networks and Adam's moments, as flat float32 vectors.
 
     Args:
-        spec: the Q-network's architecture.
-        weights: ``q.*`` (online) and ``q_target.*`` (target) tensors.
-        optimizer: ``exp_avg`` and ``exp_avg_sq`` (empty for a fresh optimizer).
-        optimizer_step: Adam steps taken so far.
+        version: the version to train from: its spec, ``q.*`` (online) and ``q_target.*`` (target)
+            weights, Adam's ``exp_avg`` and ``exp_avg_sq`` (empty for a fresh optimizer) and step count.
         adam_eps: Adam's epsilon.
         max_grad_norm: gradient-norm clip.
     """
 
-    def __init__(
-        self,
-        spec: QNetSpec,
-        weights: dict[str, np.ndarray],
-        optimizer: dict[str, np.ndarray],
-        optimizer_step: int,
-        *,
-        adam_eps: float,
-        max_grad_norm: float,
-    ) -> None:
+    def __init__(self, version: DQNVersion, *, adam_eps: float, max_grad_norm: float) -> None:
+        spec, weights = version.state.spec, version.weights
         self.online = FlatQ(spec, ONLINE).load(
             {k: v for k, v in weights.items() if k.startswith(ONLINE + ".")}
         )
         self.target = FlatQ(spec, TARGET).load(
             {k: v for k, v in weights.items() if k.startswith(TARGET + ".")}
         )
-        self.adam = FlatAdam(
-            self.online.size, optimizer, optimizer_step, eps=adam_eps, max_grad_norm=max_grad_norm
+        self.adam = resume_flat_adam(
+            version, self.online.size, adam_eps=adam_eps, max_grad_norm=max_grad_norm
         )
 
     def sync_target(self, tau: float, times: int) -> None:

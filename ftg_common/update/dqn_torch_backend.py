@@ -5,6 +5,8 @@ Importing this module imports torch; the policy-updater does so only for runs th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -12,6 +14,9 @@ from torch import Tensor, nn
 from ftg_common.algos.qnet import ONLINE, TARGET, QNetSpec
 from ftg_common.replay.transitions import Transitions
 from ftg_common.update.torch_backend import load_optimizer_tensors, optimizer_tensors
+
+if TYPE_CHECKING:
+    from ftg_common.update.dqn import DQNVersion
 
 
 class QNetwork(nn.Module):
@@ -54,20 +59,14 @@ class QNetwork(nn.Module):
 class TorchDQNBackend:
     """Online and target Q-networks and Adam in torch.
 
-    Args: as :class:`~ftg_common.update.dqn_numpy_backend.NumpyDQNBackend` (torch's Adam keeps its own
-    step count in the optimizer tensors).
+    Args: as :class:`~ftg_common.update.dqn_numpy_backend.NumpyDQNBackend`, and the learning rate
+    (torch's Adam keeps its own step count in the optimizer tensors).
     """
 
     def __init__(
-        self,
-        spec: QNetSpec,
-        weights: dict[str, np.ndarray],
-        optimizer: dict[str, np.ndarray],
-        *,
-        learning_rate: float,
-        adam_eps: float,
-        max_grad_norm: float,
+        self, version: DQNVersion, *, learning_rate: float, adam_eps: float, max_grad_norm: float
     ) -> None:
+        spec, weights, optimizer = version.state.spec, version.weights, version.optimizer
         self.online, self.target = QNetwork(spec), QNetwork(spec)
         self.online.load_named(weights, ONLINE)
         self.target.load_named(weights, TARGET)

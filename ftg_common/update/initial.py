@@ -11,6 +11,7 @@ from ftg_common.normalize import NormStats
 from ftg_common.policy.init import initial_weights
 from ftg_common.policy.spec import PolicySpec
 from ftg_common.update.dqn import DQNVersion, initial_dqn_version
+from ftg_common.update.qlearning import QTableVersion, initial_qtable_version, qtable_spec
 
 
 def policy_spec(cfg: RunConfig) -> PolicySpec:
@@ -64,8 +65,10 @@ def qnet_spec(dqn: DQNConfig) -> QNetSpec:
         env.close()
 
 
-def initial_run_version(cfg: RunConfig) -> PolicyVersion | DQNVersion:
-    """Version 0 of the run's algorithm: the seeded actor-critic, or the Q-network and its target copy."""
+def initial_run_version(cfg: RunConfig) -> PolicyVersion | DQNVersion | QTableVersion:
+    """Version 0 of the run's algorithm: the seeded actor-critic, Q-network and target, or Q-table."""
+    if cfg.qlearning is not None:
+        return initial_qtable_version(qtable_spec(cfg.qlearning), cfg.qlearning.initial_q)
     if cfg.dqn is not None:
         return initial_dqn_version(qnet_spec(cfg.dqn), cfg.seed)
     return initial_version(cfg)

@@ -6,19 +6,20 @@ each loss statistic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import numpy as np
 
 from ftg_common.algos.minibatch import LossCoefs, Minibatch
 from ftg_common.algos.ppo_numpy import normalize
+from ftg_common.update.common import CheckpointedBackend, StepSums
 from ftg_common.update.plan import UpdatePlan
 
 STAT_KEYS = ("pg_loss", "value_loss", "entropy_loss", "approx_kl", "clip_fraction")
 
 
-class PPOBackend(Protocol):
+class PPOBackend(CheckpointedBackend, Protocol):
     """One network + optimizer that the loop drives.
 
     ``evaluate`` computes the loss of a minibatch and keeps its gradient pending; ``apply`` clips that
@@ -34,37 +35,14 @@ class PPOBackend(Protocol):
         """Clip the pending gradient and step the optimizer; returns the gradient norm before clipping."""
         ...
 
-    def weights(self) -> dict[str, np.ndarray]:
-        """The trained parameters (safetensors names)."""
-        ...
-
-    def optimizer_tensors(self) -> dict[str, np.ndarray]:
-        """The optimizer state as stored in the checkpoint."""
-        ...
-
-    @property
-    def optimizer_step(self) -> int:
-        """Optimizer steps taken, where the optimizer tensors do not carry the count themselves (else 0)."""
-        ...
-
 
 @dataclass
-class LoopStats:
+class LoopStats(StepSums):
     """Sums of the per-minibatch statistics of applied steps."""
 
-    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAT_KEYS, 0.0))
-    n_updates: int = 0
+    KEYS: ClassVar[tuple[str, ...]] = STAT_KEYS
+
     stopped_early: bool = False
-
-    def add(self, stats: dict[str, float]) -> None:
-        """Count one applied minibatch."""
-        for k in STAT_KEYS:
-            self.sums[k] += float(stats[k])
-        self.n_updates += 1
-
-    def mean(self, key: str) -> float | None:
-        """Mean of ``key`` over applied minibatches (None when none was applied)."""
-        return self.sums[key] / self.n_updates if self.n_updates else None
 
 
 def run_epochs(

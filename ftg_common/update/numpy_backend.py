@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ftg_common.algos.adam import FlatAdam
 from ftg_common.algos.gsde import sde_terms
 from ftg_common.algos.minibatch import LossCoefs, Minibatch
 from ftg_common.algos.ppo_numpy import HeadTerms, categorical_terms, gaussian_terms, ppo_loss_grads
 from ftg_common.checkpoints import PolicyVersion
 from ftg_common.policy.numpy_mlp import Cache, FlatParams, backward, forward
+from ftg_common.update.common import resume_flat_adam
 
 
 class NumpyPPOBackend:
@@ -21,12 +21,8 @@ class NumpyPPOBackend:
     def __init__(self, version: PolicyVersion, *, adam_eps: float, max_grad_norm: float) -> None:
         spec = version.state.spec
         self.params = FlatParams(spec).load(version.weights)
-        self.adam = FlatAdam(
-            self.params.size,
-            version.optimizer,
-            version.state.optimizer_step,
-            eps=adam_eps,
-            max_grad_norm=max_grad_norm,
+        self.adam = resume_flat_adam(
+            version, self.params.size, adam_eps=adam_eps, max_grad_norm=max_grad_norm
         )
         self._discrete = spec.action_kind == "discrete"
         self._sde = spec.use_sde

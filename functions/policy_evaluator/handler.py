@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ftg_common import faas, layout
 from ftg_common.checkpoints import load_numpy_policy, load_q_policy
 from ftg_common.envs.seeding import OPE_BOOTSTRAP, derive_rng
@@ -17,9 +15,10 @@ from ftg_common.evaluation import run_episodes
 from ftg_common.evaluator import eval_envs, eval_record, eval_seeds, eval_version, summarize
 from ftg_common.guards import check_iteration, require_committed
 from ftg_common.ope import ZeroBehaviourProbabilityError
-from ftg_common.ope_logged import StepLog, ope_values, q_step_log, v_step_log
+from ftg_common.ope_logged import ope_values, shard_step_log
 from ftg_common.policy.numpy_policy import NumpyPolicy
 from ftg_common.policy.qpolicy import QPolicy
+from ftg_common.policy.qtable import load_qtable_policy
 from ftg_common.runtime import FunctionContext
 from ftg_common.schemas import EvalRequest, EvalResult, OPEValue
 
@@ -36,11 +35,13 @@ def evaluate(req: EvalRequest, ctx: FunctionContext) -> EvalResult:
     field = "iteration" if req.version is None else "version"
     require_committed(ctx.meta, req.run_id, version, field, f"evaluating iteration {req.iteration}")
     episodes = req.episodes or hp.eval_episodes
-    policy: NumpyPolicy | QPolicy = (
-        load_q_policy(ctx.store, req.run_id, version)
-        if ctx.config.off_policy
-        else load_numpy_policy(ctx.store, req.run_id, version)
-    )
+    policy: NumpyPolicy | QPolicy
+    if ctx.config.qlearning is not None:
+        policy = load_qtable_policy(ctx.store, req.run_id, version)
+    elif ctx.config.off_policy:
+        policy = load_q_policy(ctx.store, req.run_id, version)
+    else:
+        policy = load_numpy_policy(ctx.store, req.run_id, version)
     seeds = eval_seeds(ctx.config.seed, version, episodes)
     with eval_envs(hp, episodes) as envs:
         returns, lengths = run_episodes(hp.env_id, hp.env_kwargs, policy, seeds, envs)
@@ -51,24 +52,15 @@ def evaluate(req: EvalRequest, ctx: FunctionContext) -> EvalResult:
     return result
 
 
-def _step_log(shard: dict[str, np.ndarray], policy: NumpyPolicy | QPolicy, gamma: float) -> StepLog:
-    t, m = shard["rewards"].shape
-    flat = shard["obs"].reshape(t * m, -1)
-    if isinstance(policy, QPolicy):
-        q = policy.q_values(flat).reshape(t, m, -1)
-        return q_step_log(shard, q, policy.q_values(shard["next_obs"][-1]))
-    target = policy.log_prob(flat, shard["actions"].reshape(t * m)).reshape(t, m)
-    return v_step_log(shard, target, policy.value(flat).reshape(t, m), gamma)
-
-
 def off_policy_estimates(
     req: EvalRequest, ctx: FunctionContext, policy: NumpyPolicy | QPolicy
 ) -> tuple[dict[str, OPEValue] | None, int | None, str | None]:
     """IS, WIS, per-decision WIS and DR estimates of the evaluated version from the iteration's shards.
 
-    The shards of iteration i were logged by version i (epsilon-greedy for DQN, the previous policy
-    for PPO); the evaluated version is i + 1. Its greedy policy (DQN) or its own distribution (PPO)
-    is the target; its Q-network, or one step of its critic, is the DR model.
+    The shards of iteration i were logged by version i (epsilon-greedy for DQN and Q-learning, the
+    previous policy for PPO); the evaluated version is i + 1. Its greedy policy (DQN, Q-learning) or
+    its own distribution (PPO) is the target; its Q-network or Q-table, or one step of its critic, is
+    the DR model.
 
     Returns:
         (estimates, logged segments, None), or (None, None, why) when none can be made: continuous
@@ -79,7 +71,8 @@ def off_policy_estimates(
         return None, None, "off-policy estimates need a discrete action space"
     keys = [layout.traj_key(req.run_id, req.iteration, k) for k in range(cfg.hparams.shards)]
     gamma = cfg.hparams.gamma
-    logs = [_step_log(ctx.store.get_tensors(key), policy, gamma) for key in keys]
+    # With normalisation: the version's frozen statistics on the env's own observations and rewards.
+    logs = [shard_step_log(ctx.store.get_tensors(key), policy, gamma) for key in keys]
     rng = derive_rng(cfg.seed, OPE_BOOTSTRAP, req.iteration)
     try:
         values, n = ope_values(logs, gamma, rng)

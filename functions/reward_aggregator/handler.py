@@ -1,6 +1,6 @@
 """reward-aggregator: GAE(gamma, lambda) advantages and returns over all shards -> one training batch.
 
-For an off-policy (DQN) run it appends the shards to the replay buffer instead.
+For an off-policy (DQN, Q-learning) run it appends the shards to the replay buffer instead.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ftg_common.batch import (
     shard_keys,
 )
 from ftg_common.checkpoints import read_policy_file
-from ftg_common.config import DQNConfig
+from ftg_common.config import OffPolicyHParams
 from ftg_common.errors import Conflict
 from ftg_common.guards import check_iteration, require_committed
 from ftg_common.normalize import merge_increments, stats_from_tensors, stats_to_tensors
@@ -45,8 +45,9 @@ def aggregate(req: AggregateRequest, ctx: FunctionContext) -> AggregateResult | 
         summary = rollout_summary(shards)
     except ValueError as exc:
         raise Conflict(f"stored trajectories of iteration {req.iteration}: {exc}", "shards") from exc
-    if ctx.config.dqn is not None:
-        return append_to_replay(req, ctx, ctx.config.dqn, keys, shards, summary)
+    off = ctx.config.off_policy_hparams
+    if off is not None:
+        return append_to_replay(req, ctx, off, keys, shards, summary)
     ppo = ctx.config.ppo_config
     batch = assemble_batch(shards, gamma=ppo.gamma, gae_lambda=ppo.gae_lambda)
     if ppo.normalize is not None:
@@ -92,7 +93,7 @@ def merged_norm_tensors(
 def append_to_replay(
     req: AggregateRequest,
     ctx: FunctionContext,
-    dqn: DQNConfig,
+    dqn: OffPolicyHParams,
     keys: list[str],
     shards: list[dict[str, np.ndarray]],
     summary: RolloutSummary,

@@ -1,6 +1,7 @@
 """rollout-collector: step a shard of vectorised gymnasium envs with the current policy (numpy only).
 
-PPO runs sample from the actor; DQN runs act epsilon-greedy on the online Q-network and log mu(a|s).
+PPO runs sample from the actor; DQN runs act epsilon-greedy on the online Q-network and log mu(a|s),
+Q-learning runs likewise on the version's Q-table.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 from ftg_common import faas
 from ftg_common.checkpoints import load_numpy_policy, load_q_policy
 from ftg_common.collector import resume_envs, rollout_norm, save_shard, shard_envs
-from ftg_common.config import DQNConfig
+from ftg_common.config import OffPolicyHParams, QLearningConfig
 from ftg_common.envs.seeding import ACTIONS, SDE_NOISE, derive_rng
 from ftg_common.errors import BadRequest
 from ftg_common.guards import check_iteration, require_committed
@@ -33,8 +34,9 @@ def collect(req: CollectRequest, ctx: FunctionContext) -> CollectResult:
     require_committed(
         ctx.meta, req.run_id, req.iteration, "iteration", f"collecting iteration {req.iteration}"
     )
-    if cfg.dqn is not None:
-        return collect_off_policy(req, ctx, cfg.dqn)
+    off = cfg.off_policy_hparams
+    if off is not None:
+        return collect_off_policy(req, ctx, off)
     ppo = cfg.ppo_config
     policy = load_numpy_policy(ctx.store, req.run_id, req.iteration)
     settings = ppo.normalize_settings
@@ -64,18 +66,23 @@ def _result(req: CollectRequest, keys: tuple[str, str], steps: int, rollout: Any
     )
 
 
-def collect_off_policy(req: CollectRequest, ctx: FunctionContext, dqn: DQNConfig) -> CollectResult:
-    """Epsilon-greedy steps with the online Q-network of version ``iteration`` (checks already made).
+def collect_off_policy(req: CollectRequest, ctx: FunctionContext, dqn: OffPolicyHParams) -> CollectResult:
+    """Epsilon-greedy steps with the Q-network (or Q-table) of version ``iteration`` (checks already made).
 
     The exploration rate of each vectorised step is read at the run's environment steps before it,
     so it does not depend on how the envs are split into shards.
     """
     # Off-policy code is imported here, at its one use: a PPO collector's cold start never loads it.
     from ftg_common.algos.dqn import behaviour_epsilon
+    from ftg_common.policy.qtable import load_qtable_policy
     from ftg_common.rollout_offpolicy import collect_transitions
 
     cfg = ctx.config
-    policy = load_q_policy(ctx.store, req.run_id, req.iteration)
+    policy = (
+        load_qtable_policy(ctx.store, req.run_id, req.iteration)
+        if isinstance(dqn, QLearningConfig)
+        else load_q_policy(ctx.store, req.run_id, req.iteration)
+    )
     steps_before = req.iteration * dqn.rollout_size
 
     def epsilon_at(t: int) -> float:

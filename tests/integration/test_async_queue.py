@@ -447,7 +447,7 @@ def test_calls_in_flight_when_the_queue_closes_run_on_the_next_queue(
         wait_until(lambda: blocked.running == 2, "two calls in flight")
         started = time.monotonic()
         first.close(timeout=0.2)  # the gateway stops while two calls hang in their replicas
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 10  # far from the 30 s the stuck calls would take
     finally:
         stuck.set()
 
@@ -598,7 +598,7 @@ def test_auto_falls_back_to_the_in_process_queue_without_nats(stream: str) -> No
         assert isinstance(queue, InProcessQueue)
     finally:
         queue.close()
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # no reconnect loop (nats-py would retry for minutes)
     with pytest.raises(QueueUnavailable, match="no NATS server"):
         open_queue(settings_for("nats", stream, nats_url=url))
 

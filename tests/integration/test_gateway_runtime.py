@@ -32,14 +32,8 @@ AUTH = {"Authorization": BasicAuth(PASSWORD).header()}
 COLLECT = "rollout-collector"
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
+# What came back over the wire: status, headers and the body as text.
+Answer = faas.Response
 
 
 def call(
@@ -49,7 +43,7 @@ def call(
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
-        return Answer(resp.status, dict(resp.getheaders()), resp.read())
+        return Answer(resp.status, dict(resp.getheaders()), resp.read().decode())
     finally:
         conn.close()
 
@@ -73,7 +67,7 @@ def function_status(server: GatewayServer, name: str) -> dict[str, Any]:
 
 
 def metric(server: GatewayServer, series: str) -> float:
-    text = call(server, "GET", "/metrics").body.decode()
+    text = call(server, "GET", "/metrics").body
     m = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
 
@@ -411,7 +405,7 @@ def test_async_calls_are_queued_run_through_the_replicas_and_bounded(gateways) -
     server = gateways(queue_api=api, gateway_zero_duration_seconds=None)
     path = "/async-function/policy-evaluator"
     answer = call(server, "POST", path, b"{}", {"X-Callback-Url": "http://127.0.0.1:9/cb", "X-Extra": "1"})
-    assert answer.status == 202 and answer.body == b""
+    assert answer.status == 202 and answer.body == ""
     call_id = answer.headers["X-Call-Id"]
     assert re.fullmatch(r"[0-9a-f]{32}", call_id)
     queued, (status, body, headers) = wait_for("the async call's result", lambda: queue.results.get(call_id))
@@ -429,7 +423,7 @@ def test_async_calls_are_queued_run_through_the_replicas_and_bounded(gateways) -
     assert call(server, "POST", path, b"{}").status == 202
     full = call(server, "POST", path, b"{}")
     assert full.status == 429 and "full" in full.json()["error"]
-    assert "gateway_queue_depth" in call(server, "GET", "/metrics").body.decode()
+    assert "gateway_queue_depth" in call(server, "GET", "/metrics").body
     bad = call(server, "POST", path, b"{}", {"X-Callback-Url": "file:///etc/passwd"})
     assert bad.status == 400
     server.shutdown()

@@ -1107,30 +1107,6 @@ def test_http_connection_error_is_a_failed_attempt() -> None:
         assert "InvocationError" in node.message and "127.0.0.1:9" in node.message
 
 
-# --- cost of the engine itself ----------------------------------------------------------------------
-
-
-def test_engine_overhead_per_iteration_is_small() -> None:
-    instant = Response(200, {}, '{"key": "k"}')
-    done: cf.Future[Response] = cf.Future()
-    done.set_result(instant)
-
-    class Instant:
-        def submit(self, *a: Any) -> cf.Future[Response]:
-            return done
-
-    engine = LocalEngine(Instant())
-    params = iteration_params(list(range(8)), iteration=1)
-    engine.run(params)
-    n = 200
-    t0 = time.perf_counter()
-    for _ in range(n):
-        result = engine.run(params)
-    per_run = (time.perf_counter() - t0) / n
-    assert result.phase == "Succeeded" and len(result.nodes) == 12
-    assert per_run < 0.005, f"engine overhead {per_run * 1e3:.2f} ms per iteration (12 nodes)"
-
-
 def test_pool_worker_killed_mid_call_fails_that_call_and_is_replaced() -> None:
     with PoolInvoker(2, modules=FAKE_MODULES) as inv:
         pids = inv.warmup()

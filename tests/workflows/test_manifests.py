@@ -60,7 +60,7 @@ def test_stack_timeouts_are_consistent() -> None:
     assert stack["provider"]["name"] == "openfaas"
     for name, fn in stack["functions"].items():
         env = fn["environment"]
-        assert fn["lang"] == "python3-http" and (ROOT / "functions" / fn["handler"] / "handler.py").exists()
+        assert fn["lang"] == "dockerfile" and (ROOT / fn["handler"] / "Dockerfile").exists()
         # upstream_timeout is a gateway setting, not an of-watchdog one: in a function it configures nothing.
         assert "upstream_timeout" not in env, name
         secs = {k: _seconds(env[k]) for k in ("exec_timeout", "read_timeout", "write_timeout")}
@@ -81,5 +81,5 @@ def test_stack_file_agrees_with_the_function_catalog() -> None:
         assert str(fn["limits"]["cpu"]) == spec.cpu, spec.name
         assert fn["environment"]["exec_timeout"] == f"{spec.timeout_s}s", spec.name
         assert fn["labels"]["com.openfaas.scale.max"] == str(spec.max_replicas), spec.name
-        assert Path(fn["handler"]) == Path(spec.folder), spec.name
+        assert fn["build_args"] == {"FUNCTION": spec.folder}, spec.name
         assert (ROOT / "functions" / spec.folder / "handler.py").exists(), spec.name

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from ftg_common import catalog, faas
 from ftg_common.faas import Response
+from workflows.engines.spin import CallTimes, spin_until
 
 if TYPE_CHECKING:
     import requests
@@ -147,8 +148,12 @@ def _init_worker(modules: tuple[str, ...]) -> None:
             log.warning("worker %d: cannot pre-import %s: %s", os.getpid(), module, exc)
 
 
-def _worker_main(conn: Connection, modules: tuple[str, ...]) -> None:
-    """A pool worker: import the handlers, say ready, then serve one call at a time until told to stop."""
+def _worker_main(conn: Connection, modules: tuple[str, ...], spin_s: float = 0.0) -> None:
+    """A pool worker: import the handlers, say ready, then serve one call at a time until told to stop.
+
+    After each answer it polls its pipe for up to ``spin_s`` before sleeping: the DAG's next call
+    usually follows within microseconds (:mod:`workflows.engines.spin`).
+    """
     _init_worker(modules)
     conn.send(_Ready(os.getpid()))
     while True:
@@ -160,6 +165,8 @@ def _worker_main(conn: Connection, modules: tuple[str, ...]) -> None:
             return
         module, body, headers = msg
         conn.send(faas.invoke(module, faas.Event(body=body, headers=headers)))
+        if spin_s > 0:
+            spin_until(conn.poll, spin_s)
 
 
 @dataclass(frozen=True)
@@ -170,14 +177,15 @@ class _Ready:
 class _Worker:
     """One worker process, its end of the pipe, and the call it is serving (if any)."""
 
-    def __init__(self, ctx: SpawnContext, modules: tuple[str, ...]) -> None:
+    def __init__(self, ctx: SpawnContext, modules: tuple[str, ...], spin_s: float) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_worker_main, args=(child, modules), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, modules, spin_s), daemon=True)
         self.process.start()
         child.close()
         self.ready = threading.Event()
         self.pid = 0
         self.call: cf.Future[Response] | None = None
+        self.module = ""  # the handler module of the call in flight
         # For idle accounting (PoolInvoker.usage): monotonic times, and seconds spent serving calls.
         self.ready_at: float | None = None
         self.call_t0 = 0.0
@@ -185,6 +193,7 @@ class _Worker:
 
     def send(self, fut: cf.Future[Response], request: tuple[str, bytes, dict[str, str]]) -> None:
         self.call = fut
+        self.module = request[0]
         self.call_t0 = time.monotonic()
         self.conn.send(request)
 
@@ -243,10 +252,18 @@ class PoolInvoker(_ModuleInvoker):
     parent's ``__main__`` first, so a CLI module that imports numpy at its top level defeats them.
     """
 
-    def __init__(self, workers: int, modules: Mapping[str, str] | None = None) -> None:
+    def __init__(self, workers: int, modules: Mapping[str, str] | None = None, spin_us: int = 0) -> None:
         if workers < 1:
             raise ValueError(f"PoolInvoker needs at least one worker, got {workers}")
+        if spin_us < 0:
+            raise ValueError(f"spin_us must be >= 0, got {spin_us}")
         self.workers = workers
+        # Polling instead of sleeping (workflows/engines/spin.py): the worker's window after an answer,
+        # the reader's lead before a call's expected end; an idle CPU is needed for the reader to poll.
+        self._spin_s = spin_us / 1e6
+        self._times = CallTimes()
+        self._cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self._reader_blocked = False  # the reader sleeps with no poll planned: a new call wakes it
         self.modules = dict(default_modules() if modules is None else modules)
         # Spawned children inherit the environment, and one may import numpy (re-importing the
         # parent's __main__) before the initializer runs; multi-threaded BLAS in N workers on N cores
@@ -267,7 +284,7 @@ class PoolInvoker(_ModuleInvoker):
         # A worker serves any function, so it reserves the memory of the largest one.
         self.memory_gb = max((s.memory_gb for s in catalog.FUNCTIONS if s.name in self.modules), default=0.0)
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
-        self._pool = [_Worker(self._ctx, self._imports) for _ in range(workers)]
+        self._pool = [_Worker(self._ctx, self._imports, self._spin_s) for _ in range(workers)]
         self._reader = threading.Thread(target=self._read, name="ftg-pool-reader", daemon=True)
         self._reader.start()
 
@@ -305,12 +322,47 @@ class PoolInvoker(_ModuleInvoker):
                 self._queue.append((fut, request))
             else:
                 idle.send(fut, request)
+            wake = self._reader_blocked and self._spin_s > 0
+            self._reader_blocked = False
+        if wake:  # so the reader plans a poll for this call instead of sleeping through its end
+            self._wake_w.send(b"")
         return fut
 
     def _dispatch(self, w: _Worker) -> None:
         # Called with the lock held when ``w`` has become idle.
         if self._queue and not self._closed:
             w.send(*self._queue.popleft())
+
+    def _poll_window(self, pool: list[_Worker], now: float) -> tuple[float, float] | None:
+        """(when to start polling, until when) for the call expected to end first; None: just sleep.
+
+        Called with the lock held. No polling without a spin setting, or when every CPU already has a
+        busy worker: a poller would then take CPU from the work it waits for.
+        """
+        if self._spin_s <= 0:
+            return None
+        busy = [w for w in pool if w.call is not None]
+        if not busy or len(busy) >= self._cpus:
+            return None
+        windows = [self._times.spin_window(w.module, w.call_t0, self._spin_s) for w in busy]
+        live = [win for win in windows if win is not None and win[1] > now]
+        return min(live) if live else None
+
+    def _wait(self, pool: list[_Worker], waitables: list[Any]) -> list[Any]:
+        """Wait for a message or a worker's exit: sleep, or poll near a call's expected end."""
+        with self._lock:
+            window = self._poll_window(pool, time.monotonic())
+            self._reader_blocked = window is None
+        if window is None:
+            return wait(waitables)
+        start, until = window
+        ready = wait(waitables, max(0.0, start - time.monotonic()))
+        if ready:
+            return ready
+        conns = [w.conn for w in pool]
+        if spin_until(lambda: any(c.poll() for c in conns), until - time.monotonic()):
+            return [c for c in conns if c.poll()]
+        return []  # past the window: the next turn plans again (or sleeps)
 
     def _read(self) -> None:
         while True:
@@ -320,8 +372,10 @@ class PoolInvoker(_ModuleInvoker):
                 pool = list(self._pool)
             sentinels = [w.process.sentinel for w in pool]
             waitables: list[Any] = [self._wake_r, *(w.conn for w in pool), *sentinels]
-            for ready in wait(waitables):
+            for ready in self._wait(pool, waitables):
                 if ready is self._wake_r:
+                    with contextlib.suppress(EOFError, OSError):
+                        self._wake_r.recv_bytes()
                     continue
                 for w in pool:
                     if ready is w.conn:
@@ -343,7 +397,9 @@ class PoolInvoker(_ModuleInvoker):
             return
         with self._lock:
             fut = w.call
-            w.end_call(time.monotonic())
+            now = time.monotonic()
+            self._times.add(w.module, now - w.call_t0)
+            w.end_call(now)
             self._dispatch(w)
         if fut is not None:
             fut.set_result(msg)
@@ -365,7 +421,7 @@ class PoolInvoker(_ModuleInvoker):
                 self._queue.clear()
             else:
                 log.warning("worker %d exited (code %s); starting a new one", w.pid, w.process.exitcode)
-                fresh = _Worker(self._ctx, self._imports)
+                fresh = _Worker(self._ctx, self._imports, self._spin_s)
                 self._pool[self._pool.index(w)] = fresh
                 self._dispatch(fresh)
         w.conn.close()
