@@ -102,6 +102,15 @@ BENCH_ARGO_ARGS ?=
 bench-argo: setup
 	$(PY) benchmarks/bench_argo_latency.py $(BENCH_ARGO_ARGS)
 
+## Cold-start policies (docs/coldstart-report.md): trains sweeps/coldstart.yaml (Q-learning, DQN, PPO x 5
+## seeds) and compares the greedy policies with on-demand, fixed keep-alive, hybrid-histogram and HPA-like
+## baselines on held-out days -> benchmarks/results/<date>-coldstart-policies.{md,json,png} + MLflow.
+## About 5 minutes on 2 CPUs; BENCH_COLDSTART_ARGS="--seeds 0,1 --total-steps 9600" for a smoke run.
+BENCH_COLDSTART_ARGS ?=
+.PHONY: bench-coldstart
+bench-coldstart: setup
+	$(PY) benchmarks/bench_coldstart_policies.py $(BENCH_COLDSTART_ARGS)
+
 ## The reliability suite: hostile input, faults, kills, corruption -> benchmarks/results/reliability-<date>.md
 reliability: setup services
 	$(PY) -m benchmarks.reliability.run

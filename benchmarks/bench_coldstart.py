@@ -39,6 +39,7 @@ Results go to ``benchmarks/results/<date>-coldstart[-suffix].{json,md}``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -50,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,18 +172,12 @@ def _prepare_shared(run_id: str) -> dict[str, dict[str, Any]]:
 
 def _prepare_update(run_id: str) -> dict[str, Any]:
     """A run whose iteration 0 is aggregated but not updated: the body of a full policy update."""
-    from tests.funcs import new_run, post
+    from tests.funcs import collect_and_aggregate, new_run, request_ref
 
     cfg = new_run(run_id)
-    ref = {"run_id": run_id, "iteration": 0, "config_digest": cfg.digest()}
-    shards = []
-    for s in range(cfg.hparams.shards):
-        r = post("rollout-collector", {**ref, "shard": s})
-        assert r.status == 200, r.body
-        shards.append(r.json())
-    agg = post("reward-aggregator", {**ref, "shards": shards})
-    assert agg.status == 200, agg.body
-    return {**ref, "batch": agg.json()}
+    ref = request_ref(cfg, 0)
+    _, aggregate = collect_and_aggregate(cfg, ref)
+    return {**ref, "batch": aggregate}
 
 
 # --------------------------------------------------------------------------- one cold start
@@ -195,6 +191,33 @@ def _post(port: int, body: bytes) -> tuple[int, bytes]:
         return resp.status, resp.read()
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def _child(
+    argv: list[str],
+    root: Path,
+    env: dict[str, str],
+    stderr: Any,
+    kill_after_s: float,
+    stop_wait_s: float = 10,
+) -> Iterator[subprocess.Popen[str]]:
+    """A child process in checkout ``root``, its stdout a text pipe; stopped (SIGTERM) when the block ends.
+
+    A watchdog kills it if it still runs ``kill_after_s`` after the start, so a child that never prints
+    what the block reads cannot hang the benchmark.
+    """
+    proc = subprocess.Popen(
+        argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True
+    )
+    watchdog = threading.Timer(kill_after_s, proc.kill)
+    watchdog.start()
+    try:
+        yield proc
+    finally:
+        watchdog.cancel()
+        proc.terminate()
+        proc.wait(timeout=stop_wait_s)
 
 
 def _read_tagged(proc: subprocess.Popen[str], tag: str) -> tuple[str, float]:
@@ -211,18 +234,9 @@ def cold_start(root: Path, env: dict[str, str], function: str, body: dict[str, A
     raw = json.dumps(body).encode()
     child_env = {**env, "FTG_FUNCTION": function}
     spawned = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER],
-        cwd=root,
-        env=child_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    watchdog = threading.Timer(START_TIMEOUT_S, proc.kill)
-    watchdog.start()
-    try:
+    with _child(
+        [sys.executable, "-c", LAUNCHER], root, child_env, subprocess.DEVNULL, START_TIMEOUT_S
+    ) as proc:
         marks = json.loads(_read_tagged(proc, "MARKS ")[0])
         address, listening = _read_tagged(proc, READY_PREFIX)
         port = int(address.rpartition(":")[2])
@@ -237,10 +251,6 @@ def cold_start(root: Path, env: dict[str, str], function: str, body: dict[str, A
             t = time.monotonic()
             status, answer = _post(port, raw)
             warm = {"client_s": time.monotonic() - t, **json.loads(_read_tagged(proc, "CALL ")[0])}
-    finally:
-        watchdog.cancel()
-        proc.terminate()
-        proc.wait(timeout=10)
     if not Path(marks["serve_file"]).resolve().is_relative_to(root):
         raise RuntimeError(f"the child imported {marks['serve_file']}, not the checkout {root}")
     return {
@@ -279,28 +289,15 @@ def _instructions(
     on a shared machine; they count neither the kernel's work nor waiting for the disk.
     """
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(
-            [*_VALGRIND, sys.executable, "-c", code],
-            cwd=root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
-        watchdog = threading.Timer(START_TIMEOUT_S * 20, proc.kill)  # callgrind runs ~50x slower
-        watchdog.start()
-        try:
+        # callgrind runs ~50x slower
+        argv = [*_VALGRIND, sys.executable, "-c", code]
+        with _child(argv, root, env, err, START_TIMEOUT_S * 20, stop_wait_s=60) as proc:
             address, _ = _read_tagged(proc, until)
             if request is not None:
                 status, answer = _post(int(address.rpartition(":")[2]), request[1])
                 if status != 200:
                     raise RuntimeError(f"{request[0]} answered {status}: {answer[:500]!r}")
                 _read_tagged(proc, "CALL ")
-        finally:
-            watchdog.cancel()
-            proc.terminate()
-            proc.wait(timeout=60)
         err.seek(0)
         found = _COLLECTED.search(err.read())
     if found is None:

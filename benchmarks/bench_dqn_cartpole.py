@@ -20,47 +20,26 @@ from functools import partial
 import sb3_harness as harness  # a sibling of this script; it puts the checkout on sys.path
 from results_io import result_stem, write_result  # a sibling of this script
 
+from ftg_common.config import DQNConfig
+
 BUDGET = "5e4"  # the default step budget, as the summaries and the table name it
-# RL Zoo, hyperparams/dqn.yml, CartPole-v1 (SB3's defaults for the rest: tau 1, max_grad_norm 10).
-ZOO = dict(
-    learning_rate=2.3e-3,
-    batch_size=64,
-    buffer_size=100_000,
-    learning_starts=1000,
-    gamma=0.99,
-    target_update_interval=10,
-    train_freq=256,
-    gradient_steps=128,
-    exploration_fraction=0.16,
-    exploration_final_eps=0.04,
+# RL Zoo, hyperparams/dqn.yml, CartPole-v1, as DQNConfig's defaults hold them (SB3's defaults for
+# the rest: tau 1, max_grad_norm 10).
+ZOO = harness.config_defaults(
+    DQNConfig,
+    "learning_rate batch_size buffer_size learning_starts gamma target_update_interval train_freq "
+    "gradient_steps exploration_fraction exploration_final_eps",
 )
-NET_ARCH = [256, 256]
+NET_ARCH = list(DQNConfig().net_arch)
 
 
 def run_sb3(seed: int, steps: int) -> dict:
-    import torch
-    from stable_baselines3 import DQN
-    from stable_baselines3.common.env_util import make_vec_env
-
-    torch.set_num_threads(1)
-    env = make_vec_env("CartPole-v1", n_envs=1, seed=seed)
-    eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=seed + 10_000)
-    model = DQN(
-        "MlpPolicy",
-        env,
-        policy_kwargs=dict(net_arch=NET_ARCH),
-        seed=seed,
-        device="cpu",
-        verbose=0,
-        **ZOO,
-    )
-
-    return harness.sb3_learn(model, eval_env, steps)
+    return harness.sb3_cartpole("DQN", seed, steps, n_envs=1, policy_kwargs=dict(net_arch=NET_ARCH), **ZOO)
 
 
 def run_ftg(seed: int, steps: int, services) -> dict:
     """One FaaSTrainGym DQN run through the services' off-policy engine."""
-    from ftg_common.config import DQNConfig, RunConfig
+    from ftg_common.config import RunConfig
     from workflows.driver import RunDriver
 
     dqn = DQNConfig(

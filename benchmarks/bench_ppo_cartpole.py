@@ -22,54 +22,28 @@ from iteration_split import IterationSplit, RecordingEngine  # a sibling of this
 from iteration_split import summarise as summarise_split
 from results_io import result_stem, write_result  # a sibling of this script
 
+from ftg_common.config import PPOConfig
+
 BUDGET = "1e5"  # the default step budget, as the summaries and the table name it
-ZOO = dict(
-    n_envs=8,
-    n_steps=32,
-    batch_size=256,
-    gae_lambda=0.8,
-    gamma=0.98,
-    n_epochs=20,
-    ent_coef=0.0,
-    learning_rate=1e-3,
-    clip_range=0.2,
+# RL Zoo, hyperparams/ppo.yml, CartPole-v1 (learning rate and clip range linear), as PPOConfig's
+# defaults hold them.
+ZOO = harness.config_defaults(
+    PPOConfig, "n_envs n_steps batch_size gae_lambda gamma n_epochs ent_coef learning_rate clip_range"
 )
 
 
 def run_sb3(seed: int, steps: int) -> dict:
-    import torch
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
-
-    torch.set_num_threads(1)
-    env = make_vec_env("CartPole-v1", n_envs=ZOO["n_envs"], seed=seed)
-    eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=seed + 10_000)
-
     def linear(x: float):
         return lambda progress_remaining: progress_remaining * x
 
-    model = PPO(
-        "MlpPolicy",
-        env,
-        n_steps=ZOO["n_steps"],
-        batch_size=ZOO["batch_size"],
-        gae_lambda=ZOO["gae_lambda"],
-        gamma=ZOO["gamma"],
-        n_epochs=ZOO["n_epochs"],
-        ent_coef=ZOO["ent_coef"],
-        learning_rate=linear(ZOO["learning_rate"]),
-        clip_range=linear(ZOO["clip_range"]),
-        seed=seed,
-        device="cpu",
-        verbose=0,
-    )
-
-    return harness.sb3_learn(model, eval_env, steps)
+    # The Zoo's ``lin_`` rates: SB3 takes a schedule as a function of the progress remaining.
+    schedules = {key: linear(ZOO[key]) for key in ("learning_rate", "clip_range")}
+    return harness.sb3_cartpole("PPO", seed, steps, **{**ZOO, **schedules})
 
 
 def run_ftg(seed: int, steps: int, services, engine: RecordingEngine) -> tuple[dict, list[IterationSplit]]:
     """One FaaSTrainGym run through ``engine`` (the services' engine, recording each iteration)."""
-    from ftg_common.config import PPOConfig, RunConfig
+    from ftg_common.config import RunConfig
     from workflows.driver import RunDriver
 
     ppo = PPOConfig(

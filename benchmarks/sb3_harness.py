@@ -110,6 +110,41 @@ def sb3_learn(
     return {"wall_s": wall - cb.eval_s, "wall_incl_eval_s": wall, "first": cb.first, "final_return": cb.final}
 
 
+def config_defaults(config_cls: Any, names: str) -> dict[str, Any]:
+    """The defaults of a config class's fields ``names`` (space-separated), by name.
+
+    The PPO and DQN configs default to the RL Zoo's CartPole-v1 hyperparameters, so the comparisons
+    give both sides these values from one place.
+    """
+    defaults = config_cls()
+    return {name: getattr(defaults, name) for name in names.split()}
+
+
+def sb3_cartpole(algo: str, seed: int, steps: int, *, n_envs: int, **hyperparams: Any) -> Run:
+    """One SB3 run of ``algo`` (``PPO``, ``DQN``) on CartPole-v1 under the protocol above.
+
+    One torch thread, CPU, an ``MlpPolicy`` on ``n_envs`` training envs seeded ``seed``, evaluated on an
+    env of its own seed (``seed + 10_000``) by :func:`sb3_learn`.
+
+    Args:
+        algo: the name of the SB3 algorithm class.
+        seed: the run's seed.
+        steps: total env steps.
+        n_envs: training envs.
+        **hyperparams: the algorithm's constructor arguments (the RL Zoo's, as the caller lists them).
+    """
+    import stable_baselines3
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+
+    torch.set_num_threads(1)
+    env = make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed)
+    eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=seed + 10_000)
+    algo_cls = getattr(stable_baselines3, algo)
+    model = algo_cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **hyperparams)
+    return sb3_learn(model, eval_env, steps)
+
+
 def ftg_drive(driver: Any) -> Run:
     """Drive one FaaSTrainGym run (a ``RunDriver``) to its end; the run as :func:`sb3_learn` reports one.
 

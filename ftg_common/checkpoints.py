@@ -32,10 +32,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ftg_common import layout
-from ftg_common.algos.qnet import ONLINE, QNET_SPEC_METADATA_KEY, QNetSpec
 from ftg_common.errors import CorruptObjectError
 from ftg_common.normalize import NormalizeSettings, NormStats, stats_from_tensors, stats_to_tensors
-from ftg_common.policy.qtable import QTABLE_KEY, QTableSpec, qtable_policy_bytes
 from ftg_common.policy.spec import (
     NORM_METADATA_KEY,
     NORM_PREFIX,
@@ -51,6 +49,7 @@ from ftg_common.store.integrity import decode_json, object_digest
 from ftg_common.tensorio import decode, encode
 
 if TYPE_CHECKING:
+    from ftg_common.algos.qnet import QNetSpec
     from ftg_common.policy.numpy_policy import NumpyPolicy
     from ftg_common.policy.qpolicy import QPolicy
     from ftg_common.update.dqn import DQNVersion
@@ -158,6 +157,8 @@ def version_object_keys(run_id: str, version: int) -> list[str]:
 
 
 def _qnet_policy_bytes(spec: QNetSpec, weights: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    from ftg_common.algos.qnet import ONLINE, QNET_SPEC_METADATA_KEY
+
     """The policy file of a DQN version: the online network, its spec as metadata."""
     online = {k: np.asarray(w, dtype=np.float32) for k, w in weights.items() if k.startswith(ONLINE + ".")}
     if set(online) != set(spec.shapes(ONLINE)):
@@ -212,6 +213,10 @@ def write_version(
     policy = layout.policy_key(run_id, n)
     meta = {"version": str(n), "run_id": run_id}
     spec = v.state.spec
+    # The off-policy families' modules load here, in the updater: a PPO collector never imports them.
+    from ftg_common.algos.qnet import QNetSpec
+    from ftg_common.policy.qtable import QTableSpec, qtable_policy_bytes
+
     if isinstance(spec, QNetSpec):
         data = _qnet_policy_bytes(spec, v.weights, meta)
     elif isinstance(spec, QTableSpec):
@@ -293,6 +298,7 @@ def read_qtable_version(store: ObjectStore, run_id: str, version: int) -> QTable
     Raises:
         CorruptObjectError: ``state.json`` is not a Q-learning version's, or the table does not match it.
     """
+    from ftg_common.policy.qtable import QTABLE_KEY
     from ftg_common.update.qlearning import QTableState, QTableVersion  # local: keeps this module light
 
     key = layout.ckpt_state_key(run_id, version)
@@ -314,6 +320,8 @@ def read_qnet(store: ObjectStore, run_id: str, version: int) -> tuple[QNetSpec, 
         KeyNotFoundError: the version has no policy file.
         CorruptObjectError: the policy file is damaged, or is not a Q-network's.
     """
+    from ftg_common.algos.qnet import ONLINE, QNET_SPEC_METADATA_KEY, QNetSpec
+
     key, spec, tensors = read_spec_and_tensors(
         store, run_id, version, QNetSpec, QNET_SPEC_METADATA_KEY, "a Q-network"
     )

@@ -6,7 +6,8 @@ from typing import Any
 
 from ftg_common import layout, runtime
 from ftg_common.config import DQNConfig, RunConfig
-from tests.funcs import post
+from tests.funcs import collect_and_aggregate, post
+from tests.funcs import request_ref as ref
 
 FROZEN_LAKE_DQN: dict[str, Any] = dict(
     env_id="FrozenLake-v1",
@@ -31,14 +32,24 @@ FROZEN_LAKE_DQN: dict[str, Any] = dict(
 )
 
 
-def ref(cfg: RunConfig, iteration: int) -> dict[str, Any]:
-    """The fields every request of iteration ``iteration`` of the run carries."""
-    return {"run_id": cfg.run_id, "iteration": iteration, "config_digest": cfg.digest()}
+# A CartPole DQN run of 32-step iterations in two shards, training from the first iteration on.
+SMALL_DQN: dict[str, Any] = dict(
+    n_envs=2,
+    shards=2,
+    train_freq=16,
+    gradient_steps=4,
+    batch_size=8,
+    learning_starts=16,
+    buffer_size=64,
+    net_arch=[16],
+    total_steps=32 * 6,
+    eval_episodes=2,
+)
 
 
-def start_dqn_run(run_id: str, seed: int = 0, **kw: Any) -> RunConfig:
-    """Freeze a FrozenLake DQN config (``kw`` overrides), create the run record and version 0."""
-    cfg = RunConfig(run_id=run_id, seed=seed, dqn=DQNConfig(**{**FROZEN_LAKE_DQN, **kw}))
+def start_dqn_run(run_id: str, seed: int = 0, base: dict[str, Any] = FROZEN_LAKE_DQN, **kw: Any) -> RunConfig:
+    """Freeze a DQN config (``base``, FrozenLake unless told; ``kw`` overrides), create the run, version 0."""
+    cfg = RunConfig(run_id=run_id, seed=seed, dqn=DQNConfig(**{**base, **kw}))
     runtime.store().put_json(layout.config_key(run_id), cfg.to_stored())
     runtime.meta().create_run(run_id)
     r = post("policy-updater", {**ref(cfg, 0), "mode": "init"})
@@ -48,14 +59,8 @@ def start_dqn_run(run_id: str, seed: int = 0, **kw: Any) -> RunConfig:
 
 def dqn_iteration(cfg: RunConfig, i: int) -> dict[str, Any]:
     """Collect, append to the replay buffer and update: the update's JSON result."""
-    shards = []
-    for s in range(cfg.hparams.shards):
-        r = post("rollout-collector", {**ref(cfg, i), "shard": s})
-        assert r.status == 200, r.body
-        shards.append(r.json())
-    agg = post("reward-aggregator", {**ref(cfg, i), "shards": shards})
-    assert agg.status == 200, agg.body
-    upd = post("policy-updater", {**ref(cfg, i), "replay": agg.json()})
+    _, aggregate = collect_and_aggregate(cfg, ref(cfg, i))
+    upd = post("policy-updater", {**ref(cfg, i), "replay": aggregate})
     assert upd.status == 200, upd.body
     out: dict[str, Any] = upd.json()
     return out

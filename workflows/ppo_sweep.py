@@ -2,7 +2,7 @@
 
 python workflows/ppo_sweep.py submit [--config sweeps/cartpole_ab.yaml | s3://bucket/key.yaml] [--in-cluster]
 python workflows/ppo_sweep.py submit --zoo ppo.yml --env Acrobot-v1 [--shards K] [--accept-unhonoured]
-python workflows/ppo_sweep.py render [--output iteration.yaml] [--workflow RUN_ID]
+python workflows/ppo_sweep.py render [--output iteration.yaml] [--off-policy] [--chain] [--workflow RUN_ID]
 python workflows/ppo_sweep.py status [SWEEP_OR_RUN_ID]
 python workflows/ppo_sweep.py compare SWEEP_ID [SWEEP_ID ...] [--json] [--plots DIR] [--require-winner CONFIG]
 python workflows/ppo_sweep.py export RUN_ID --format onnx|torchscript|safetensors -o FILE [--version N]
@@ -252,33 +252,66 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_render(args: argparse.Namespace) -> int:
-    """``render``: write the WorkflowTemplate YAML, or one iteration's Workflow."""
+_RENDER_CHAIN_HELP = (
+    "the chained template (K iterations per Workflow); with --workflow, the Workflow chaining "
+    "iterations 0..K-1 (K: --iterations-per-workflow)"
+)
+
+
+def _render_text(args: argparse.Namespace) -> str:
+    """The YAML ``render`` writes: a WorkflowTemplate, or a Workflow for ``--workflow RUN_ID``.
+
+    Raises:
+        ValueError: naming the flag: a bad run id, K out of range, or K without ``--workflow --chain``.
+    """
     import yaml
 
     from workflows.iteration import iteration_workflow, render_yaml, template_name_for
+    from workflows.iteration_chain import (
+        MAX_CHAIN,
+        chain_template_name_for,
+        chain_workflow,
+        render_chain_yaml,
+    )
 
-    if args.workflow:
-        from ftg_common.ids import InvalidIdError, validate_run_id
+    k = args.iterations_per_workflow
+    if k is not None and not (args.chain and args.workflow):
+        raise ValueError("--iterations-per-workflow: only with --workflow RUN_ID --chain")
+    if not args.workflow:
+        if args.chain:
+            return render_chain_yaml(off_policy=args.off_policy)
+        return render_yaml(off_policy=args.off_policy)
+    from ftg_common.ids import validate_run_id
 
-        try:
-            validate_run_id(args.workflow, "--workflow")
-        except InvalidIdError as exc:
-            return _fail(str(exc))
-        params = {
-            "run-id": args.workflow,
-            "iteration": "0",
-            "iterations": "1",
-            "eval-every": "1",
-            "gateway": args.gateway,
-            "shards": "[0, 1]",
-            "config-digest": "0" * 16,
-            "traceparent": "",
-        }
-        template = template_name_for(args.off_policy)
-        text = yaml.safe_dump(iteration_workflow(params, template_name=template), sort_keys=False)
+    validate_run_id(args.workflow, "--workflow")  # InvalidIdError is a ValueError naming the flag
+    k = 2 if k is None else k
+    if not 1 <= k <= MAX_CHAIN:
+        raise ValueError(f"--iterations-per-workflow: {k} is not between 1 and {MAX_CHAIN}")
+    params = {
+        "run-id": args.workflow,
+        "iterations": str(k if args.chain else 1),
+        "eval-every": "1",
+        "gateway": args.gateway,
+        "shards": "[0, 1]",
+        "config-digest": "0" * 16,
+        "traceparent": "",
+    }
+    if args.chain:
+        chain = [{**params, "iteration": str(i)} for i in range(k)]
+        workflow = chain_workflow(chain, template_name=chain_template_name_for(args.off_policy))
     else:
-        text = render_yaml(off_policy=args.off_policy)
+        workflow = iteration_workflow(
+            {**params, "iteration": "0"}, template_name=template_name_for(args.off_policy)
+        )
+    return str(yaml.safe_dump(workflow, sort_keys=False))
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """``render``: write a WorkflowTemplate's YAML (one-iteration or chained), or a Workflow's."""
+    try:
+        text = _render_text(args)
+    except ValueError as exc:
+        return _fail(str(exc))
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)
@@ -572,6 +605,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workflow", metavar="RUN_ID", help="render the per-iteration Workflow for this run id")
     r.add_argument("--gateway", default="http://gateway.openfaas:8080")
     r.add_argument("--off-policy", action="store_true", help="the off-policy (DQN) iteration template")
+    r.add_argument("--chain", action="store_true", help=_RENDER_CHAIN_HELP)
+    r.add_argument(
+        "--iterations-per-workflow", type=int, metavar="K", help="with --workflow --chain: K (default 2)"
+    )
     r.set_defaults(func=cmd_render)
     st = sub.add_parser("status", help="sweeps and runs, where each stands")
     st.add_argument("id", nargs="?")

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.reliability.checks import Check
-from benchmarks.reliability.procs import THREAD_ENV
+from benchmarks.reliability.procs import THREAD_ENV, scratch_stores_env
+from benchmarks.reliability.sweep_specs import ZOO_CARTPOLE
 
 AREA = "kills"
 SEED = 20261201
@@ -56,19 +57,7 @@ SPEC: dict[str, Any] = {
         "eval_episodes": 5,
         "threshold": 100,
     },
-    "configs": {
-        "zoo": {
-            "n_envs": 8,
-            "n_steps": 32,
-            "shards": 2,
-            "batch_size": 256,
-            "n_epochs": 20,
-            "gamma": 0.98,
-            "gae_lambda": 0.8,
-            "learning_rate": 0.001,
-            "ent_coef": 0.0,
-        }
-    },
+    "configs": {"zoo": ZOO_CARTPOLE},
 }
 # The A/B table's columns that a crash must not change (the others are times and costs).
 STABLE_COLUMNS = (
@@ -98,14 +87,7 @@ class Outcome:
 
 
 def _env(d: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        **THREAD_ENV,
-        "FTG_STORE_URL": f"file://{d}/store",
-        "FTG_META_URL": f"sqlite:///{d}/meta.db",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{d}/mlflow.db",
-        "FTG_LOCAL_WORKERS": "2",
-    }
+    return {**scratch_stores_env(d), **THREAD_ENV}
 
 
 def _cli(*args: str) -> list[str]:

@@ -2,8 +2,9 @@
 
 * ports and servers: :func:`free_port`, :func:`answers_http`, :func:`stop_process` and
   :func:`moto_server` (an S3-protocol server as a child process);
-* the settings: :func:`clear_settings_caches` drops what this process cached from the environment, and
-  :func:`environment` sets variables for a block and restores them (and the caches) after it.
+* the settings: :func:`clear_settings_caches` drops what this process cached from the environment,
+  :func:`environment` sets variables for a block and restores them (and the caches) after it, and
+  :func:`scratch_stores_env` is a child's environment on stores of its own under one folder.
 """
 
 from __future__ import annotations
@@ -113,6 +114,22 @@ def moto_server(log_path: Path, start_timeout: float = MOTO_START_TIMEOUT_S) -> 
             yield endpoint
         finally:
             stop_process(proc)
+
+
+def scratch_stores_env(d: Path, *, tracking: bool = True, workers: int | None = 2) -> dict[str, str]:
+    """This process's environment for a child (a CLI, a gateway) on scratch stores under ``d``.
+
+    Args:
+        d: the folder: a file object store in ``d/store``, a SQLite metadata store ``d/meta.db``.
+        tracking: also MLflow tracking into SQLite ``d/mlflow.db`` (else as this process has it).
+        workers: warm local workers (``FTG_LOCAL_WORKERS``); None: as this process has it.
+    """
+    env = {**os.environ, "FTG_STORE_URL": f"file://{d}/store", "FTG_META_URL": f"sqlite:///{d}/meta.db"}
+    if tracking:
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{d}/mlflow.db"
+    if workers is not None:
+        env["FTG_LOCAL_WORKERS"] = str(workers)
+    return env
 
 
 def clear_settings_caches() -> None:

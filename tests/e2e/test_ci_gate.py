@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from benchmarks.reliability.procs import scratch_stores_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,12 +42,7 @@ configs:
 @pytest.mark.slow
 def test_gate_passes_a_better_candidate_and_fails_a_worse_one(tmp_path: Path) -> None:
     (tmp_path / "gate.yaml").write_text(SWEEP)
-    env = {
-        **os.environ,
-        "FTG_STORE_URL": f"file://{tmp_path}/store",
-        "FTG_META_URL": f"sqlite:///{tmp_path}/meta.db",
-        "FTG_LOCAL_WORKERS": "2",
-    }
+    env = scratch_stores_env(tmp_path, tracking=False)
     gate = [sys.executable, str(ROOT / "examples" / "ci" / "gate.py"), "--config", "gate.yaml"]
     run = subprocess.run(
         [*gate, "--candidate", "candidate", "--report", "gate.json", "--plots", "plots"],

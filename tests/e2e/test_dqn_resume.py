@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from ftg_common import layout, runtime
-from ftg_common.config import DQNConfig, RunConfig
+from ftg_common.config import DQNConfig
 from ftg_common.tensorio import decode
-from tests.e2e.test_resume import ROOT, _meta_row
+from tests.dqn_runs import SMALL_DQN
+from tests.e2e.sweep_kill import straight_and_killed
+from tests.funcs import collect_and_aggregate, request_ref, straight_and_interrupted
 from tests.funcs import driver as _driver
-from tests.funcs import post
 
 # Capacity 96 < 14 x 32 collected transitions: eviction happens, and samples span several chunks.
-SMALL = dict(
-    n_envs=2,
-    shards=2,
-    train_freq=16,
-    gradient_steps=8,
-    batch_size=16,
-    learning_starts=48,
-    buffer_size=96,
-    target_update_interval=8,
-    net_arch=[32, 32],
-    total_steps=32 * 14,
-    eval_every_steps=128,
-    eval_episodes=2,
-)
+SMALL = dict(SMALL_DQN, gradient_steps=8, batch_size=16, learning_starts=48, buffer_size=96)
+SMALL.update(target_update_interval=8, net_arch=[32, 32], total_steps=32 * 14, eval_every_steps=128)
 
 
 def _buffer(services, run_id: str) -> list[tuple[int, int, int, dict[str, bytes]]]:
@@ -47,30 +28,12 @@ def _buffer(services, run_id: str) -> list[tuple[int, int, int, dict[str, bytes]
     return out
 
 
-def _interrupt_after(n: int) -> tuple[threading.Event, object]:
-    stop = threading.Event()
-
-    def on_progress(p) -> None:
-        if p.iteration >= n:
-            stop.set()
-
-    return stop, on_progress
-
-
 def test_an_interrupted_dqn_run_resumes_bit_for_bit_buffer_included(services) -> None:
     dqn = DQNConfig(**SMALL)
-    straight = RunConfig(run_id="straight", seed=7, dqn=dqn)
-    _driver(straight, services).drive()
-
-    broken = RunConfig(run_id="broken", seed=7, dqn=dqn)
-    stop, on_progress = _interrupt_after(5)
-    with pytest.raises(KeyboardInterrupt):
-        _driver(broken, services, on_progress=on_progress, stop=stop).drive()
+    _, broken = straight_and_interrupted(services, dqn, seed=7, n=5)
     assert services.meta.get_run("broken")["version"] == 5
     # A crash inside iteration 5: its shards collected and appended, its update never committed.
-    ref = {"run_id": "broken", "iteration": 5, "config_digest": broken.digest()}
-    shards = [post("rollout-collector", {**ref, "shard": s}).json() for s in range(dqn.shards)]
-    assert post("reward-aggregator", {**ref, "shards": shards}).status == 200
+    collect_and_aggregate(broken, request_ref(broken, 5))
 
     summary = _driver(broken, services).drive()
     assert services.meta.get_run("broken")["status"] == "finished"
@@ -120,50 +83,8 @@ def test_a_killed_dqn_sweep_resumes_bit_for_bit_buffer_included(tmp_path: Path) 
         "seeds": [3],
         "configs": {"zoo": {**SMALL, "algo": "dqn", "total_steps": 32 * n_iter, "buffer_size": 200}},
     }
-    sweep = tmp_path / "dqn.yaml"
-    sweep.write_text(json.dumps(spec))
-    cli = [sys.executable, str(ROOT / "workflows" / "ppo_sweep.py")]
-
-    def env_for(d: Path) -> dict[str, str]:
-        d.mkdir()
-        return {
-            **os.environ,
-            "FTG_STORE_URL": f"file://{d}/store",
-            "FTG_META_URL": f"sqlite:///{d}/meta.db",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{d}/mlflow.db",
-            "FTG_LOCAL_WORKERS": "2",
-        }
-
-    run = [*cli, "submit", "--config", str(sweep), "--no-tracking"]
-    ref = tmp_path / "ref"
-    subprocess.run(run, env=env_for(ref), cwd=ref, check=True, capture_output=True, timeout=600)
-
-    killed = tmp_path / "killed"
-    env = env_for(killed)
-    proc = subprocess.Popen(
-        run, env=env, cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    db = killed / "meta.db"
-    deadline = time.monotonic() + 300
-    while not ((row := _meta_row(db, 3)) and row[1] >= 8):
-        assert proc.poll() is None, "the sweep ended before it could be killed"
-        assert time.monotonic() < deadline, "the sweep never committed 8 iterations"
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    status, last = _meta_row(db, 3)
-    assert status == "running" and 8 <= last < n_iter - 1
-    with sqlite3.connect(db) as conn:
-        (sweep_id,) = conn.execute("SELECT sweep_id FROM sweeps").fetchone()
-    out = subprocess.run(
-        [*cli, "resume", sweep_id, "--no-tracking"],
-        env=env,
-        cwd=killed,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert _meta_row(db, 3) == ("finished", n_iter - 1)
-    assert _final(killed, 3, n_iter) == _final(ref, 3, n_iter)
-    assert _chunks_on_disk(killed, 3) == _chunks_on_disk(ref, 3)
+    ref, killed, at_kill = straight_and_killed(tmp_path, spec, seed=3, kill_after=8)
+    assert at_kill is not None and at_kill[0] == "running" and 8 <= at_kill[1] < n_iter - 1
+    assert killed.row(3) == ("finished", n_iter - 1)
+    assert _final(killed.root, 3, n_iter) == _final(ref.root, 3, n_iter)
+    assert _chunks_on_disk(killed.root, 3) == _chunks_on_disk(ref.root, 3)

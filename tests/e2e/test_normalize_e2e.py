@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,21 +12,11 @@ from ftg_common.config import NormalizeOptions, PPOConfig, RunConfig
 from ftg_common.normalize import NormStats, merge_increments, stats_from_tensors
 from ftg_common.policy.spec import NORM_PREFIX
 from ftg_common.tensorio import decode
+from tests.funcs import SMALL_PPO, straight_and_interrupted
 from tests.funcs import driver as _driver
 
 ZOO = Path(__file__).resolve().parents[1] / "data" / "zoo" / "ppo.yml"
-SMALL = dict(
-    env_id="Acrobot-v1",
-    n_envs=4,
-    n_steps=32,
-    shards=2,
-    batch_size=64,
-    n_epochs=2,
-    total_steps=128 * 8,
-    eval_every_steps=512,
-    eval_episodes=2,
-    threshold=None,
-)
+SMALL = {**SMALL_PPO, "env_id": "Acrobot-v1", "total_steps": 128 * 8, "threshold": None}
 
 
 def _tensors(store, key: str) -> dict[str, np.ndarray]:
@@ -40,18 +29,7 @@ GSDE = dict(env_id="Pendulum-v1", use_sde=True, sde_sample_freq=4, log_std_init=
 @pytest.mark.parametrize("extra", [{}, GSDE], ids=["acrobot", "pendulum-gsde"])
 def test_normalising_run_resumes_bit_for_bit(services, extra) -> None:
     ppo = PPOConfig(**{**SMALL, **extra}, normalize=NormalizeOptions(gamma=0.98))
-    straight = RunConfig(run_id="norm-straight", seed=7, ppo=ppo)
-    _driver(straight, services).drive()
-
-    broken = RunConfig(run_id="norm-broken", seed=7, ppo=ppo)
-    stop = threading.Event()
-
-    def stop_after_three(p) -> None:
-        if p.iteration >= 3:
-            stop.set()
-
-    with pytest.raises(KeyboardInterrupt):
-        _driver(broken, services, on_progress=stop_after_three, stop=stop).drive()
+    _, broken = straight_and_interrupted(services, ppo, seed=7, n=3, prefix="norm-")
     _driver(broken, services).drive()
     assert services.meta.get_run("norm-broken")["status"] == "finished"
 

@@ -13,9 +13,8 @@ from ftg_common import layout, runtime
 from ftg_common.checkpoints import read_qtable_version
 from ftg_common.config import QLearningConfig, RunConfig
 from ftg_common.policy.qtable import load_qtable_policy
-from tests.e2e.test_dqn_resume import _interrupt_after
+from tests.funcs import collect_and_aggregate, request_ref, straight_and_interrupted
 from tests.funcs import driver as _driver
-from tests.funcs import post
 
 # 4 envs over 2 shards, 64 environment steps per iteration, 20 iterations. Every entry starts at 1.0, the
 # largest return there is (optimistic initialisation): the greedy part of the behaviour tries each action
@@ -61,18 +60,10 @@ def test_qlearning_learns_frozenlake_and_evaluates_greedy_episodes(services) -> 
 
 def test_an_interrupted_qlearning_run_resumes_bit_for_bit(services) -> None:
     hp = QLearningConfig(**{**FROZEN, "total_steps": 64 * 10, "buffer_size": 256, "eval_every_steps": 256})
-    straight = RunConfig(run_id="straight", seed=5, qlearning=hp)
-    _driver(straight, services).drive()
-
-    broken = RunConfig(run_id="broken", seed=5, qlearning=hp)
-    stop, on_progress = _interrupt_after(4)
-    with pytest.raises(KeyboardInterrupt):
-        _driver(broken, services, on_progress=on_progress, stop=stop).drive()
+    _, broken = straight_and_interrupted(services, hp, seed=5, n=4)
     assert services.meta.get_run("broken")["version"] == 4
     # A crash inside iteration 4: its shards collected and appended, its update never committed.
-    ref = {"run_id": "broken", "iteration": 4, "config_digest": broken.digest()}
-    shards = [post("rollout-collector", {**ref, "shard": s}).json() for s in range(hp.shards)]
-    assert post("reward-aggregator", {**ref, "shards": shards}).status == 200
+    collect_and_aggregate(broken, request_ref(broken, 4))
 
     _driver(broken, services).drive()
     assert services.meta.get_run("broken")["status"] == "finished"

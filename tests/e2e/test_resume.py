@@ -13,39 +13,22 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.reliability.procs import scratch_stores_env
+from benchmarks.reliability.sweep_specs import ZOO_CARTPOLE
 from ftg_common import layout, runtime
 from ftg_common.config import PPOConfig, RunConfig
+from tests.e2e.sweep_cli import meta_row
+from tests.e2e.sweep_kill import SweepDir
+from tests.funcs import SMALL_PPO, straight_and_interrupted
 from tests.funcs import driver as _driver
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = dict(
-    n_envs=4,
-    n_steps=32,
-    shards=2,
-    batch_size=64,
-    n_epochs=4,
-    total_steps=128 * 16,
-    eval_every_steps=512,
-    eval_episodes=3,
-)
+SMALL = {**SMALL_PPO, "n_epochs": 4, "eval_episodes": 3}
 
 
 def test_interrupted_then_resumed_run_matches_uninterrupted_bit_for_bit(services) -> None:
     ppo = PPOConfig(**SMALL)
-    straight = RunConfig(run_id="straight", seed=5, ppo=ppo)
-    _driver(straight, services).drive()
-
-    broken = RunConfig(run_id="broken", seed=5, ppo=ppo)
-    import threading
-
-    stop = threading.Event()
-
-    def stop_after_six(p) -> None:
-        if p.iteration >= 6:
-            stop.set()
-
-    with pytest.raises(KeyboardInterrupt):
-        _driver(broken, services, on_progress=stop_after_six, stop=stop).drive()
+    _, broken = straight_and_interrupted(services, ppo, seed=5, n=6)
     rec = services.meta.get_run("broken")
     assert rec["status"] == "interrupted" and rec["last_iteration"] == 5 and rec["version"] == 6
 
@@ -65,118 +48,33 @@ def test_interrupted_then_resumed_run_matches_uninterrupted_bit_for_bit(services
     assert summary.steps == ppo.total_steps
 
 
-def _meta_row(db: Path, seed: int) -> tuple[str, int] | None:
-    if not db.exists():
-        return None
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute(
-                "SELECT status, last_iteration FROM runs WHERE run_id LIKE ?", (f"%-s{seed}",)
-            ).fetchone()
-    except sqlite3.OperationalError:
-        return None
-
-
-def _final_weights(d: Path, seed: int) -> bytes:
-    (run_dir,) = [p for p in (d / "store" / "runs").iterdir() if p.name.endswith(f"-s{seed}")]
-    return (run_dir / "ckpt" / "000060" / "weights.safetensors").read_bytes()
-
-
 @pytest.mark.slow
 def test_killed_sweep_resumes_from_its_last_committed_iteration(tmp_path: Path) -> None:
     """Two trials run one at a time; the sweep is killed during the first. ``resume RUN_ID`` finishes
     that trial, ``resume SWEEP_ID`` runs the one never started and closes the sweep."""
-    spec = {
-        "name": "resume-test",
-        "seeds": [3, 4],
-        "max_parallel": 1,
-        "configs": {
-            "zoo": {
-                "n_envs": 8,
-                "n_steps": 32,
-                "batch_size": 256,
-                "n_epochs": 5,
-                "total_steps": 256 * 60,
-                "eval_every_steps": 2048,
-                "eval_episodes": 3,
-            }
-        },
-    }
+    zoo = dict(ZOO_CARTPOLE, n_epochs=5, total_steps=256 * 60, eval_every_steps=2048, eval_episodes=3)
+    spec = {"name": "resume-test", "seeds": [3, 4], "max_parallel": 1, "configs": {"zoo": zoo}}
     sweep = tmp_path / "resume.yaml"
     sweep.write_text(json.dumps(spec))
-    cli = [sys.executable, str(ROOT / "workflows" / "ppo_sweep.py")]
+    ref, killed = SweepDir(tmp_path / "ref"), SweepDir(tmp_path / "killed")
+    ref.run_cli("submit", "--config", str(sweep), "--no-tracking")
 
-    def env_for(d: Path) -> dict[str, str]:
-        d.mkdir()
-        return {
-            **os.environ,
-            "FTG_STORE_URL": f"file://{d}/store",
-            "FTG_META_URL": f"sqlite:///{d}/meta.db",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{d}/mlflow.db",
-            "FTG_LOCAL_WORKERS": "2",
-        }
-
-    ref_env = env_for(tmp_path / "ref")
-    subprocess.run(
-        [*cli, "submit", "--config", str(sweep), "--no-tracking"],
-        env=ref_env,
-        cwd=tmp_path / "ref",
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-
-    env = env_for(tmp_path / "killed")
-    proc = subprocess.Popen(
-        [*cli, "submit", "--config", str(sweep)],
-        env=env,
-        cwd=tmp_path / "killed",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    db = tmp_path / "killed" / "meta.db"
-    deadline = time.monotonic() + 300
-    while True:
-        row = _meta_row(db, 3)
-        if row and row[1] >= 10:
-            break
-        assert proc.poll() is None, "the sweep ended before it could be killed"
-        assert time.monotonic() < deadline, "the sweep never committed 10 iterations"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: driver and warm workers die at once
-    proc.wait(timeout=30)
-    status, last = _meta_row(db, 3)
+    proc = killed.start_cli("submit", "--config", str(sweep))
+    status, last = killed.kill_once_committed(proc, 3, 10)
     assert status == "running" and 10 <= last < 59
-    assert _meta_row(db, 4) == ("created", -1)
+    assert killed.row(4) == ("created", -1)
 
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(killed.root / "meta.db") as conn:
         (run_id,) = conn.execute("SELECT run_id FROM runs WHERE run_id LIKE '%-s3'").fetchone()
-        (sweep_id,) = conn.execute("SELECT sweep_id FROM sweeps").fetchone()
-    out = subprocess.run(
-        [*cli, "resume", run_id],
-        env=env,
-        cwd=tmp_path / "killed",
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert _meta_row(db, 3) == ("finished", 59) and _meta_row(db, 4) == ("created", -1)
+    out = killed.run_cli("resume", run_id)
+    assert killed.row(3) == ("finished", 59) and killed.row(4) == ("created", -1)
     assert "A/B comparison" not in out.stdout  # the sweep is not complete yet
 
-    out = subprocess.run(
-        [*cli, "resume", sweep_id],
-        env=env,
-        cwd=tmp_path / "killed",
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert _meta_row(db, 4) == ("finished", 59) and "A/B comparison" in out.stdout
+    out = killed.run_cli("resume", killed.sweep_id())
+    assert killed.row(4) == ("finished", 59) and "A/B comparison" in out.stdout
+    final = Path("ckpt") / "000060" / "weights.safetensors"
     for seed in (3, 4):
-        assert _final_weights(tmp_path / "killed", seed) == _final_weights(tmp_path / "ref", seed)
+        assert (killed.run_dir(seed) / final).read_bytes() == (ref.run_dir(seed) / final).read_bytes()
 
 
 def test_a_run_is_driven_by_one_driver_at_a_time(services) -> None:
@@ -213,12 +111,7 @@ def test_ctrl_c_interrupts_cleanly_and_names_the_resume_command(tmp_path: Path) 
             }
         )
     )
-    env = {
-        **os.environ,
-        "FTG_STORE_URL": f"file://{tmp_path}/store",
-        "FTG_META_URL": f"sqlite:///{tmp_path}/meta.db",
-        "FTG_LOCAL_WORKERS": "2",
-    }
+    env = scratch_stores_env(tmp_path, tracking=False)
     log = tmp_path / "out.log"
     with open(log, "w") as out:
         # A terminal's Ctrl-C signals the whole foreground process group: driver and warm workers.
@@ -239,7 +132,7 @@ def test_ctrl_c_interrupts_cleanly_and_names_the_resume_command(tmp_path: Path) 
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 300
-        while not ((r := _meta_row(tmp_path / "meta.db", 0)) and r[1] >= 5):
+        while not ((r := meta_row(tmp_path / "meta.db", 0)) and r[1] >= 5):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)

@@ -10,17 +10,10 @@ from rich.console import Console
 
 from ftg_common import layout
 from ftg_common.config import load_sweep
+from tests.funcs import small_sweep
 from workflows.ppo_sweep import main
 
-SWEEP = """
-name: lossy
-seeds: [0]
-max_parallel: 1
-defaults: {total_steps: 512, n_envs: 4, n_steps: 32, shards: 2, batch_size: 64, n_epochs: 2,
-           eval_every_steps: 256, eval_episodes: 2}
-configs:
-  a: {}
-"""
+SWEEP = small_sweep("lossy", {"a": {}}, seeds=[0], max_parallel=1)
 
 
 @pytest.fixture

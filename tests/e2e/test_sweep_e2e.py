@@ -4,15 +4,14 @@ CartPole-v1 is actually learned, and MLflow holds the parent/child runs and the 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.reliability.procs import scratch_stores_env
+from benchmarks.reliability.sweep_specs import ZOO_CARTPOLE
+from tests.e2e.sweep_cli import run_cli, sweep_mlflow_runs
 
 
 @pytest.mark.slow
@@ -31,51 +30,18 @@ def test_sweep_learns_cartpole_and_is_tracked(tmp_path: Path) -> None:
                     "eval_episodes": 10,
                     "threshold": 475,
                 },
-                "configs": {
-                    "zoo": {
-                        "n_envs": 8,
-                        "n_steps": 32,
-                        "batch_size": 256,
-                        "n_epochs": 20,
-                        "gamma": 0.98,
-                        "gae_lambda": 0.8,
-                        "learning_rate": 0.001,
-                        "ent_coef": 0.0,
-                    }
-                },
+                "configs": {"zoo": ZOO_CARTPOLE},
             }
         )
     )
-    env = {
-        **os.environ,
-        "FTG_STORE_URL": f"file://{tmp_path}/store",
-        "FTG_META_URL": f"sqlite:///{tmp_path}/meta.db",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-        "FTG_LOCAL_WORKERS": "2",
-    }
-    cli = [sys.executable, str(ROOT / "workflows" / "ppo_sweep.py")]
-    out = subprocess.run(
-        [*cli, "submit", "--config", str(sweep)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    env = scratch_stores_env(tmp_path)
+    out = run_cli(["submit", "--config", str(sweep)], env, tmp_path, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "A/B comparison" in out.stdout
 
     import mlflow
-    from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    client = MlflowClient()
-    exp = client.get_experiment_by_name("faastraingym")
-    runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("ftg.kind") == "sweep"]
-    assert len(parents) == 1
-    parent = parents[0]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    client, parent, children = sweep_mlflow_runs(env["MLFLOW_TRACKING_URI"])
     assert len(children) == 2 and {c.data.params["seed"] for c in children} == {"0", "1"}
     for child in children:
         assert child.info.status == "FINISHED"
@@ -102,18 +68,9 @@ def test_sweep_learns_cartpole_and_is_tracked(tmp_path: Path) -> None:
     assert logits.shape == (3, 2) and list(logits.argmax(axis=1)) == [1, 0, 1]
 
     sweep_id = parent.data.tags["ftg.sweep_id"]
-    cmp = subprocess.run(
-        [*cli, "compare", sweep_id, "--json"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    cmp = run_cli(["compare", sweep_id, "--json"], env, tmp_path, timeout=120)
     assert cmp.returncode == 0, cmp.stderr
     (row,) = json.loads(cmp.stdout)["configs"]
     assert row["config"] == "zoo" and row["reached"] == 2 and row["final_iqm"] >= 475
-    st = subprocess.run(
-        [*cli, "status", sweep_id], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
+    st = run_cli(["status", sweep_id], env, tmp_path, timeout=120)
     assert st.returncode == 0 and st.stdout.count("finished") == 2

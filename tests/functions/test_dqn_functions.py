@@ -9,49 +9,18 @@ import numpy as np
 import pytest
 
 from ftg_common import layout, runtime
-from ftg_common.config import DQNConfig, RunConfig, SweepError
-from tests.funcs import post
-
-SMALL = dict(
-    n_envs=2,
-    shards=2,
-    train_freq=16,
-    gradient_steps=4,
-    batch_size=8,
-    learning_starts=16,
-    buffer_size=64,
-    net_arch=[16],
-    total_steps=32 * 6,
-    eval_episodes=2,
-)
+from ftg_common.config import RunConfig, SweepError
+from tests.dqn_runs import SMALL_DQN, start_dqn_run
+from tests.funcs import collect_and_aggregate, post
+from tests.funcs import request_ref as _ref
 
 
 def _new_dqn_run(run_id: str = "dqn-run", seed: int = 0, **kw: Any) -> RunConfig:
-    cfg = RunConfig(run_id=run_id, seed=seed, dqn=DQNConfig(**{**SMALL, **kw}))
-    runtime.store().put_json(layout.config_key(run_id), cfg.to_stored())
-    runtime.meta().create_run(run_id)
-    r = post("policy-updater", {**_ref(cfg, 0), "mode": "init"})
-    assert r.status == 200, r.body
-    return cfg
-
-
-def _ref(cfg: RunConfig, i: int) -> dict[str, Any]:
-    return {"run_id": cfg.run_id, "iteration": i, "config_digest": cfg.digest()}
-
-
-def _collect_and_append(cfg: RunConfig, i: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    shards = []
-    for s in range(cfg.hparams.shards):
-        r = post("rollout-collector", {**_ref(cfg, i), "shard": s})
-        assert r.status == 200, r.body
-        shards.append(r.json())
-    agg = post("reward-aggregator", {**_ref(cfg, i), "shards": shards})
-    assert agg.status == 200, agg.body
-    return shards, agg.json()
+    return start_dqn_run(run_id, seed, base=SMALL_DQN, **kw)
 
 
 def _iterate(cfg: RunConfig, i: int) -> dict[str, Any]:
-    _, append = _collect_and_append(cfg, i)
+    _, append = collect_and_aggregate(cfg, _ref(cfg, i))
     upd = post("policy-updater", {**_ref(cfg, i), "replay": append})
     assert upd.status == 200, upd.body
     return {"append": append, "update": upd.json()}
@@ -90,7 +59,7 @@ def test_the_buffer_evicts_fifo_and_sampling_only_reads_the_window(ftg_env: Path
 
 def test_a_retried_aggregate_appends_nothing_twice(ftg_env: Path) -> None:
     cfg = _new_dqn_run()
-    shards, first = _collect_and_append(cfg, 0)
+    shards, first = collect_and_aggregate(cfg, _ref(cfg, 0))
     again = post("reward-aggregator", {**_ref(cfg, 0), "shards": shards})
     assert again.status == 200 and again.json()["chunks"] == first["chunks"]
     assert runtime.meta().replay_head(cfg.run_id).next_first == 32
@@ -98,7 +67,7 @@ def test_a_retried_aggregate_appends_nothing_twice(ftg_env: Path) -> None:
 
 def test_an_update_without_its_replay_append_is_a_400(ftg_env: Path) -> None:
     cfg = _new_dqn_run()
-    _, append = _collect_and_append(cfg, 0)
+    _, append = collect_and_aggregate(cfg, _ref(cfg, 0))
     r = post("policy-updater", _ref(cfg, 0))
     assert r.status == 400 and r.json()["field"] == "replay"
     r = post("policy-updater", {**_ref(cfg, 0), "replay": {**append, "iteration": 1}})
@@ -107,7 +76,7 @@ def test_an_update_without_its_replay_append_is_a_400(ftg_env: Path) -> None:
 
 def test_a_missing_replay_chunk_is_a_409_naming_its_key(ftg_env: Path) -> None:
     cfg = _new_dqn_run()
-    _, append = _collect_and_append(cfg, 0)
+    _, append = collect_and_aggregate(cfg, _ref(cfg, 0))
     key = layout.replay_chunk_key(cfg.run_id, 0)
     # Missing (as if deleted by hand); both chunks of the window are sampled from.
     assert runtime.store().delete(key)
@@ -121,7 +90,7 @@ def test_a_missing_replay_chunk_is_a_409_naming_its_key(ftg_env: Path) -> None:
 
 def test_a_corrupt_replay_chunk_is_a_422_naming_its_key(ftg_env: Path) -> None:
     cfg = _new_dqn_run()
-    _, append = _collect_and_append(cfg, 0)
+    _, append = collect_and_aggregate(cfg, _ref(cfg, 0))
     for c in (0, 1):
         key = layout.replay_chunk_key(cfg.run_id, c)
         data = bytearray(runtime.store().get_bytes(key))

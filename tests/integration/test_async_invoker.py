@@ -4,13 +4,11 @@ queue) and, for the failure cases, a scripted stub gateway."""
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures as cf
 import json
 import threading
 import time
 import urllib.request
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +21,7 @@ from pydantic import SecretStr
 from ftg_common import runtime
 from ftg_common.settings import Settings
 from tests.funcs import new_run
+from tests.nats_streams import NATS_URL, delete_stream, new_stream_name
 from workflows.engines.async_invoker import AsyncHttpInvoker, async_url
 from workflows.engines.invokers import InProcessInvoker, InvocationError, RoutingInvoker
 from workflows.engines.local import LocalEngine
@@ -31,32 +30,15 @@ from workflows.gateway.server import GatewayServer, serve
 
 pytestmark = pytest.mark.timeout(300)
 
-NATS_URL = "nats://127.0.0.1:4222"
 TRACEPARENT = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _delete_stream(name: str) -> None:
-    import nats
-    import nats.js.errors
-
-    async def delete() -> None:
-        nc = await nats.connect(NATS_URL, connect_timeout=2, max_reconnect_attempts=1)
-        try:
-            await nc.jetstream().delete_stream(name)
-        except nats.js.errors.NotFoundError:
-            pass
-        finally:
-            await nc.close()
-
-    asyncio.run(delete())
 
 
 @pytest.fixture(params=["nats", "memory"])
 def gateway(request: pytest.FixtureRequest, ftg_env: Path) -> Iterator[GatewayServer]:
     """A gateway with its async queue: JetStream on a stream of this test's own, or in-process."""
     kind = request.param
-    stream = f"ftgtest-{uuid.uuid4().hex[:12]}"
+    stream = new_stream_name()
     if kind == "nats" and not reachable(NATS_URL, 2.0):
         pytest.skip(f"NATS with JetStream is not reachable at {NATS_URL}")
     settings = Settings(
@@ -73,7 +55,7 @@ def gateway(request: pytest.FixtureRequest, ftg_env: Path) -> Iterator[GatewaySe
     server.shutdown()
     server.server_close()
     if kind == "nats":
-        _delete_stream(stream)
+        delete_stream(stream)
 
 
 def _url(server: GatewayServer | ThreadingHTTPServer) -> str:

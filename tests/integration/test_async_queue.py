@@ -30,6 +30,7 @@ import nats.js.errors
 import pytest
 
 from ftg_common.settings import Settings
+from tests.nats_streams import NATS_URL, delete_stream, new_stream_name
 from workflows.gateway.async_queue import (
     AsyncCall,
     CallTooLarge,
@@ -43,7 +44,6 @@ from workflows.gateway.asyncq.jetstream import reachable
 
 pytestmark = pytest.mark.timeout(90)
 
-NATS_URL = os.environ.get("FTG_TEST_NATS_URL", "nats://127.0.0.1:4222")
 REPO = Path(__file__).resolve().parents[2]
 KINDS = ["nats", "memory"]
 
@@ -164,26 +164,13 @@ def nats_url() -> str:
     return NATS_URL
 
 
-def _delete_stream(url: str, name: str) -> None:
-    async def delete() -> None:
-        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=1)
-        try:
-            await nc.jetstream().delete_stream(name)
-        except nats.js.errors.NotFoundError:
-            pass
-        finally:
-            await nc.close()
-
-    asyncio.run(delete())
-
-
 @pytest.fixture
 def stream(request: pytest.FixtureRequest) -> Iterator[str]:
     """A stream name no other test uses (its subjects and consumer follow from it); deleted afterwards."""
-    name = f"ftgtest-{uuid.uuid4().hex[:12]}"
+    name = new_stream_name()
     yield name
     if reachable(NATS_URL, 1.0):
-        _delete_stream(NATS_URL, name)
+        delete_stream(name)
 
 
 QueueFactory = Callable[..., Any]

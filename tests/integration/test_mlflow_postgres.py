@@ -120,11 +120,8 @@ def test_sweep_tracks_into_mlflow_server_on_postgresql(mlflow_server: str, tmp_p
     sweep = tmp_path / "pg.yaml"
     sweep.write_text(json.dumps(SWEEP))
     env = {
-        **os.environ,
-        "FTG_STORE_URL": f"file://{tmp_path}/store",
-        "FTG_META_URL": f"sqlite:///{tmp_path}/meta.db",
+        **procs.scratch_stores_env(tmp_path, tracking=False, workers=1),
         "MLFLOW_TRACKING_URI": mlflow_server,
-        "FTG_LOCAL_WORKERS": "1",
         "NO_PROXY": ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1"])),
     }
     out = subprocess.run(

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from ftg_common import runtime, tracing
+from ftg_common import runtime
 from ftg_common.config import PPOConfig, RunConfig
 from ftg_common.settings import Settings
+from tests.funcs import in_memory_spans
 
 
 class _Collector(ThreadingHTTPServer):
@@ -58,16 +59,8 @@ def collector() -> Iterator[_Collector]:
 
 @pytest.fixture
 def local_spans() -> Iterator[Any]:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    yield exporter
-    tracing.install(None)
+    with in_memory_spans() as exporter:
+        yield exporter
 
 
 def test_the_trace_crosses_the_gateway_into_the_replica_processes(

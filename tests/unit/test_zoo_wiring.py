@@ -388,20 +388,9 @@ def test_options_the_env_cannot_honour_are_a_400_naming_the_field_at_init(ftg_en
 
 def test_a_normalising_iteration_through_the_functions_is_idempotent(ftg_env: Path) -> None:
     from ftg_common import layout, runtime
-    from tests.funcs import iterate, new_run, post
+    from tests.funcs import NORMALISED_PENDULUM, iterate, new_run, post
 
-    cfg = new_run(
-        "norm-fn",
-        env_id="Pendulum-v1",
-        n_envs=4,
-        n_steps=16,
-        shards=2,
-        batch_size=32,
-        total_steps=256,
-        normalize=True,
-        use_sde=True,
-        threshold=None,
-    )
+    cfg = new_run("norm-fn", **NORMALISED_PENDULUM, use_sde=True)
     out = iterate(cfg, 0, evaluate=True)
     store = runtime.store()
     batch = store.get_bytes(layout.batch_key("norm-fn", 0))

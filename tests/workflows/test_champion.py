@@ -10,17 +10,9 @@ from pathlib import Path
 from rich.console import Console
 
 from ftg_common.config import load_sweep
+from tests.funcs import small_sweep
 
-SWEEP = """
-name: champ
-seeds: [0, 1]
-max_parallel: 2
-defaults: {total_steps: 512, n_envs: 4, n_steps: 32, shards: 2, batch_size: 64, n_epochs: 2,
-           eval_every_steps: 256, eval_episodes: 2}
-configs:
-  good: {}
-  slow: {learning_rate: 0.00001}
-"""
+SWEEP = small_sweep("champ", {"good": {}, "slow": {"learning_rate": 0.00001}}, seeds=[0, 1])
 
 
 def _submit(sweep_id: str) -> str:

@@ -201,6 +201,32 @@ def test_the_validators_reject_what_a_cluster_would() -> None:
     assert validation_errors({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}})
 
 
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_overlays_ship_every_template_the_driver_installs(overlay: str) -> None:
+    """One-iteration and chained, on- and off-policy, in the driver's Argo namespace, as the code renders
+    them: a Workflow of K iterations (``--iterations-per-workflow``) finds its template as applied."""
+    from ftg_common.settings import Settings
+    from workflows.iteration import iteration_manifest
+    from workflows.iteration_chain import chain_manifest
+
+    namespace = Settings.model_fields["argo_namespace"].default
+    shipped = {
+        o["metadata"]["name"]: o
+        for o in build(overlay)
+        if o["kind"] == "WorkflowTemplate" and o["metadata"]["namespace"] == namespace
+    }
+    expected = [
+        manifest_of(namespace=namespace, off_policy=off_policy)
+        for manifest_of in (iteration_manifest, chain_manifest)
+        for off_policy in (False, True)
+    ]
+    assert shipped == {m["metadata"]["name"]: m for m in expected}
+    assert set(shipped) == {"ftg-iteration", "ftg-iteration-offpolicy"} | {
+        "ftg-iteration-chain",
+        "ftg-iteration-offpolicy-chain",
+    }
+
+
 # --------------------------------------------------------------------------- what the stack needs
 
 

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
 from ftg_common.config import load_sweep
+from tests.funcs import small_sweep
 
-SWEEP = """
-name: cli
-seeds: [0, 1]
-max_parallel: 2
-defaults: {total_steps: 512, n_envs: 4, n_steps: 32, shards: 2, batch_size: 64, n_epochs: 2,
-           eval_every_steps: 256, eval_episodes: 2}
-configs:
-  cand: {}
-  base: {learning_rate: 0.00001}
-"""
+CONFIGS: dict[str, dict[str, Any]] = {"cand": {}, "base": {"learning_rate": 0.00001}}
+SWEEP = small_sweep("cli", CONFIGS, seeds=[0, 1])
 
 
 def _submit(sweep_id: str, text: str = SWEEP) -> None:
@@ -91,13 +85,13 @@ def test_compare_json_plots_gate_and_cross_sweep(ftg_env: Path, capsys: pytest.C
     assert code == 2 and "'nope' has no decided comparison" in err and out == ""
 
     # Two sweeps: shared names are qualified by sweep; a different budget is refused.
-    _submit("cli-2", SWEEP.replace("  base: {learning_rate: 0.00001}\n", ""))
+    _submit("cli-2", small_sweep("cli", {"cand": {}}, seeds=[0, 1]))
     capsys.readouterr()
     code, out, _ = _cli(capsys, "compare", "cli-1", "cli-2", "--json")
     data = json.loads(out)
     assert code == 0 and [r["config"] for r in data["configs"]] == ["cli-1:cand", "base", "cli-2:cand"]
     assert len(data["probability_of_improvement"]) == 3
-    _submit("cli-3", SWEEP.replace("total_steps: 512", "total_steps: 1024"))
+    _submit("cli-3", small_sweep("cli", CONFIGS, seeds=[0, 1], total_steps=1024))
     capsys.readouterr()
     code, out, err = _cli(capsys, "compare", "cli-1", "cli-3")
     assert code == 2 and "different step budgets" in err and out == ""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +13,7 @@ from ftg_common import layout
 from ftg_common.config import PPOConfig, RunConfig
 from ftg_common.errors import CorruptObjectError
 from ftg_common.store.base import KeyNotFoundError
+from tests.funcs import SMALL_PPO, drive_until_interrupted
 from tests.funcs import driver as _driver
 from workflows import metric_names as mn
 from workflows.driver import (
@@ -27,17 +27,7 @@ from workflows.engines.base import FunctionCallError
 
 # 16 iterations of 128 steps, evaluated every 4; any CartPole return reaches threshold 0, so the
 # first evaluation (after iteration 3, at 512 steps) decides steps-to-threshold.
-SMALL = dict(
-    n_envs=4,
-    n_steps=32,
-    shards=2,
-    batch_size=64,
-    n_epochs=2,
-    total_steps=128 * 16,
-    eval_every_steps=512,
-    eval_episodes=2,
-    threshold=0.0,
-)
+SMALL = {**SMALL_PPO, "threshold": 0.0}
 
 
 def _record(i: int, ret: float | None = None, elapsed: float = 1.0) -> IterationRecord:
@@ -74,16 +64,6 @@ def services(ftg_env) -> Iterator[Any]:
     svc.close()
 
 
-def _stop_after(n: int) -> tuple[threading.Event, Any]:
-    stop = threading.Event()
-
-    def on_progress(p: Any) -> None:
-        if p.iteration >= n:
-            stop.set()
-
-    return stop, on_progress
-
-
 def test_a_crash_between_commit_and_record_loses_no_evaluation_and_no_mlflow_row(services) -> None:
     ppo = PPOConfig(**SMALL)
     straight = _driver(RunConfig(run_id="straight", seed=3, ppo=ppo), services).drive()
@@ -92,10 +72,8 @@ def test_a_crash_between_commit_and_record_loses_no_evaluation_and_no_mlflow_row
     tracker = services.tracker
     mlflow_id = tracker.start_parent("crashed", {})
     cfg = RunConfig(run_id="crashed", seed=3, ppo=ppo)
-    stop, on_progress = _stop_after(4)
     # No tracker while it runs: every row it would have queued is lost, as with a killed process.
-    with pytest.raises(KeyboardInterrupt):
-        _driver(cfg, services, on_progress=on_progress, stop=stop).drive()
+    drive_until_interrupted(cfg, services, 4)
     assert services.meta.get_run("crashed")["last_iteration"] == 3
     # The crash came after iteration 3's update committed and before its evaluation and record.
     store = services.store
@@ -191,9 +169,7 @@ def test_a_function_error_answer_is_described_with_its_key() -> None:
 
 def test_resume_with_a_committed_object_lost_names_its_key(services) -> None:
     cfg = RunConfig(run_id="lossy", seed=1, ppo=PPOConfig(**SMALL))
-    stop, on_progress = _stop_after(3)
-    with pytest.raises(KeyboardInterrupt):
-        _driver(cfg, services, on_progress=on_progress, stop=stop).drive()
+    drive_until_interrupted(cfg, services, 3)
     services.store.delete(layout.metrics_key("lossy", 2))
     services.store.delete(layout.update_key("lossy", 2))
     with pytest.raises(RunFailed, match=r"runs/lossy/iter/000002/update\.json is missing.*verify lossy"):

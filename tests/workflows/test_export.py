@@ -29,8 +29,8 @@ from ftg_common.envs.encoding import raw_observation
 from ftg_common.envs.factory import make_env
 from ftg_common.evaluation import run_episodes
 from ftg_common.normalize import normalize_obs
-from tests.dqn_runs import train_dqn_run
-from tests.funcs import freeze_config, iterate, new_run, post
+from tests.dqn_runs import SMALL_DQN, train_dqn_run
+from tests.funcs import NORMALISED_PENDULUM, freeze_config, iterate, new_run, post
 from workflows.export import FORMATS, export_final_policy, export_policy, final_version, spec_path
 
 BATCH = 64
@@ -186,18 +186,7 @@ def test_box_pendulum_policy_exports_the_clipped_mean(ftg_env: Path, fmt: str) -
     _check(_exported_actions(fmt, out, obs), reference)
 
 
-DQN_SMALL = dict(
-    n_envs=2,
-    shards=2,
-    train_freq=16,
-    gradient_steps=4,
-    batch_size=8,
-    learning_starts=16,
-    buffer_size=64,
-    net_arch=[16, 16],
-    total_steps=192,
-    eval_episodes=2,
-)
+DQN_SMALL = {**SMALL_DQN, "net_arch": [16, 16]}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -299,16 +288,6 @@ def test_bad_format_and_missing_version_are_refused(ftg_env: Path) -> None:
 
 # --- raw observations in: normalisation and one-hot encoding travel with the exported policy ---------
 
-NORMALISED_PENDULUM: dict[str, Any] = dict(
-    env_id="Pendulum-v1",
-    n_envs=4,
-    n_steps=16,
-    shards=2,
-    batch_size=32,
-    total_steps=256,
-    normalize=True,
-    threshold=None,
-)
 FROZEN_LAKE: dict[str, Any] = dict(
     env_id="FrozenLake-v1",
     env_kwargs={"is_slippery": False},

@@ -79,6 +79,22 @@ def _validator(kind: str) -> Draft202012Validator:
     return Draft202012Validator({"$ref": f"#/definitions/{DEF}{kind}", "definitions": schema["definitions"]})
 
 
+def assert_schema_valid(kind: str, obj: dict[str, Any], *, every_key_declared: bool = False) -> None:
+    """``obj`` is a valid Argo ``kind``; with ``every_key_declared``, it has no key the schema lacks."""
+    errors = sorted(_validator(kind).iter_errors(obj), key=str)
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
+    if every_key_declared:
+        assert list(unknown_keys(obj, {"$ref": f"#/definitions/{DEF}{kind}"}, kind)) == []
+
+
+def assert_golden(rendered: str, path: Path, what: str) -> None:
+    """``rendered`` is the golden file ``path`` to the byte (``what`` names the template when not)."""
+    assert path.exists(), "run `python -m workflows.iteration --write-golden`"
+    assert rendered == path.read_text(), (
+        f"{what} changed; review the diff and run `python -m workflows.iteration --write-golden`"
+    )
+
+
 def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
     while "$ref" in schema:
         schema = _schema()["definitions"][schema["$ref"].rsplit("/", 1)[-1]]
@@ -124,11 +140,7 @@ def _substitute(text: str, inputs: dict[str, str]) -> str:
 
 
 def test_render_matches_golden_file() -> None:
-    assert GOLDEN_PATH.exists(), "run `python -m workflows.iteration --write-golden`"
-    assert render_yaml() == GOLDEN_PATH.read_text(), (
-        "the rendered template changed; review the diff and run "
-        "`python -m workflows.iteration --write-golden`"
-    )
+    assert_golden(render_yaml(), GOLDEN_PATH, "the rendered template")
 
 
 def test_golden_yaml_is_the_manifest() -> None:
@@ -138,8 +150,7 @@ def test_golden_yaml_is_the_manifest() -> None:
 def test_template_validates_against_argo_schema() -> None:
     manifest = iteration_manifest()
     assert manifest["kind"] == "WorkflowTemplate"
-    errors = sorted(_validator("WorkflowTemplate").iter_errors(manifest), key=str)
-    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
+    assert_schema_valid("WorkflowTemplate", manifest)
 
 
 def test_iteration_workflow_validates_against_argo_schema() -> None:
@@ -148,9 +159,7 @@ def test_iteration_workflow_validates_against_argo_schema() -> None:
     assert wf["spec"]["workflowTemplateRef"] == {"name": "ftg-iteration"}
     assert wf["metadata"]["generateName"] == "ftg-cartpole-s0-3-"
     assert {p["name"]: p["value"] for p in wf["spec"]["arguments"]["parameters"]} == SAMPLE_PARAMS
-    errors = sorted(_validator("Workflow").iter_errors(wf), key=str)
-    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
-    assert list(unknown_keys(wf, {"$ref": f"#/definitions/{DEF}Workflow"}, "workflow")) == []
+    assert_schema_valid("Workflow", wf, every_key_declared=True)
 
 
 def test_every_key_is_declared_by_the_schema() -> None:
@@ -284,15 +293,16 @@ def test_retry_expression_retries_all_but_final_4xx(message: str, retried: bool)
     assert expression.evaluate_bool(scope) is retried
 
 
-@pytest.mark.parametrize(
-    ("name", "model"),
-    [
-        ("collect", CollectRequest),
-        ("aggregate", AggregateRequest),
-        ("update", UpdateRequest),
-        ("evaluate", EvalRequest),
-    ],
-)
+# Each step of an iteration and the request model of the function it calls.
+STEP_REQUESTS: list[tuple[str, Any]] = [
+    ("collect", CollectRequest),
+    ("aggregate", AggregateRequest),
+    ("update", UpdateRequest),
+    ("evaluate", EvalRequest),
+]
+
+
+@pytest.mark.parametrize(("name", "model"), STEP_REQUESTS)
 def test_bodies_are_valid_json_requests(name: str, model: Any) -> None:
     tmpl = _templates(iteration_manifest())[name]
     body = json.loads(_substitute(tmpl["http"]["body"], SAMPLE_INPUTS))

@@ -8,7 +8,7 @@ import copy
 import pytest
 import yaml
 
-from tests.workflows.test_iteration import DEF, SAMPLE_PARAMS, _validator, unknown_keys
+from tests.workflows.test_iteration import SAMPLE_PARAMS, assert_golden, assert_schema_valid
 from tests.workflows.test_local_engine import ITERATION_MODULES, iteration_params
 from workflows.engines.chain import expand_chain, split_node_name
 from workflows.engines.compiler import (
@@ -35,12 +35,6 @@ def _params(*iterations: int, **changes: str) -> list[dict[str, str]]:
     return [{**SAMPLE_PARAMS, "iteration": str(i), **changes} for i in iterations]
 
 
-def _check(kind: str, obj: dict) -> None:
-    errors = sorted(_validator(kind).iter_errors(obj), key=str)
-    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
-    assert list(unknown_keys(obj, {"$ref": f"#/definitions/{DEF}{kind}"}, kind)) == []
-
-
 # --- the chained template ----------------------------------------------------------------------------
 
 
@@ -48,17 +42,14 @@ def _check(kind: str, obj: dict) -> None:
     ("path", "off_policy"), [(CHAIN_GOLDEN_PATH, False), (OFF_POLICY_CHAIN_GOLDEN_PATH, True)]
 )
 def test_chained_templates_match_their_golden_files(path, off_policy: bool) -> None:
-    assert path.exists(), "run `python -m workflows.iteration --write-golden`"
-    assert render_chain_yaml(off_policy=off_policy) == path.read_text(), (
-        "the chained template changed; review the diff and run `python -m workflows.iteration --write-golden`"
-    )
+    assert_golden(render_chain_yaml(off_policy=off_policy), path, "the chained template")
     assert yaml.safe_load(path.read_text()) == chain_manifest(off_policy=off_policy)
 
 
 @pytest.mark.parametrize("off_policy", [False, True])
 def test_chained_template_is_schema_valid_and_its_own_template(off_policy: bool) -> None:
     manifest = chain_manifest(off_policy=off_policy)
-    _check("WorkflowTemplate", manifest)
+    assert_schema_valid("WorkflowTemplate", manifest, every_key_declared=True)
     assert manifest["metadata"]["name"] == chain_template_name_for(off_policy)
     assert "entrypoint" not in manifest["spec"]  # a library: Argo validates it without one
     declared = [p["name"] for p in manifest["spec"]["arguments"]["parameters"]]
@@ -99,7 +90,7 @@ def test_chained_template_is_the_one_iteration_dag_with_the_iteration_as_input()
 
 def test_chain_workflow_calls_the_template_once_per_iteration_in_order() -> None:
     wf = chain_workflow(_params(4, 5, 6), namespace="ftg")
-    _check("Workflow", wf)
+    assert_schema_valid("Workflow", wf, every_key_declared=True)
     spec = wf["spec"]
     assert wf["metadata"]["generateName"] == "ftg-cartpole-s0-4-6-"
     assert wf["metadata"]["labels"]["faastraingym.io/iteration"] == "4"
@@ -220,3 +211,47 @@ def test_the_off_policy_chain_compiles_inlined() -> None:
     update = compiled.task("iteration-1--update")
     assert [a for a, _ in update.args] == ["replay", "iteration"]
     assert update.deps == (("iteration-1--aggregate", frozenset({"Succeeded", "Skipped"})),)
+
+
+# --- `ppo_sweep.py render --chain` -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("off_policy", [False, True])
+def test_render_workflow_chain_prints_a_valid_chaining_workflow(
+    off_policy: bool, ftg_env: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``render --workflow RUN_ID --chain``: iterations 0..K-1 calling the chained template that
+    manifests/argo ships, one call after another."""
+    from workflows import ppo_sweep
+
+    family = ["--off-policy"] if off_policy else []
+    argv = ["render", "--workflow", "r-7", "--chain", "--iterations-per-workflow", "3", *family]
+    assert ppo_sweep.main(argv) == 0
+    wf = yaml.safe_load(capsys.readouterr().out)
+    assert_schema_valid("Workflow", wf, every_key_declared=True)
+    params = {p["name"]: p["value"] for p in wf["spec"]["arguments"]["parameters"]}
+    assert params["run-id"] == "r-7" and params["iterations"] == "3" and "iteration" not in params
+    tasks = wf["spec"]["templates"][0]["dag"]["tasks"]
+    assert [call_iteration(t["name"]) for t in tasks] == [0, 1, 2]
+    assert [t.get("depends") for t in tasks] == [None, "iteration-0", "iteration-1"]
+    assert {t["templateRef"]["name"] for t in tasks} == {chain_template_name_for(off_policy)}
+    assert wf["spec"]["activeDeadlineSeconds"] == 3 * WORKFLOW_DEADLINE_S
+    # without K: two iterations
+    assert ppo_sweep.main(["render", "--workflow", "r-7", "--chain", *family]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["metadata"]["generateName"] == "ftg-r-7-0-1-"
+
+
+def test_render_chain_flags_are_refused_by_name(ftg_env: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from workflows import ppo_sweep
+
+    cases = {
+        ("--chain", "--iterations-per-workflow", "4"): "--iterations-per-workflow: only with --workflow",
+        ("--workflow", "r1", "--iterations-per-workflow", "4"): "--iterations-per-workflow: only with",
+        ("--workflow", "r1", "--chain", "--iterations-per-workflow", "0"): "0 is not between 1 and 64",
+        ("--workflow", "r1", "--chain", "--iterations-per-workflow", "65"): "65 is not between 1 and 64",
+        ("--workflow", "../r1", "--chain"): "--workflow",
+    }
+    for flags, message in cases.items():
+        assert ppo_sweep.main(["render", *flags]) == 2, flags
+        captured = capsys.readouterr()
+        assert captured.out == "" and message in captured.err, flags

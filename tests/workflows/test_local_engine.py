@@ -659,48 +659,67 @@ def test_unresolved_result_of_a_skipped_task_is_an_error() -> None:
     assert result.node("b").message == "unresolved placeholder '{{tasks.a.outputs.result}}' in argument 'v'"
 
 
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def _set_task(i: int, **fields: Any) -> Mutation:
+    """Set ``fields`` on task ``i`` of the DAG (``templates[0]``)."""
+    return lambda m: m["spec"]["templates"][0]["dag"]["tasks"][i].update(fields)
+
+
+def _set_dag(**fields: Any) -> Mutation:
+    """Set ``fields`` on the DAG (``templates[0].dag``)."""
+    return lambda m: m["spec"]["templates"][0]["dag"].update(fields)
+
+
+def _set_template(i: int, **fields: Any) -> Mutation:
+    """Set ``fields`` on template ``i`` (0: the DAG, 1: the http template ``t``)."""
+    return lambda m: m["spec"]["templates"][i].update(fields)
+
+
+def _set_http(**fields: Any) -> Mutation:
+    """Set ``fields`` on the http template's request (``templates[1].http``)."""
+    return lambda m: m["spec"]["templates"][1]["http"].update(fields)
+
+
+def _two_tasks_changed_by(mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Tasks ``a`` -> ``b`` both calling the http template ``t``, changed by ``mutate``."""
+    manifest = workflow([task("a", "t"), task("b", "t", depends="a")], [http_template("t")])
+    mutate(manifest)
+    return manifest
+
+
+def _retry_strategy(strategy: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """A mutation giving the http template (``templates[1]``) this retryStrategy."""
+    return _set_template(1, retryStrategy=strategy)
+
+
+def _retry_expression(expression: str) -> Mutation:
+    """Give the http template one retry under ``expression``."""
+    return _retry_strategy({"limit": "1", "expression": expression})
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
         (
-            lambda m: m["spec"]["templates"][1]["http"].update(body="{{workflow.parameters.nope}}"),
+            _set_http(body="{{workflow.parameters.nope}}"),
             r"spec\.templates\[1\]\.http\.body: "
             r"'\{\{workflow\.parameters\.nope\}\}' names an undeclared workflow",
         ),
-        (
-            lambda m: m["spec"]["templates"][1]["http"].update(body="{{inputs.parameters.nope}}"),
-            "names an undeclared input parameter",
-        ),
-        (
-            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(arguments=args(v="{{item}}")),
-            "outside a withParam/withItems task",
-        ),
-        (
-            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(
-                arguments=args(v="{{tasks.b.outputs.result}}")
-            ),
-            "'b', which is not an ancestor",
-        ),
-        (lambda m: m["spec"]["templates"][1]["http"].update(body="{{ unterminated"), "unterminated"),
-        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][1].update(depends="zz"), "unknown task 'zz'"),
-        (lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(depends="b"), "dependency cycle"),
-        (
-            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(template="nope"),
-            "no template named 'nope'",
-        ),
-        (
-            lambda m: m["spec"]["templates"][1].update(inputs={"parameters": [{"name": "need"}]}),
-            "template 't' needs need",
-        ),
+        (_set_http(body="{{inputs.parameters.nope}}"), "names an undeclared input parameter"),
+        (_set_task(0, arguments=args(v="{{item}}")), "outside a withParam/withItems task"),
+        (_set_task(0, arguments=args(v="{{tasks.b.outputs.result}}")), "'b', which is not an ancestor"),
+        (_set_http(body="{{ unterminated"), "unterminated"),
+        (_set_task(1, depends="zz"), "unknown task 'zz'"),
+        (_set_task(0, depends="b"), "dependency cycle"),
+        (_set_task(0, template="nope"), "no template named 'nope'"),
+        (_set_template(1, inputs={"parameters": [{"name": "need"}]}), "template 't' needs need"),
     ],
 )
-def test_invalid_workflows_are_refused_at_compile_time(
-    mutate: Callable[[dict[str, Any]], None], message: str
-) -> None:
-    manifest = workflow([task("a", "t"), task("b", "t", depends="a")], [http_template("t")])
-    mutate(manifest)
+def test_invalid_workflows_are_refused_at_compile_time(mutate: Mutation, message: str) -> None:
     with pytest.raises(InvalidWorkflowError, match=message):
-        compile_workflow(manifest)
+        compile_workflow(_two_tasks_changed_by(mutate))
 
 
 @pytest.mark.parametrize(
@@ -723,131 +742,67 @@ def test_invalid_workflows_are_refused_at_compile_time(
             r"spec\.templates\[2\]\.script: script templates are not supported",
         ),
         (
-            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(withSequence={"count": "3"}),
+            _set_task(0, withSequence={"count": "3"}),
             r"spec\.templates\[0\]\.dag\.tasks\[0\]\.withSequence: withSequence is not supported",
         ),
+        (_set_task(0, continueOn={"failed": True}), r"tasks\[0\]\.continueOn: continueOn is not supported"),
         (
-            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(continueOn={"failed": True}),
-            r"tasks\[0\]\.continueOn: continueOn is not supported",
-        ),
-        (
-            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(dependss="x"),
+            _set_task(0, dependss="x"),
             r"spec\.templates\[0\]\.dag\.tasks\[0\]\.dependss: task key 'dependss' is not supported",
         ),
         (
-            lambda m: m["spec"]["templates"][1]["http"].update(timeoutSecond=3),
+            _set_http(timeoutSecond=3),
             r"spec\.templates\[1\]\.http\.timeoutSecond: http key 'timeoutSecond' is not supported",
         ),
+        (_set_task(1, depends="a || a"), r"tasks\[1\]\.depends: '\|\|', '!' and parentheses"),
+        (_set_task(1, depends="a.Failed"), r"task result 'Failed'"),
+        (_set_dag(target="a"), r"dag\.target: dag\.target is not supported"),
+        (_retry_strategy({"retryPolicy": "Always"}), "retryStrategy without 'limit'"),
         (
-            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][1].update(depends="a || a"),
-            r"tasks\[1\]\.depends: '\|\|', '!' and parentheses",
-        ),
-        (
-            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][1].update(depends="a.Failed"),
-            r"task result 'Failed'",
-        ),
-        (
-            lambda m: m["spec"]["templates"][0]["dag"].update(target="a"),
-            r"dag\.target: dag\.target is not supported",
-        ),
-        (
-            lambda m: m["spec"]["templates"][1].update(retryStrategy={"retryPolicy": "Always"}),
-            "retryStrategy without 'limit'",
-        ),
-        (
-            lambda m: m["spec"]["templates"][1].update(
-                retryStrategy={"limit": "1", "retryPolicy": "OnTransientError"}
-            ),
+            _retry_strategy({"limit": "1", "retryPolicy": "OnTransientError"}),
             "retryPolicy 'OnTransientError' is not supported",
         ),
         (
-            lambda m: m["spec"]["templates"][1].update(retryStrategy={"limit": "1", "affinity": {}}),
+            _set_template(1, retryStrategy={"limit": "1", "affinity": {}}),
             "retryStrategy.affinity is not supported",
         ),
         (
-            lambda m: m["spec"]["templates"][1].update(
-                retryStrategy={"limit": "1", "expression": "asInt(lastRetry.exitCode) > 1"}
-            ),
+            _retry_expression("asInt(lastRetry.exitCode) > 1"),
             r"retryStrategy\.expression: function call asInt\(\.\.\.\) is not supported",
         ),
+        (_retry_expression("lastRetry.message contains '503'"), "'contains' is not supported"),
+        (_retry_expression(r"lastRetry.message matches '\\d'"), "backslash escapes"),
+        (_retry_expression("lastRetry.message matches '(?i)error'"), r"'\(\?' groups and flags"),
         (
-            lambda m: m["spec"]["templates"][1].update(
-                retryStrategy={"limit": "1", "expression": "lastRetry.message contains '503'"}
-            ),
-            "'contains' is not supported",
-        ),
-        (
-            lambda m: m["spec"]["templates"][1].update(
-                retryStrategy={"limit": "1", "expression": r"lastRetry.message matches '\\d'"}
-            ),
-            "backslash escapes",
-        ),
-        (
-            lambda m: m["spec"]["templates"][1].update(
-                retryStrategy={"limit": "1", "expression": "lastRetry.message matches '(?i)error'"}
-            ),
-            r"'\(\?' groups and flags",
-        ),
-        (
-            lambda m: m["spec"]["templates"][1].update(
-                retryStrategy={"limit": "1", "expression": "lastRetry.message matches lastRetry.status"}
-            ),
+            _retry_expression("lastRetry.message matches lastRetry.status"),
             "pattern that is not a string literal",
         ),
+        (_retry_expression("lastRetry.exitCode + 1 == 2"), r"operator '\+' is not supported"),
         (
-            lambda m: m["spec"]["templates"][1].update(
-                retryStrategy={"limit": "1", "expression": "lastRetry.exitCode + 1 == 2"}
-            ),
-            r"operator '\+' is not supported",
-        ),
-        (
-            lambda m: m["spec"]["templates"][1].update(
-                retryStrategy={"limit": "1", "expression": "workflow.status == 'Running'"}
-            ),
+            _retry_expression("workflow.status == 'Running'"),
             r"identifier\(s\) workflow\.status \(known: lastRetry\.duration",
         ),
         (
-            lambda m: m["spec"]["templates"][1].update(
-                retryStrategy={"limit": "1", "expression": "'{{workflow.parameters.gateway}}' == ''"}
-            ),
+            _retry_expression("'{{workflow.parameters.gateway}}' == ''"),
             "placeholders in retryStrategy.expression",
         ),
         (lambda m: m["spec"].update(parallelism=2), r"spec\.parallelism: spec key"),
-        (lambda m: m["spec"]["templates"][1]["http"].update(body="{{=asInt(1)}}"), "expression template"),
+        (_set_http(body="{{=asInt(1)}}"), "expression template"),
+        (_set_http(body="{{workflow.name}}"), r"variable '\{\{workflow\.name\}\}' is not supported"),
+        (_set_template(1, synchronization={"semaphore": {}}), "template key 'synchronization'"),
         (
-            lambda m: m["spec"]["templates"][1]["http"].update(body="{{workflow.name}}"),
-            r"variable '\{\{workflow\.name\}\}' is not supported",
-        ),
-        (
-            lambda m: m["spec"]["templates"][1].update(synchronization={"semaphore": {}}),
-            "template key 'synchronization'",
-        ),
-        (
-            lambda m: m["spec"]["templates"][1]["http"].update(successCondition="response.headers == 1"),
+            _set_http(successCondition="response.headers == 1"),
             r"identifier\(s\) response\.headers are not supported",
         ),
-        (
-            lambda m: m["spec"]["templates"][0]["dag"]["tasks"][0].update(template="main"),
-            "calling the dag template 'main'",
-        ),
+        (_set_task(0, template="main"), "calling the dag template 'main'"),
         (lambda m: m.update(kind="CronWorkflow"), "kind: 'CronWorkflow' is not supported"),
-        (
-            lambda m: m["spec"]["templates"][0].update(retryStrategy={"limit": "1"}),
-            "template key 'retryStrategy'",
-        ),
-        (
-            lambda m: m["spec"]["templates"][1]["http"].update(insecureSkipVerify=True),
-            "skipping TLS verification",
-        ),
+        (_set_template(0, retryStrategy={"limit": "1"}), "template key 'retryStrategy'"),
+        (_set_http(insecureSkipVerify=True), "skipping TLS verification"),
     ],
 )
-def test_unsupported_constructs_are_refused_with_their_path(
-    mutate: Callable[[dict[str, Any]], None], message: str
-) -> None:
-    manifest = workflow([task("a", "t"), task("b", "t", depends="a")], [http_template("t")])
-    mutate(manifest)
+def test_unsupported_constructs_are_refused_with_their_path(mutate: Mutation, message: str) -> None:
     with pytest.raises(UnsupportedWorkflowError, match=message):
-        compile_workflow(manifest)
+        compile_workflow(_two_tasks_changed_by(mutate))
 
 
 # --- failFast, callbacks ----------------------------------------------------------------------------

@@ -1,25 +1,72 @@
-"""Cluster artefacts stay consistent with the code: the Argo template, the Function CRs, stack.yml."""
+"""Cluster artefacts stay consistent with the code: the Argo templates, the Function CRs, stack.yml."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
-from workflows.iteration import render_yaml
+from workflows.iteration import render_yaml, template_name_for
+from workflows.iteration_chain import chain_template_name_for, render_chain_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_argo_manifest_is_the_rendered_template() -> None:
-    assert (ROOT / "manifests" / "argo" / "iteration-template.yaml").read_text() == render_yaml()
+# Each WorkflowTemplate under manifests/argo and the `ppo_sweep.py render` flags that print it.
+ARGO_TEMPLATES = {
+    "iteration-template.yaml": (),
+    "offpolicy-iteration-template.yaml": ("--off-policy",),
+    "iteration-chain-template.yaml": ("--chain",),
+    "offpolicy-iteration-chain-template.yaml": ("--off-policy", "--chain"),
+}
 
 
-def test_argo_manifest_of_the_off_policy_template_is_the_rendered_one() -> None:
+def _rendered(*flags: str) -> str:
+    off_policy = "--off-policy" in flags
+    return (
+        render_chain_yaml(off_policy=off_policy) if "--chain" in flags else render_yaml(off_policy=off_policy)
+    )
+
+
+@pytest.mark.parametrize(("file", "flags"), ARGO_TEMPLATES.items())
+def test_argo_manifests_are_the_rendered_templates(file: str, flags: tuple[str, ...]) -> None:
+    """What kustomize applies is what the driver installs (create-or-update) for that family."""
     argo = ROOT / "manifests" / "argo"
-    assert (argo / "offpolicy-iteration-template.yaml").read_text() == render_yaml(off_policy=True)
+    assert (argo / file).read_text() == _rendered(*flags), (
+        f"run `python workflows/ppo_sweep.py render {' '.join(flags)} -o manifests/argo/{file}`"
+    )
     resources = yaml.safe_load((argo / "kustomization.yaml").read_text())["resources"]
-    assert "offpolicy-iteration-template.yaml" in resources
+    assert file in resources
+
+
+def test_every_argo_template_file_is_kept_equal_to_the_code() -> None:
+    """A template file added under manifests/argo without a renderer would drift unchecked."""
+    argo = ROOT / "manifests" / "argo"
+    templates = {
+        f.name
+        for f in argo.glob("*.yaml")
+        for doc in yaml.safe_load_all(f.read_text())
+        if doc and doc.get("kind") == "WorkflowTemplate"
+    }
+    assert templates == set(ARGO_TEMPLATES)
+    names = {yaml.safe_load(_rendered(*flags))["metadata"]["name"] for flags in ARGO_TEMPLATES.values()}
+    assert names == {template_name_for(o) for o in (False, True)} | {
+        chain_template_name_for(o) for o in (False, True)
+    }
+
+
+@pytest.mark.parametrize(("file", "flags"), ARGO_TEMPLATES.items())
+def test_render_command_prints_the_manifest(
+    file: str, flags: tuple[str, ...], ftg_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workflows import ppo_sweep
+
+    out = ftg_env / file
+    assert ppo_sweep.main(["render", *flags, "-o", str(out)]) == 0
+    assert out.read_text() == (ROOT / "manifests" / "argo" / file).read_text()
+    assert ppo_sweep.main(["render", *flags]) == 0
+    assert capsys.readouterr().out == out.read_text()
 
 
 def test_function_crs_match_stack_file() -> None:

@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 import yaml
 
-from ftg_common.schemas import AggregateRequest, CollectRequest, EvalRequest, UpdateRequest
 from tests.workflows.test_iteration import (
-    DEF,
     SAMPLE_INPUTS,
     SAMPLE_PARAMS,
+    STEP_REQUESTS,
     _substitute,
     _templates,
     _validator,
-    unknown_keys,
+    assert_golden,
+    assert_schema_valid,
 )
 from workflows.engines.compiler import compile_workflow
 from workflows.iteration import (
@@ -46,11 +46,7 @@ INPUTS = {**SAMPLE_INPUTS, "replay": json.dumps(APPEND_RESULT)}
 
 
 def test_render_matches_golden_file() -> None:
-    assert OFF_POLICY_GOLDEN_PATH.exists(), "run `python -m workflows.iteration --write-golden`"
-    assert render_yaml(off_policy=True) == OFF_POLICY_GOLDEN_PATH.read_text(), (
-        "the rendered off-policy template changed; review the diff and run "
-        "`python -m workflows.iteration --write-golden`"
-    )
+    assert_golden(render_yaml(off_policy=True), OFF_POLICY_GOLDEN_PATH, "the rendered off-policy template")
 
 
 def test_golden_yaml_is_the_manifest() -> None:
@@ -61,9 +57,7 @@ def test_template_validates_against_argo_schema_and_declares_every_key() -> None
     manifest = off_policy_manifest()
     assert manifest["kind"] == "WorkflowTemplate"
     assert manifest["metadata"]["name"] == OFF_POLICY_TEMPLATE_NAME
-    errors = sorted(_validator("WorkflowTemplate").iter_errors(manifest), key=str)
-    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
-    assert list(unknown_keys(manifest, {"$ref": f"#/definitions/{DEF}WorkflowTemplate"}, "t")) == []
+    assert_schema_valid("WorkflowTemplate", manifest, every_key_declared=True)
 
 
 def test_it_is_its_own_template_beside_the_on_policy_one() -> None:
@@ -91,15 +85,7 @@ def test_dag_shape() -> None:
     assert tasks["evaluate"]["depends"] == "update" and tasks["evaluate"]["when"] == EVAL_WHEN
 
 
-@pytest.mark.parametrize(
-    ("name", "model"),
-    [
-        ("collect", CollectRequest),
-        ("aggregate", AggregateRequest),
-        ("update", UpdateRequest),
-        ("evaluate", EvalRequest),
-    ],
-)
+@pytest.mark.parametrize(("name", "model"), STEP_REQUESTS)
 def test_bodies_are_valid_json_requests(name: str, model: Any) -> None:
     tmpl = _templates(off_policy_manifest())[name]
     body = json.loads(_substitute(tmpl["http"]["body"], INPUTS))

@@ -6,17 +6,15 @@ import pytest
 from rich.console import Console
 
 from ftg_common.config import load_sweep
+from tests.funcs import small_sweep
 
-SWEEP = """
-name: mixed
-seeds: [0]
-max_parallel: 2
-defaults: {total_steps: 1024, n_envs: 4, n_steps: 32, shards: 2, batch_size: 64, n_epochs: 2,
-           eval_every_steps: 512, eval_episodes: 2}
-configs:
-  good: {}
-  broken: {env_kwargs: {no_such_kwarg: 1}}
-"""
+SWEEP = small_sweep(
+    "mixed",
+    {"good": {}, "broken": {"env_kwargs": {"no_such_kwarg": 1}}},
+    seeds=[0],
+    total_steps=1024,
+    eval_every_steps=512,
+)
 
 
 def test_failing_trial_is_reported_and_the_others_complete(ftg_env) -> None:
@@ -45,15 +43,7 @@ def test_failing_trial_is_reported_and_the_others_complete(ftg_env) -> None:
     assert status == {"good": "FINISHED", "broken": "FAILED"}
 
 
-GOOD_ONLY = """
-name: early
-seeds: [0, 1]
-max_parallel: 2
-defaults: {total_steps: 512, n_envs: 4, n_steps: 32, shards: 2, batch_size: 64, n_epochs: 2,
-           eval_every_steps: 256, eval_episodes: 2}
-configs:
-  good: {}
-"""
+GOOD_ONLY = small_sweep("early", {"good": {}}, seeds=[0, 1])
 
 
 def test_models_logged_as_trials_finish_are_registered_once_and_serve_any_batch(ftg_env) -> None:

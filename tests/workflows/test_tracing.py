@@ -8,20 +8,13 @@ from typing import Any
 import pytest
 
 from ftg_common import tracing
+from tests.funcs import in_memory_spans
 
 
 @pytest.fixture
 def spans() -> Iterator[Any]:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    yield exporter
-    tracing.install(None)
+    with in_memory_spans() as exporter:
+        yield exporter
 
 
 def test_an_iteration_is_one_trace_from_driver_to_functions(ftg_env, spans) -> None:

@@ -221,26 +221,31 @@ class HybridHistogram:
 
     Each step's idle times (``sim.idle_times[f]``) enter the function's histogram; the windows of
     :func:`histogram_windows` are applied through ``sim.set_windows`` when they change. The histogram
-    starts empty at ``reset`` (the fallback keep-alive until it is representative).
+    starts empty at ``reset`` (the fallback keep-alive until it is representative), unless
+    ``keep_history``: then a reset keeps the histograms of the previous simulations of as many functions,
+    as a platform keeps an application's histogram from day to day (ATC'20 tracks it over days).
 
     Args:
         config: the policy's parameters.
+        keep_history: keep the histograms across resets.
     """
 
-    def __init__(self, config: HistogramConfig | None = None) -> None:
+    def __init__(self, config: HistogramConfig | None = None, keep_history: bool = False) -> None:
         self.config = config or HistogramConfig()
+        self.keep_history = keep_history
         self.counts: list[np.ndarray] = []
         self.oob: list[int] = []
         self.windows: list[Windows] = []
 
     def reset(self, sim: Simulator) -> None:
-        """Empty histograms; the fallback windows."""
+        """Empty histograms (unless kept); the windows they give."""
         n = sim.n_functions
-        self.counts = [np.zeros(self.config.n_bins, dtype=np.int64) for _ in range(n)]
-        self.oob = [0] * n
+        if not (self.keep_history and len(self.counts) == n):
+            self.counts = [np.zeros(self.config.n_bins, dtype=np.int64) for _ in range(n)]
+            self.oob = [0] * n
         self.windows = []
         for f in range(n):
-            w = histogram_windows(self.counts[f], 0, self.config)
+            w = histogram_windows(self.counts[f], self.oob[f], self.config)
             self.windows.append(w)
             sim.set_windows(f, w.keep_alive_s, w.prewarm_s)
 
