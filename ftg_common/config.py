@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -56,16 +56,29 @@ class _Iterated(_Strict):
         total_steps: int
         eval_every_steps: int
 
-        @property
-        def rollout_size(self) -> int:
-            """Transitions per iteration across all shards."""
+    # The field holding each env's steps per iteration: n_steps (PPO), train_freq (off-policy).
+    _steps_field: ClassVar[str]
 
-    def _check_iterations(self, rollout: str) -> None:
-        """Refuse envs that do not split over the shards, and a budget below one iteration (``rollout``)."""
+    @property
+    def rollout_size(self) -> int:
+        """Transitions per iteration across all shards (``n_envs`` times each env's steps)."""
+        steps: int = getattr(self, self._steps_field)
+        return self.n_envs * steps
+
+    def _check_iterations(self, rollout: str, batch_limit: tuple[str, int] | None = None) -> None:
+        """Refuse what cannot make whole iterations, and a ``batch_size`` above ``batch_limit``.
+
+        Args:
+            rollout: how the errors name one iteration's transitions.
+            batch_limit: what bounds ``batch_size``, and its value (None: no bound to check).
+        """
         if self.n_envs % self.shards:
             raise ValueError(f"n_envs ({self.n_envs}) must be divisible by shards ({self.shards})")
         if self.total_steps < self.rollout_size:
             raise ValueError(f"total_steps ({self.total_steps}) is less than {rollout} ({self.rollout_size})")
+        batch_size: int = getattr(self, "batch_size", 0)
+        if batch_limit is not None and batch_size > batch_limit[1]:
+            raise ValueError(f"batch_size ({batch_size}) exceeds {batch_limit[0]} ({batch_limit[1]})")
 
     @property
     def envs_per_shard(self) -> int:
@@ -177,17 +190,12 @@ class PPOConfig(_Iterated):
         """The normalisation options, None when off."""
         return None if self.normalize is None else self.normalize.settings()
 
+    _steps_field: ClassVar[str] = "n_steps"  # each env's steps per iteration (see rollout_size)
+
     @model_validator(mode="after")
     def _consistent(self) -> PPOConfig:
-        self._check_iterations("one rollout")
-        if self.batch_size > self.rollout_size:
-            raise ValueError(f"batch_size ({self.batch_size}) exceeds n_envs * n_steps ({self.rollout_size})")
+        self._check_iterations("one rollout", ("n_envs * n_steps", self.rollout_size))
         return self
-
-    @property
-    def rollout_size(self) -> int:
-        """Transitions per iteration across all shards (n_envs * n_steps)."""
-        return self.n_envs * self.n_steps
 
 
 class DQNConfig(_Iterated):
@@ -250,17 +258,12 @@ class DQNConfig(_Iterated):
             raise ValueError("must be positive, or -1 for as many as transitions were collected")
         return v
 
+    _steps_field: ClassVar[str] = "train_freq"  # each env's steps per iteration (see rollout_size)
+
     @model_validator(mode="after")
     def _consistent(self) -> DQNConfig:
-        self._check_iterations("one iteration (n_envs * train_freq)")
-        if self.batch_size > self.buffer_size:
-            raise ValueError(f"batch_size ({self.batch_size}) exceeds buffer_size ({self.buffer_size})")
+        self._check_iterations("one iteration (n_envs * train_freq)", ("buffer_size", self.buffer_size))
         return self
-
-    @property
-    def rollout_size(self) -> int:
-        """Transitions per iteration across all shards (n_envs * train_freq)."""
-        return self.n_envs * self.train_freq
 
     @property
     def gradient_steps_per_iteration(self) -> int:
@@ -341,6 +344,8 @@ class QLearningConfig(_Iterated):
                 raise ValueError(f"dimension {d}: {hi} is not above low ({lo})")
         return v
 
+    _steps_field: ClassVar[str] = "train_freq"  # each env's steps per iteration (see rollout_size)
+
     @model_validator(mode="after")
     def _consistent(self) -> QLearningConfig:
         self._check_iterations("one iteration (n_envs * train_freq)")
@@ -349,11 +354,6 @@ class QLearningConfig(_Iterated):
                 f"replayed minibatches of batch_size {self.batch_size} exceed buffer_size {self.buffer_size}"
             )
         return self
-
-    @property
-    def rollout_size(self) -> int:
-        """Transitions per iteration: ``train_freq`` vectorised steps of ``n_envs`` envs."""
-        return self.train_freq * self.n_envs
 
 
 def _algo_tag(value: Any) -> str:

@@ -261,7 +261,12 @@ def iteration_manifest(
     name: str | None = None, namespace: str | None = None, *, off_policy: bool = False
 ) -> dict[str, Any]:
     """The iteration WorkflowTemplate as a dict (what Argo stores and the embedded engine compiles)."""
-    manifest: dict[str, Any] = build_iteration_template(name, namespace, off_policy=off_policy).to_dict()
+    return as_manifest(build_iteration_template(name, namespace, off_policy=off_policy))
+
+
+def as_manifest(workflow: Workflow) -> dict[str, Any]:
+    """A Hera Workflow or WorkflowTemplate as the dict Argo stores."""
+    manifest: dict[str, Any] = workflow.to_dict()
     return manifest
 
 
@@ -307,8 +312,7 @@ def iteration_workflow(
         workflow_template_ref=WorkflowTemplateRef(name=template_name),
         arguments=[Parameter(name=k, value=v) for k, v in params.items()],
     )
-    manifest: dict[str, Any] = wf.to_dict()
-    return manifest
+    return as_manifest(wf)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from workflows.iteration import (
     TTL_STRATEGY,
     WORKFLOW_DEADLINE_S,
     _check_params,
+    as_manifest,
     iteration_dag,
     template_name_for,
 )
@@ -84,8 +85,7 @@ def chain_manifest(
     name: str | None = None, namespace: str | None = None, *, off_policy: bool = False
 ) -> dict[str, Any]:
     """The chained iteration WorkflowTemplate as a dict (what Argo stores)."""
-    manifest: dict[str, Any] = build_chain_template(name, namespace, off_policy=off_policy).to_dict()
-    return manifest
+    return as_manifest(build_chain_template(name, namespace, off_policy=off_policy))
 
 
 def render_chain_yaml(
@@ -163,8 +163,7 @@ def chain_workflow(
             call = f"{CALL_PREFIX}{i}"
             Task(name=call, template_ref=ref, arguments={ITERATION_INPUT: str(i)}, depends=previous)
             previous = call
-    manifest: dict[str, Any] = wf.to_dict()
-    return manifest
+    return as_manifest(wf)
 
 
 def call_iteration(call: str) -> int | None:

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from ftg_common import runtime
 from ftg_common.settings import Settings
 from tests.funcs import new_run
+from tests.http_servers import serve_in_thread, stop
 from tests.nats_streams import NATS_URL, delete_stream, new_stream_name
 from workflows.engines.async_invoker import AsyncHttpInvoker, async_url
 from workflows.engines.invokers import InProcessInvoker, InvocationError, RoutingInvoker
@@ -52,8 +53,7 @@ def gateway(request: pytest.FixtureRequest, ftg_env: Path) -> Iterator[GatewaySe
     server = serve("127.0.0.1", 0, settings=settings)
     assert server.gateway.queue is not None, server.gateway.queue_problem
     yield server
-    server.shutdown()
-    server.server_close()
+    stop(server)
     if kind == "nats":
         delete_stream(stream)
 
@@ -170,9 +170,7 @@ class StubGateway:
                         target=stub.call_back, args=(callback, f"id-{len(stub.requests)}")
                     ).start()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self.server = serve_in_thread(Handler)
 
     def call_back(self, url: str, call_id: str, status: str = "200") -> int:
         headers = {"X-Call-Id": call_id, "X-Function-Status": status, "Content-Type": "application/json"}
@@ -181,8 +179,7 @@ class StubGateway:
             return int(resp.status)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop(self.server)
 
 
 @pytest.fixture

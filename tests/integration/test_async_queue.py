@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import nats.js.errors
 import pytest
 
 from ftg_common.settings import Settings
+from tests.http_servers import serve_in_thread, stop
 from tests.nats_streams import NATS_URL, delete_stream, new_stream_name
 from workflows.gateway.async_queue import (
     AsyncCall,
@@ -89,9 +90,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self.server = serve_in_thread(Handler)
 
     def url(self, path: str = "/callback") -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
@@ -105,8 +104,7 @@ class Receiver:
         return {p.headers["X-Call-Id"]: p for p in self.received()}
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop(self.server)
 
 
 @pytest.fixture
@@ -219,6 +217,13 @@ def new_call(receiver: Receiver | None, n: int = 0, function: str = "echo", **he
     )
 
 
+def enqueue_and_wait(queue: Any, call: AsyncCall, receiver: Receiver) -> Any:
+    """Enqueue ``call`` on a started ``queue`` and wait for its callback: the POST the receiver got."""
+    queue.enqueue(call)
+    wait_until(lambda: call.call_id in receiver.delivered(), "the callback")
+    return receiver.delivered()[call.call_id]
+
+
 # --------------------------------------------------------------------------- behaviour of both queues
 
 
@@ -234,10 +239,7 @@ def test_a_call_runs_and_its_result_is_posted_with_openfaas_headers(
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     call = new_call(receiver, 7, function="rollout-collector", traceparent=traceparent)
 
-    queue.enqueue(call)
-
-    wait_until(lambda: call.call_id in receiver.delivered(), "the callback")
-    post = receiver.delivered()[call.call_id]
+    post = enqueue_and_wait(queue, call, receiver)
     assert post.path == "/callback"
     assert post.body == b'{"got": "body-7"}'
     assert post.headers["X-Function-Status"] == "201"
@@ -328,9 +330,7 @@ def test_a_retry_status_is_tried_again_and_the_final_answer_delivered(
     queue = make_queue(kind, async_max_deliver=5)
     queue.start(seen)
     call = new_call(receiver)
-    queue.enqueue(call)
-    wait_until(lambda: call.call_id in receiver.delivered(), "the callback")
-    post = receiver.delivered()[call.call_id]
+    post = enqueue_and_wait(queue, call, receiver)
     assert (post.headers["X-Function-Status"], post.body) == ("200", b"done")
     assert seen.tries(call.call_id) == 3
     assert len(receiver.received()) == 1  # only the final answer is sent
@@ -347,9 +347,7 @@ def test_tries_run_out_and_the_last_retry_status_is_delivered(
     queue = make_queue(kind, async_max_deliver=3)
     queue.start(seen)
     call = new_call(receiver)
-    queue.enqueue(call)
-    wait_until(lambda: call.call_id in receiver.delivered(), "the callback")
-    post = receiver.delivered()[call.call_id]
+    post = enqueue_and_wait(queue, call, receiver)
     assert post.headers["X-Function-Status"] == "500"
     assert b"the replica is gone" in post.body
     assert seen.tries(call.call_id) == 3

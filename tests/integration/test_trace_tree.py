@@ -3,7 +3,6 @@ iteration (driver) -> step attempt (engine) -> gateway call -> function (replica
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,12 +14,15 @@ from ftg_common import runtime
 from ftg_common.config import PPOConfig, RunConfig
 from ftg_common.settings import Settings
 from tests.funcs import in_memory_spans
+from tests.http_servers import serve_in_thread, stop
 
 
 class _Collector(ThreadingHTTPServer):
     """An OTLP/HTTP trace receiver: keeps (trace id, span id, parent id, name) of every span posted."""
 
-    spans: list[tuple[str, str, str, str]]
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.spans: list[tuple[str, str, str, str]] = []
 
 
 class _Receive(BaseHTTPRequestHandler):
@@ -48,13 +50,10 @@ class _Receive(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def collector() -> Iterator[_Collector]:
-    server = _Collector(("127.0.0.1", 0), _Receive)
-    server.spans = []
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
+    server = serve_in_thread(_Receive, _Collector)
+    assert isinstance(server, _Collector)
     yield server
-    server.shutdown()
-    server.server_close()
+    stop(server)
 
 
 @pytest.fixture
@@ -94,8 +93,7 @@ def test_the_trace_crosses_the_gateway_into_the_replica_processes(
             time.sleep(0.05)
     finally:
         engine.close()
-        server.shutdown()
-        server.server_close()
+        stop(server)
     # 2 collectors, the aggregator, the updater and the (last iteration's) evaluator.
     assert sorted(n for *_, n in functions()) == sorted(
         ["function rollout-collector"] * 2
