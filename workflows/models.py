@@ -9,8 +9,11 @@ torch for whoever needs those formats.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,6 +100,37 @@ def log_policy_model(
     return register_logged_model(info, registered_name)
 
 
+_CODE_MODELS = threading.Lock()
+_code_models_logging = 0
+
+
+@contextmanager
+def _dbutils_restored() -> Iterator[None]:
+    """Undo what concurrent loads of models from code can leave in ``sys.modules["dbutils"]``.
+
+    Loading a model from code (which logging does, to check it) puts a ``MockDbutils`` stand-in at
+    ``sys.modules["dbutils"]`` and puts back what was there afterwards. Two trials logging at once
+    interleave those steps, and the second to finish puts back the first's stand-in: it then stays
+    for good, and anything that reads every module's ``__file__`` (hypothesis, debuggers) breaks on
+    it. When the last concurrent log ends, a stand-in still there is replaced by what it wraps.
+    """
+    global _code_models_logging
+    with _CODE_MODELS:
+        _code_models_logging += 1
+    try:
+        yield
+    finally:
+        with _CODE_MODELS:
+            _code_models_logging -= 1
+            stray = sys.modules.get("dbutils")
+            if _code_models_logging == 0 and type(stray).__name__ == "MockDbutils":
+                real = vars(stray).get("real_dbutils")
+                if real is None:
+                    del sys.modules["dbutils"]
+                else:
+                    sys.modules["dbutils"] = real
+
+
 def log_model_from_code(
     mlflow_run_id: str,
     code: Path,
@@ -129,7 +163,7 @@ def log_model_from_code(
                 path.write_text(content)
             artifacts[name] = str(path)
         # The fluent run stack is per thread, so trials can log their models concurrently.
-        with mlflow.start_run(run_id=mlflow_run_id):
+        with mlflow.start_run(run_id=mlflow_run_id), _dbutils_restored():
             return mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
                 python_model=str(code),
