@@ -56,6 +56,7 @@ from ftg_common.algos.qnet import QNET_SPEC_METADATA_KEY, QNetSpec
 from ftg_common.checkpoints import read_policy_file, read_qnet
 from ftg_common.meta.base import MetaStore, RunNotFoundError
 from ftg_common.policy.preprocess import ObsPreprocess
+from ftg_common.policy.qtable import QTABLE_SPEC_METADATA_KEY
 from ftg_common.policy.spec import PolicySpec
 from ftg_common.store.base import KeyNotFoundError, ObjectStore
 
@@ -203,6 +204,11 @@ def load_network(store: ObjectStore, run_id: str, version: int) -> ExportedNetwo
         _, meta = store.get_tensors_with_metadata(key)
     except KeyNotFoundError:
         raise ValueError(f"run {run_id!r} has no policy version {version} ({key} is absent)") from None
+    if QTABLE_SPEC_METADATA_KEY in meta:
+        raise ValueError(
+            f"run {run_id!r} is tabular Q-learning: version {version} is a Q-table, not a network to export "
+            "as ONNX, TorchScript or safetensors; its MLflow model serves it (docs/qlearning.md)"
+        )
     source: Literal["actor", "q_network"]
     action_kind: Literal["discrete", "box"]
     arch: QNetSpec | PolicySpec

@@ -31,7 +31,9 @@ import concurrent.futures as cf
 import http.client
 import importlib
 import json
+import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -440,12 +442,17 @@ def gateway_process(read_timeout: float = GATEWAY_READ_TIMEOUT_S) -> Iterator[tu
     """``python -m workflows.gateway.server --port 0`` as a child process; yields (host, port).
 
     It inherits this process's environment, so it serves the same stores. Its stderr (function errors
-    are logged there) goes to a temporary file, included in the error if it fails to start.
+    are logged there) goes to a temporary file, included in the error if it fails to start. Without a
+    password in the environment it gets a throwaway one: the fuzzer never calls ``/system/*``, and a
+    generated one would be left in the checkout's ``.ftg/``.
     """
     cmd = [sys.executable, "-m", "workflows.gateway.server", "--port", "0"]
     cmd += ["--read-timeout", str(read_timeout)]
+    env = dict(os.environ)
+    if not env.get("FTG_GATEWAY_PASSWORD") and not env.get("FTG_GATEWAY_PASSWORD_FILE"):
+        env["FTG_GATEWAY_PASSWORD"] = secrets.token_urlsafe(16)
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()  # "gateway on http://127.0.0.1:PORT", or "" if it died

@@ -114,3 +114,14 @@ def test_a_box_without_finite_bounds_is_refused_at_init_and_at_submit(ftg_env: P
         SweepError, match=r"configs\.cp\.high: CartPole-v1: .*infinite in dimension\(s\) \[1, 3\]"
     ):
         _read_sweep(str(sweep), overrides)
+
+
+def test_exporting_a_table_is_refused_naming_the_run_and_what_serves_it(ftg_env: Path) -> None:
+    from workflows.export import export_policy
+
+    cfg = _new_run("tabular", **LAKE)
+    _iterate(cfg, 0)
+    out = ftg_env / "policy.onnx"
+    with pytest.raises(ValueError, match=r"'tabular' is tabular Q-learning: version 1 is a Q-table.*MLflow"):
+        export_policy(runtime.store(), "tabular", 1, "onnx", out)
+    assert not out.exists()

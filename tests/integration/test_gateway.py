@@ -258,7 +258,9 @@ def test_chunked_bodies_reach_the_function_and_are_bounded(gateway: str) -> None
 
 
 def test_a_body_shorter_than_declared_is_answered_not_hung(ftg_env: Path) -> None:
-    server = serve("127.0.0.1", 0, read_timeout=0.5, queue_api=False)
+    server = serve(
+        "127.0.0.1", 0, settings=Settings(gateway_password=PASSWORD), read_timeout=0.5, queue_api=False
+    )
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         data = _post("/function/rollout-collector", {"Content-Length": "100"}, b"{}")
