@@ -169,7 +169,7 @@ def _off_policy_engine(settings: Settings, engine: Engine) -> Engine:
 
 def _argo_engine(settings: Settings, off_policy: bool = False) -> Engine:
     """The engine for FTG_ENGINE=argo, with the iteration template installed on the server."""
-    from workflows.engines.argo_split import SplitGatewayArgoEngine
+    from workflows.engines.argo import ArgoEngine
     from workflows.placement import PlacementError, argo_verify, driver_gateway, workflow_gateway
 
     if not settings.argo_host:
@@ -179,7 +179,7 @@ def _argo_engine(settings: Settings, off_policy: bool = False) -> Engine:
         mine, theirs, verify = driver_gateway(settings), workflow_gateway(settings), argo_verify(settings)
     except PlacementError as exc:
         raise SystemExit(str(exc)) from exc
-    engine = SplitGatewayArgoEngine(
+    engine = ArgoEngine(
         settings.argo_host,
         settings.argo_token,
         settings.argo_namespace,

@@ -196,7 +196,9 @@ class ArgoEngine:
         poll_seconds: how often a running Workflow is polled.
         timeout_seconds: how long :meth:`wait` waits for one Workflow.
         session: a ``requests`` session for the Argo API (tests).
-        gateway: the OpenFaaS gateway as both the cluster's steps and this process reach it.
+        gateway: the OpenFaaS gateway as this process reaches it (its direct calls).
+        workflow_gateway: the gateway as the Workflow's steps reach it inside the cluster, passed as
+            their ``gateway`` parameter (see :mod:`workflows.placement`); None: the same as ``gateway``.
         off_policy: drive the off-policy (replay buffer) iteration template instead of the PPO one.
         iterations_per_workflow: iterations the driver runs in one Workflow (``run_iterations``).
         clock: monotonic seconds, for the timeout (tests pass a virtual clock).
@@ -215,6 +217,7 @@ class ArgoEngine:
         session: Any | None = None,
         *,
         gateway: str = str(PARAMETERS["gateway"]),
+        workflow_gateway: str | None = None,
         off_policy: bool = False,
         iterations_per_workflow: int = 1,
         clock: Callable[[], float] = time.monotonic,
@@ -244,13 +247,19 @@ class ArgoEngine:
         self._clock = clock
         self._sleep = sleep
         self._gateway = gateway.rstrip("/")
+        self._workflow_gateway = (workflow_gateway or gateway).rstrip("/")
         self._http = HttpInvoker()
         # Direct calls are retried as the template's steps are.
         self._retries = function_retries(compile_workflow(iteration_manifest(off_policy=off_policy)))
 
     @property
     def gateway(self) -> str:
-        """Base URL of the OpenFaaS gateway."""
+        """Base URL of the OpenFaaS gateway as the Workflow's steps call it (their ``gateway`` parameter)."""
+        return self._workflow_gateway
+
+    @property
+    def driver_gateway(self) -> str:
+        """Base URL of the OpenFaaS gateway as this process's direct calls reach it."""
         return self._gateway
 
     def ensure_template(self) -> None:
