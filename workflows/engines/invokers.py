@@ -354,7 +354,12 @@ class PoolInvoker(_ModuleInvoker):
             window = self._poll_window(pool, time.monotonic())
             self._reader_blocked = window is None
         if window is None:
-            return wait(waitables)
+            ready = wait(waitables)
+            with self._lock:
+                # Awake now: calls submitted from here on (often from this thread's own callbacks) are
+                # planned by the next turn, with no need to wake it.
+                self._reader_blocked = False
+            return ready
         start, until = window
         ready = wait(waitables, max(0.0, start - time.monotonic()))
         if ready:
