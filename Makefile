@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_QUIET ?= -q
+comma := ,
 
 .PHONY: setup train test test-fast lint ui render golden bench bench-runtime bench-zoo clean services reliability
 
@@ -56,8 +57,9 @@ gateway: setup
 deploy:
 	kubectl apply -k manifests/overlays/dev
 
-## The four function images from functions/Dockerfile, tagged as functions/stack.yml names them (a test
-## keeps the two equal); needs a Docker daemon. Push them, then deploy: docs/cluster-openfaas.md.
+## The four function images from functions/Dockerfile, tagged as functions/stack.yml names them, and the
+## sweep driver's from workflows/Dockerfile.driver, tagged as manifests/driver names it (tests keep them equal);
+## needs a Docker daemon. Push them, then deploy: docs/cluster-openfaas.md.
 FUNCTION_IMAGES := rollout-collector reward-aggregator policy-updater policy-evaluator
 IMAGE_PREFIX    := ghcr.io/faastraingym/
 IMAGE_TAG       := 0.1.0
@@ -65,12 +67,18 @@ IMAGE_TAG       := 0.1.0
 images:
 	@docker info >/dev/null 2>&1 || { echo "make images: no Docker daemon reachable (docker info failed): start one, or set DOCKER_HOST" >&2; exit 1; }
 	$(foreach f,$(FUNCTION_IMAGES),docker build -f functions/Dockerfile --build-arg FUNCTION=$(subst -,_,$(f)) -t $(IMAGE_PREFIX)$(f):$(IMAGE_TAG) . &&) true
+	docker build -f workflows/Dockerfile.driver -t $(IMAGE_PREFIX)driver:$(IMAGE_TAG) .
 
 render: setup
 	$(PY) workflows/ppo_sweep.py render --output iteration-template.yaml
 
+## The golden templates under tests/golden and the WorkflowTemplates kustomize applies (manifests/argo),
+## rendered from the code; tests keep both equal to it.
+ARGO_MANIFESTS := iteration-template.yaml: offpolicy-iteration-template.yaml:--off-policy \
+	iteration-chain-template.yaml:--chain offpolicy-iteration-chain-template.yaml:--off-policy,--chain
 golden: setup
 	$(PY) -m workflows.iteration --write-golden
+	$(foreach m,$(ARGO_MANIFESTS),$(PY) workflows/ppo_sweep.py render $(subst $(comma), ,$(word 2,$(subst :, ,$(m)))) -o manifests/argo/$(word 1,$(subst :, ,$(m))) &&) true
 
 ## SB3 vs FaaSTrainGym, PPO (with where each iteration's time goes) and DQN, then start-up and
 ## wind-down of `submit`.

@@ -15,6 +15,7 @@ JSON error, never a body that is not JSON.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -223,6 +224,14 @@ def _parse(body: bytes | str | None, model: type[Req]) -> Req:
     data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else (body or b"")
     check_body(data)
     try:
+        # pydantic's own JSON parser validates in one pass, several times faster than json.loads and
+        # then the model. It refuses all json.loads refuses but for NaN/Infinity literals, which no
+        # request field accepts (allow_inf_nan=False): every refusal is re-derived below, so the 400
+        # says the same whichever parser saw the body first.
+        return model.model_validate_json(data)
+    except ValidationError:
+        pass
+    try:
         raw = json.loads(data, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # ValueError covers bad JSON and bad UTF-8
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
@@ -282,6 +291,7 @@ def serve(event: Event, model: type[Req], work: Callable[[Req, FunctionContext],
         return answer
 
 
+@functools.lru_cache(maxsize=64)
 def _function_name(work: Callable[..., Any]) -> str:
     """The catalog name of the function whose handler module defines ``work`` (else the module)."""
     module = getattr(work, "__module__", "")

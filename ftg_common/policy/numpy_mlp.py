@@ -82,6 +82,33 @@ class Cache:
     vf_acts: list[np.ndarray]
 
 
+def fuse_actor_critic(pi: list[Layer], vf: list[Layer]) -> list[Layer]:
+    """The policy and value MLPs (same depth) as one MLP whose outputs are [pi head | value].
+
+    The first layer's columns are concatenated (both nets read the same input), every later weight
+    is block-diagonal, so one forward pass computes both nets with half the numpy calls: a rollout
+    step's cost is per-call overhead, not arithmetic. Results equal the two separate passes to
+    float32 rounding (the zero blocks change BLAS's summation order, not the sums).
+
+    Args:
+        pi: (weight [in, out], bias [out]) per layer of the policy net, the output layer last.
+        vf: the same for the value net, with as many layers.
+
+    Returns:
+        Layers whose output is [B, pi_out + vf_out].
+    """
+    if len(pi) != len(vf):
+        raise ValueError(f"pi has {len(pi)} layers and vf {len(vf)}: only equal depths fuse")
+    (w_pi, b_pi), (w_vf, b_vf) = pi[0], vf[0]
+    fused: list[Layer] = [(np.concatenate([w_pi, w_vf], axis=1), np.concatenate([b_pi, b_vf]))]
+    for (w_pi, b_pi), (w_vf, b_vf) in zip(pi[1:], vf[1:], strict=True):
+        w = np.zeros((w_pi.shape[0] + w_vf.shape[0], w_pi.shape[1] + w_vf.shape[1]), dtype=np.float32)
+        w[: w_pi.shape[0], : w_pi.shape[1]] = w_pi
+        w[w_pi.shape[0] :, w_pi.shape[1] :] = w_vf
+        fused.append((w, np.concatenate([b_pi, b_vf])))
+    return fused
+
+
 def mlp_forward(layers: list[Layer], x: np.ndarray, relu: bool) -> tuple[np.ndarray, list[np.ndarray]]:
     """One MLP on x [B, in]: hidden layers with tanh (or ReLU), then a linear output layer.
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ftg_common.algos.gsde import sample_exploration_matrices, sde_actions, sde_terms
 from ftg_common.algos.ppo_numpy import log_softmax
-from ftg_common.policy.numpy_mlp import FlatParams, Layer, mlp_forward
+from ftg_common.policy.numpy_mlp import FlatParams, Layer, fuse_actor_critic, mlp_forward
 from ftg_common.policy.spec import PolicySpec
 
 if TYPE_CHECKING:
@@ -53,6 +53,10 @@ class NumpyPolicy:
             net: [(np.ascontiguousarray(w), b.copy()) for w, b in layers]
             for net, layers in self._params.layers.items()
         }
+        # Acting needs both nets on the same observations: one fused pass (see fuse_actor_critic).
+        # A gSDE policy acts on the policy net's own latent, so its nets run apart.
+        self._both = None if spec.use_sde else fuse_actor_critic(self._layers["pi"], self._layers["vf"])
+        self._out = spec.out_dim
         self._relu = spec.activation == "relu"
         self._discrete = spec.action_kind == "discrete"
         self._sde = spec.use_sde
@@ -76,13 +80,21 @@ class NumpyPolicy:
             raise ValueError(f"observations must be [B, {self.spec.obs_dim}], got shape {np.shape(obs)}")
         return x
 
-    def _net(self, net: str, x: np.ndarray) -> np.ndarray:
-        return mlp_forward(self._layers[net], x, self._relu)[0]
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # Every method reads the one fused pass, so act, value, log_prob and the greedy action agree
+        # bit for bit on the same observations.
+        if self._both is None:
+            return (
+                mlp_forward(self._layers["pi"], x, self._relu)[0],
+                mlp_forward(self._layers["vf"], x, self._relu)[0][:, 0],
+            )
+        both = mlp_forward(self._both, x, self._relu)[0]
+        return both[:, : self._out], both[:, self._out]
 
     # --- public API ----------------------------------------------------------------------------
     def value(self, obs: np.ndarray) -> np.ndarray:
-        """V(obs): [B] float32."""
-        return self._net("vf", self._obs(obs))[:, 0]
+        """V(obs): [B] float32, bit-equal to the values ``act`` returns for the same observations."""
+        return self._forward(self._obs(obs))[1]
 
     def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample actions from pi(.|obs).
@@ -99,8 +111,7 @@ class NumpyPolicy:
             (actions int64 [B] or float32 [B, action_dim], values [B] float32, log_prob [B] float32).
         """
         x = self._obs(obs)
-        values = self._net("vf", x)[:, 0]
-        head = self._net("pi", x)
+        head, values = self._forward(x)
         if self._discrete:
             logp = log_softmax(head)
             # float64 CDF so that rounding cannot leave a gap below u ~ 1.
@@ -134,7 +145,7 @@ class NumpyPolicy:
             (actions float32 [B, A], unclipped; values [B] float32; log_prob [B] float32).
         """
         x = self._obs(obs)
-        values = self._net("vf", x)[:, 0]
+        values = self._forward(x)[1]
         head, acts = mlp_forward(self._layers["pi"], x, self._relu)
         latent = acts[-1]
         actions = sde_actions(head, latent, matrices).astype(np.float32, copy=False)
@@ -143,7 +154,7 @@ class NumpyPolicy:
 
     def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
         """Greedy action: argmax of the logits (int64 [B]) or the Gaussian mean (float32 [B, d])."""
-        head = self._net("pi", self._obs(obs))
+        head = self._forward(self._obs(obs))[0]
         if self._discrete:
             greedy: np.ndarray = head.argmax(axis=1).astype(np.int64, copy=False)
             return greedy
@@ -157,7 +168,7 @@ class NumpyPolicy:
             a = np.asarray(actions, dtype=np.float32).reshape(head.shape)
             sde_lp: np.ndarray = sde_terms(head, self._log_std, acts[-1], a, self.spec.sde_use_expln).log_prob
             return sde_lp.astype(np.float32, copy=False)
-        head = self._net("pi", x)
+        head = self._forward(x)[0]
         if self._discrete:
             taken = np.asarray(actions).reshape(-1).astype(np.int64, copy=False)
             chosen: np.ndarray = log_softmax(head)[np.arange(x.shape[0]), taken]

@@ -20,7 +20,14 @@ from ftg_common import faas, layout, runtime
 from ftg_common.config import RunConfig
 from ftg_common.faas import Event
 from ftg_common.runtime import FunctionContext
-from ftg_common.schemas import AggregateResult, CollectResult, EvalResult, RunRef, UpdateResult
+from ftg_common.schemas import (
+    AggregateResult,
+    CollectRequest,
+    CollectResult,
+    EvalResult,
+    RunRef,
+    UpdateResult,
+)
 from tests.funcs import freeze_config, iterate, new_run, post
 
 FUNCTIONS = ["rollout-collector", "reward-aggregator", "policy-updater", "policy-evaluator"]
@@ -226,6 +233,39 @@ def test_nan_and_infinity_literals_are_400s(ftg_env: Path, function: str, litera
     body = json.dumps({**_body(function, cfg, 0), "iteration": "@"}).replace('"@"', literal)
     resp = post(function, body.encode())
     assert resp.status == 400 and f"{literal} is not a JSON number" in resp.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"run_id": "r-1", "iteration": 3, "config_digest": "0123456789abcdef", "shard": 2}',
+        # escapes, odd whitespace, a repeated field (the last one counts, as in json.loads)
+        '\t{ "run_id":"\\u0072-1" ,\n"iteration":3,"config_digest":"0123456789abcdef",'
+        '"shard":7,"shard":2}\r\n',
+        '{"run_id": "r-1", "iteration": 3.0, "config_digest": "0123456789abcdef", "shard": "2"}',
+    ],
+)
+def test_a_valid_body_parses_as_json_loads_then_the_model_would(text: str) -> None:
+    # The fast path (pydantic's JSON parser) must read exactly what the strict path reads.
+    body = text.encode()
+    parsed = faas._parse(body, CollectRequest)
+    assert parsed == CollectRequest.model_validate(json.loads(body))
+    assert parsed.run_id == "r-1" and parsed.shard == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"run_id": "r-1", "iteration": NaN}', "NaN is not a JSON number"),
+        (b'{"run_id": "r-1"} trailing', "not valid JSON"),
+        (b"\xef\xbb\xbf[1]", "must be a JSON object"),
+        (b'{"run_id": "r\\ud800"}', "invalid request: run_id: Input should be a valid string"),
+        (b'{"iteration": ' + b"9" * 5000 + b"}", "not valid JSON"),
+    ],
+)
+def test_a_refused_body_gets_the_strict_parsers_message(body: bytes, message: str) -> None:
+    with pytest.raises(faas.BadRequest, match=message):
+        faas._parse(body, CollectRequest)
 
 
 def test_a_number_that_overflows_to_infinity_is_a_400_naming_the_field(ftg_env: Path) -> None:

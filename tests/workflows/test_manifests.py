@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.make_recipes import recipe_commands
 from workflows.iteration import render_yaml, template_name_for
 from workflows.iteration_chain import chain_template_name_for, render_chain_yaml
 
@@ -38,6 +39,16 @@ def test_argo_manifests_are_the_rendered_templates(file: str, flags: tuple[str, 
     )
     resources = yaml.safe_load((argo / "kustomization.yaml").read_text())["resources"]
     assert file in resources
+
+
+def test_make_golden_rewrites_every_argo_manifest_with_its_flags() -> None:
+    """After a change to the DAG, `make golden` refreshes what the tests above compare against."""
+    written = {}
+    for argv in recipe_commands("golden", ["workflows/ppo_sweep.py", "render"]):
+        out_at = argv.index("-o")
+        flags = tuple(argv[argv.index("render") + 1 : out_at])
+        written[argv[out_at + 1]] = flags
+    assert written == {f"manifests/argo/{file}": flags for file, flags in ARGO_TEMPLATES.items()}
 
 
 def test_every_argo_template_file_is_kept_equal_to_the_code() -> None:

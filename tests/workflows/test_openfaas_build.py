@@ -20,6 +20,7 @@ import yaml
 
 from ftg_common.catalog import FUNCTIONS, FunctionSpec
 from tests import dockerfile
+from tests.make_recipes import recipe_commands
 from workflows import openfaas_manifests
 from workflows.openfaas_manifests import ManifestError, function_resource, render
 
@@ -75,16 +76,7 @@ def test_faas_cli_build_context_holds_what_the_dockerfile_copies() -> None:
 
 
 def test_make_images_builds_each_function_as_the_stack_names_it() -> None:
-    out = subprocess.run(
-        ["make", "-n", "images"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert out.returncode == 0, out.stderr
-    builds = [
-        shlex.split(cmd.strip())
-        for line in out.stdout.splitlines()
-        for cmd in line.split("&&")
-        if cmd.strip().startswith("docker build")
-    ]
+    builds = recipe_commands("images", ["docker", "build", "-f", "functions/Dockerfile"])
     made = {}
     for argv in builds:
         options = dict(zip(argv[2:-1:2], argv[3:-1:2], strict=True))

@@ -22,6 +22,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from ftg_common.config import SweepError
+from tests.make_recipes import recipe_commands
 from tests.workflows.test_cluster_manifests import (
     MANIFESTS,
     ROOT,
@@ -348,6 +349,13 @@ def test_driver_image_holds_what_the_template_runs() -> None:
     assert (ROOT / default).is_file() and "sweeps" in sources
     # runAsNonRoot can only be checked against a numeric user.
     assert re.findall(r"^USER (\d+)$", dockerfile, re.M) == [str(container["securityContext"]["runAsUser"])]
+
+
+def test_make_images_builds_the_driver_image_the_template_runs() -> None:
+    builds = recipe_commands("images", ["docker", "build", "-f", "workflows/Dockerfile.driver"])
+    container = _sweep_template()["spec"]["templates"][0]["container"]
+    assert [argv[argv.index("-t") + 1] for argv in builds] == [container["image"]]
+    assert builds[0][-1] == "."  # the repository root, filtered by the driver's own ignore file
 
 
 def test_prometheus_scrapes_the_driver_pod() -> None:

@@ -190,6 +190,7 @@ class _Worker:
         self.ready_at: float | None = None
         self.call_t0 = 0.0
         self.busy_s = 0.0
+        self.answered_at = 0.0  # monotonic time of its last answer
 
     def send(self, fut: cf.Future[Response], request: tuple[str, bytes, dict[str, str]]) -> None:
         self.call = fut
@@ -210,6 +211,10 @@ class _Worker:
             return 0.0, 0.0
         current = now - max(self.call_t0, self.ready_at) if self.call is not None else 0.0
         return now - self.ready_at, self.busy_s + current
+
+
+def _last_answer(w: _Worker) -> float:
+    return w.answered_at
 
 
 @dataclass(frozen=True)
@@ -317,7 +322,9 @@ class PoolInvoker(_ModuleInvoker):
             if self._broken is not None:
                 fut.set_exception(InvocationError(self._broken))
                 return fut
-            idle = next((w for w in self._pool if w.call is None), None)
+            # The worker that answered last: it is likeliest still polling its pipe after that answer
+            # (no wake-up) and its caches are warmest, so a DAG's chain of single calls stays on it.
+            idle = max((w for w in self._pool if w.call is None), key=_last_answer, default=None)
             if idle is None:
                 self._queue.append((fut, request))
             else:
@@ -405,6 +412,7 @@ class PoolInvoker(_ModuleInvoker):
             now = time.monotonic()
             self._times.add(w.module, now - w.call_t0)
             w.end_call(now)
+            w.answered_at = now
             self._dispatch(w)
         if fut is not None:
             fut.set_result(msg)

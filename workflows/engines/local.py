@@ -38,6 +38,7 @@ import heapq
 import itertools
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -215,6 +216,8 @@ class _Execution:
         self.calls: list[_Call] = []  # every HTTP node started, to stop at the deadline
         self.deadline: float | None = None  # monotonic time at which activeDeadlineSeconds runs out
         self.expired = False
+        # The monotonic time the run thread sleeps until (inf: no timeout); None while it is awake.
+        self.sleep_until: float | None = None
 
     # --- main loop --------------------------------------------------------------------------------
     def run(self) -> WorkflowRun:
@@ -223,13 +226,15 @@ class _Execution:
             self.deadline = time.monotonic() + self.wf.active_deadline_s
         with self.cond:
             self.step(self.schedule)
+            self.prepare_conditions()
             while self.inflight:
                 wakeups = [self.timers[0][0]] if self.timers else []
                 if self.deadline is not None and not self.expired:
                     wakeups.append(self.deadline)
-                timeout = max(0.0, min(wakeups) - time.monotonic()) if wakeups else None
+                self.sleep_until = min(wakeups) if wakeups else math.inf
                 if not self.pending:
-                    self.cond.wait(timeout)
+                    self.cond.wait(max(0.0, self.sleep_until - time.monotonic()) if wakeups else None)
+                self.sleep_until = None
                 self.step(self.fire_timers)
             phase, message = self.assess()
         return WorkflowRun(
@@ -264,7 +269,32 @@ class _Execution:
             if self.busy:  # re-entered from inside a step (a future done at submit): the step drains it
                 return
             self.step(lambda: None)
-            self.cond.notify()  # the run thread re-reads ``inflight`` and the next timer
+            if self.run_thread_must_wake():
+                self.cond.notify()
+
+    def run_thread_must_wake(self) -> bool:
+        """Whether the run thread, asleep in ``run``, has something to do; ``cond`` held.
+
+        It has when the last call ended, or a timer now falls before the time it sleeps until. Waking it
+        for anything else costs the completing thread a thread switch on the critical path.
+        """
+        if self.sleep_until is None:
+            return False  # not asleep: it re-reads ``inflight`` and the timers before it sleeps
+        return self.inflight == 0 or bool(self.timers) and self.timers[0][0] < self.sleep_until
+
+    def prepare_conditions(self) -> None:
+        """Parse now the ``when`` expressions that need only workflow parameters; ``cond`` held.
+
+        Runs while the first calls are in flight: the parse is cached by text, so the task that later
+        evaluates its ``when`` on the critical path finds it parsed. Nothing is decided here.
+        """
+        for task in self.wf.tasks:
+            if task.when is None:
+                continue
+            try:
+                compile_expression(task.when.render((self.globals,)), bare_words=True)
+            except (KeyError, ExpressionError):
+                continue  # it needs a task's output, or is invalid: start_node handles it then
 
     def fire_timers(self) -> None:
         """Start the retries and fail the attempts whose time has come; ``cond`` held."""
