@@ -186,7 +186,9 @@ class _Execution:
     thread): that thread records the attempt, starts what became ready and submits it, so a DAG level
     follows the one before with no hand-off to another thread (on a loaded 2-core machine, waking the
     thread that called ``run`` costs about as much as the pool round trip itself). The thread that
-    called ``run`` starts the first tasks, fires retry and timeout timers and returns the verdict. A
+    called ``run`` starts the first tasks, fires retry and timeout timers and returns the verdict; it
+    sleeps in between, and a completing thread wakes it only when the last call has ended or a timer
+    it does not know of falls due first. A
     future that is already done when it is submitted (the in-process invoker) is queued and handled after
     the current step instead of re-entering it.
     """
