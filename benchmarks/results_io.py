@@ -147,13 +147,29 @@ def git_revision(root: Path, *, own_checkout: bool = True) -> str:
             (an unpacked snapshot) would otherwise report that checkout's revision.
 
     Returns:
-        The revision, or ``not a git checkout``.
+        The revision; for a ``git archive`` snapshot the archived commit (see :data:`ARCHIVE_REVISION`);
+        else ``not a git checkout``.
     """
     try:
         head = _git(root, "rev-parse", "--short", "HEAD")
         if own_checkout and Path(_git(root, "rev-parse", "--show-toplevel")).resolve() != root:
-            return "not a git checkout"
+            return archived_revision(root)
         dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
         return f"{head}{' + working tree' if dirty else ''}"
     except (OSError, subprocess.CalledProcessError):
+        return archived_revision(root)
+
+
+ARCHIVE_REVISION = Path("benchmarks") / "ARCHIVE_REVISION"
+"""A file ``git archive`` fills in with the archived commit (``export-subst`` in ``.gitattributes``)."""
+
+
+def archived_revision(root: Path) -> str:
+    """The commit a ``git archive`` snapshot at ``root`` was made from, or ``not a git checkout``."""
+    try:
+        text = (root / ARCHIVE_REVISION).read_text().strip()
+    except OSError:
         return "not a git checkout"
+    if not text or text.startswith("$Format"):  # a checkout's own copy, never substituted
+        return "not a git checkout"
+    return f"{text} (a git archive snapshot)"
