@@ -4,7 +4,6 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_QUIET ?= -q
-comma := ,
 
 .PHONY: setup train test test-fast lint ui render golden bench bench-runtime bench-zoo clean services reliability
 
@@ -74,11 +73,12 @@ render: setup
 
 ## The golden templates under tests/golden and the WorkflowTemplates kustomize applies (manifests/argo),
 ## rendered from the code; tests keep both equal to it.
-ARGO_MANIFESTS := iteration-template.yaml: offpolicy-iteration-template.yaml:--off-policy \
-	iteration-chain-template.yaml:--chain offpolicy-iteration-chain-template.yaml:--off-policy,--chain
 golden: setup
 	$(PY) -m workflows.iteration --write-golden
-	$(foreach m,$(ARGO_MANIFESTS),$(PY) workflows/ppo_sweep.py render $(subst $(comma), ,$(word 2,$(subst :, ,$(m)))) -o manifests/argo/$(word 1,$(subst :, ,$(m))) &&) true
+	$(PY) workflows/ppo_sweep.py render -o manifests/argo/iteration-template.yaml
+	$(PY) workflows/ppo_sweep.py render --off-policy -o manifests/argo/offpolicy-iteration-template.yaml
+	$(PY) workflows/ppo_sweep.py render --chain -o manifests/argo/iteration-chain-template.yaml
+	$(PY) workflows/ppo_sweep.py render --off-policy --chain -o manifests/argo/offpolicy-iteration-chain-template.yaml
 
 ## SB3 vs FaaSTrainGym, PPO (with where each iteration's time goes) and DQN, then start-up and
 ## wind-down of `submit`.
