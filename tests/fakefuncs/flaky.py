@@ -1,8 +1,12 @@
-"""Fails with 503 for the first ``fail_times`` calls, then answers 200; counts calls in ``state_file``."""
+"""Fails with 503 for the first ``fail_times`` calls, then answers 200; counts calls in ``state_file``.
+
+Each call first sleeps ``sleep`` seconds (default none), so a test can act while it is in flight.
+"""
 
 from __future__ import annotations
 
 import fcntl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +15,7 @@ from ._common import ok, request
 
 def handle(event: Any, context: Any) -> dict[str, Any]:
     req = request(event)
+    time.sleep(float(req.get("sleep", 0)))
     path = Path(req["state_file"])
     with path.open("a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)  # fan-out children may share a file

@@ -35,6 +35,7 @@ __all__ = [
     "NodeStatus",
     "WorkflowRun",
     "call_function",
+    "compact_json",
     "fan_in",
 ]
 
@@ -108,27 +109,44 @@ class NodeStatus:
         return self.phase != RUNNING
 
 
-def fan_in(group: NodeStatus, nodes: Mapping[str, NodeStatus]) -> str:
+def compact_json(text: str) -> str:
+    """A child's result as it appears in its group's fan-in: JSON without insignificant whitespace.
+
+    Raises:
+        ValueError: ``text`` is not JSON.
+    """
+    return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+
+
+def fan_in(group: NodeStatus, nodes: Mapping[str, NodeStatus], hole: tuple[str, str] | None = None) -> str:
     """``{{tasks.<group>.outputs.result}}`` of a fanned-out task.
 
     That is the succeeded children's results as one JSON array, in loop order.
+
+    Args:
+        group: the task group's node.
+        nodes: every node by name.
+        hole: (child name, text): that child, still running, is shown as ``text`` (a placeholder for
+            its compacted result), as if it had succeeded.
 
     Raises:
         FanInError: a succeeded child returned something that is not JSON.
     """
     parts: list[str] = []
     for child_name in group.children:
+        if hole is not None and child_name == hole[0]:
+            parts.append(hole[1])
+            continue
         child = nodes[child_name]
         if child.phase != SUCCEEDED or child.result is None:
             continue
         try:
-            value = json.loads(child.result)
+            parts.append(compact_json(child.result))
         except ValueError:
             raise FanInError(
                 f"cannot aggregate results of {group.task!r}: {child_name!r} returned invalid JSON "
                 f"{child.result[:80]!r}"
             ) from None
-        parts.append(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
     return "[" + ",".join(parts) + "]"
 
 

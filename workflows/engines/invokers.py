@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 
 from ftg_common import catalog, faas
 from ftg_common.faas import Response
+from workflows.engines import pool_frames as frames
+from workflows.engines.base import compact_json
 from workflows.engines.spin import CallTimes, spin_until
 
 if TYPE_CHECKING:
@@ -64,8 +66,37 @@ class Invoker(Protocol):
         ...
 
 
+class ChainingInvoker(Invoker, Protocol):
+    """An invoker that can send a call ahead to run right after another, where that one runs."""
+
+    def chain(
+        self,
+        after: cf.Future[Response],
+        url: str,
+        headers: dict[str, str],
+        parts: list[bytes],
+        compact: bool,
+    ) -> cf.Future[Response] | None:
+        """Queue a call to start as soon as the call ``after`` answers 2xx, in the same place.
+
+        The call's body is ``after``'s answer body joined with ``parts`` (``answer.join(parts)``),
+        compacted first as a fan-in child's result when ``compact``. If ``after`` does not answer 2xx
+        (or, with ``compact``, answers something that is not JSON) the call does not run and its
+        Future fails with :class:`FollowOnSkipped`.
+
+        Returns:
+            The call's Future, or None when it cannot be queued (``after`` is not in flight here, or
+            already has a follow-on): the caller then submits it in the usual way when it is due.
+        """
+        ...
+
+
 class InvocationError(RuntimeError):
     """The call did not produce an HTTP response (connection refused, reset, ...)."""
+
+
+class FollowOnSkipped(InvocationError):
+    """A follow-on call did not run: the call it followed did not answer 2xx."""
 
 
 def default_modules() -> dict[str, str]:
@@ -152,26 +183,56 @@ def _worker_main(conn: Connection, modules: tuple[str, ...], spin_s: float = 0.0
     """A pool worker: import the handlers, say ready, then serve one call at a time until told to stop.
 
     After each answer it polls its pipe for up to ``spin_s`` before sleeping: the DAG's next call
-    usually follows within microseconds (:mod:`workflows.engines.spin`).
+    usually follows within microseconds (:mod:`workflows.engines.spin`). A follow-on call
+    (:meth:`PoolInvoker.chain`) runs on the previous answer, or is answered "skipped".
     """
     _init_worker(modules)
-    conn.send(_Ready(os.getpid()))
+    conn.send_bytes(frames.encode_ready(os.getpid()))
+    last: Response | None = None  # the previous call's answer, for a follow-on
     while True:
         try:
-            msg = conn.recv()
+            request = frames.decode_request(conn.recv_bytes())
         except (EOFError, OSError):  # the parent is gone
             return
-        if msg is None:
+        if request is None:
             return
-        module, body, headers = msg
-        conn.send(faas.invoke(module, faas.Event(body=body, headers=headers)))
+        if request is frames.NUDGE_REQUEST:  # a call is about to come: be polling when it does
+            spin_until(conn.poll, max(spin_s, _NUDGE_SPIN_S))
+            continue
+        if isinstance(request, frames.FollowOn):
+            body = follow_on_body(request, last)
+            if body is None:
+                last = None  # a follow-on of this one is skipped too
+                conn.send_bytes(frames.SKIPPED)
+                continue
+            module, headers = request.module, request.headers
+        else:
+            module, body, headers = request
+        last = faas.invoke(module, faas.Event(body=body, headers=headers))
+        conn.send_bytes(frames.encode_answer(last))
         if spin_s > 0:
             spin_until(conn.poll, spin_s)
 
 
-@dataclass(frozen=True)
-class _Ready:
-    pid: int
+# How long a nudged worker polls for the call it was woken for (the engine's run set-up is ~0.1 ms).
+_NUDGE_SPIN_S = 0.002
+
+
+def follow_on_body(follow: frames.FollowOn, previous: Response | None) -> bytes | None:
+    """The body of a follow-on call after ``previous``; None when it must not run.
+
+    It runs only after a 2xx answer, as the engine would start the dependent step only then; with
+    ``compact`` the answer must be JSON (else the engine's fan-in fails the step, which then never runs).
+    """
+    if previous is None or not 200 <= previous.status < 300:
+        return None
+    result = previous.body
+    if follow.compact:
+        try:
+            result = compact_json(result)
+        except ValueError:
+            return None
+    return result.encode("utf-8", "surrogatepass").join(follow.parts)
 
 
 class _Worker:
@@ -191,12 +252,13 @@ class _Worker:
         self.call_t0 = 0.0
         self.busy_s = 0.0
         self.answered_at = 0.0  # monotonic time of its last answer
+        self.follow: tuple[cf.Future[Response], str] | None = None  # a follow-on queued behind the call
 
     def send(self, fut: cf.Future[Response], request: tuple[str, bytes, dict[str, str]]) -> None:
         self.call = fut
         self.module = request[0]
         self.call_t0 = time.monotonic()
-        self.conn.send(request)
+        self.conn.send_bytes(frames.encode_request(*request))
 
     def end_call(self, now: float) -> None:
         """The call in flight ended (answered, or the worker died): count its seconds as busy."""
@@ -335,6 +397,52 @@ class PoolInvoker(_ModuleInvoker):
             self._wake_w.send(b"")
         return fut
 
+    def nudge(self) -> None:
+        """Wake the idle workers that are likely asleep, because calls are about to come.
+
+        A worker sleeping in its pipe read takes 100-150 µs to wake on a VM; the engine nudges at the
+        start of a run, so the wake-up overlaps its set-up instead of delaying a fan-out's second call.
+        """
+        if self._spin_s <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            for w in self._pool:
+                if w.call is None and w.ready.is_set() and now - w.answered_at > self._spin_s:
+                    w.conn.send_bytes(frames.NUDGE)
+
+    def chain(
+        self,
+        after: cf.Future[Response],
+        url: str,
+        headers: dict[str, str],
+        parts: list[bytes],
+        compact: bool,
+    ) -> cf.Future[Response] | None:
+        """Send a follow-on call to the worker serving ``after`` (see :class:`ChainingInvoker`).
+
+        The worker starts it the moment it has sent ``after``'s answer: the next DAG level needs no
+        round trip through this process (two wake-ups, two hand-offs with cold caches).
+        """
+        module = self.modules.get(function_from_url(url))
+        if module is None:
+            return None
+        try:
+            frame = frames.encode_follow_on(module, headers, parts, compact)
+        except ValueError:
+            return None
+        with self._lock:
+            if self._closed or self._broken is not None:
+                return None
+            w = next((w for w in self._pool if w.call is after), None)
+            if w is None or w.follow is not None:
+                return None
+            fut: cf.Future[Response] = cf.Future()
+            fut.set_running_or_notify_cancel()
+            w.follow = (fut, module)
+            w.conn.send_bytes(frame)
+        return fut
+
     def _dispatch(self, w: _Worker) -> None:
         # Called with the lock held when ``w`` has become idle.
         if self._queue and not self._closed:
@@ -397,12 +505,17 @@ class PoolInvoker(_ModuleInvoker):
 
     def _receive(self, w: _Worker) -> None:
         try:
-            msg = w.conn.recv()
+            msg = frames.decode_answer(w.conn.recv_bytes())
         except (EOFError, OSError):
             self._replace(w)
             return
-        if isinstance(msg, _Ready):
-            w.pid = msg.pid
+        except frames.FrameError as exc:  # not our worker's protocol: stop trusting that process
+            log.error("worker %d sent a malformed frame (%s); replacing it", w.pid, exc)
+            w.process.kill()
+            self._replace(w)
+            return
+        if isinstance(msg, int):
+            w.pid = msg
             w.ready_at = time.monotonic()
             w.ready.set()
             self._start_failures = 0
@@ -410,11 +523,21 @@ class PoolInvoker(_ModuleInvoker):
         with self._lock:
             fut = w.call
             now = time.monotonic()
-            self._times.add(w.module, now - w.call_t0)
+            if msg is not None:  # a skipped follow-on took no time worth predicting from
+                self._times.add(w.module, now - w.call_t0)
             w.end_call(now)
             w.answered_at = now
-            self._dispatch(w)
-        if fut is not None:
+            if w.follow is not None:  # the worker goes straight on to its follow-on
+                w.call, w.module = w.follow
+                w.follow = None
+                w.call_t0 = now
+            else:
+                self._dispatch(w)
+        if fut is None:
+            return
+        if msg is None:
+            fut.set_exception(FollowOnSkipped("the call it follows did not answer 2xx"))
+        else:
             fut.set_result(msg)
 
     def _replace(self, w: _Worker) -> None:
@@ -424,6 +547,9 @@ class PoolInvoker(_ModuleInvoker):
             fut = w.call
             self._retire(w)
             failed = [fut] if fut is not None else []
+            if w.follow is not None:
+                failed.append(w.follow[0])
+                w.follow = None
             if not w.ready.is_set():
                 self._start_failures += 1
             if self._start_failures >= _MAX_START_FAILURES:
@@ -475,15 +601,16 @@ class PoolInvoker(_ModuleInvoker):
             fut.set_exception(cf.CancelledError("the worker pool was closed"))
         for w in pool:
             with contextlib.suppress(OSError):
-                w.conn.send(None)
+                w.conn.send_bytes(frames.STOP)
         for w in pool:
             w.process.join(timeout=1)
             if w.process.is_alive():
                 w.process.terminate()
                 w.process.join(timeout=1)
             w.conn.close()
-            if w.call is not None and not w.call.done():
-                w.call.set_exception(InvocationError("the worker pool was closed during the call"))
+            for call in (w.call, w.follow[0] if w.follow else None):
+                if call is not None and not call.done():
+                    call.set_exception(InvocationError("the worker pool was closed during the call"))
 
     def __enter__(self) -> PoolInvoker:
         return self
@@ -558,6 +685,27 @@ class RoutingInvoker:
         if scheme in ("http", "https"):
             return self.http.submit(url, method, headers, body, timeout)
         raise ValueError(f"no invoker for URL {url!r} (schemes: local, http, https)")
+
+    def chain(
+        self,
+        after: cf.Future[Response],
+        url: str,
+        headers: dict[str, str],
+        parts: list[bytes],
+        compact: bool,
+    ) -> cf.Future[Response] | None:
+        """A follow-on (:class:`ChainingInvoker`) of a ``local://`` call, if the local invoker chains."""
+        chain = getattr(self.local, "chain", None)
+        if chain is None or not url.startswith("local:"):
+            return None
+        result: cf.Future[Response] | None = chain(after, url, headers, parts, compact)
+        return result
+
+    def nudge(self) -> None:
+        """Nudge the local invoker's idle workers, if it has any (:meth:`PoolInvoker.nudge`)."""
+        nudge = getattr(self.local, "nudge", None)
+        if nudge is not None:
+            nudge()
 
     def close(self) -> None:
         """Close both invokers."""

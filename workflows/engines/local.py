@@ -47,6 +47,7 @@ from typing import Any
 
 from ftg_common import tracing
 from ftg_common.faas import Response
+from workflows.engines import follow_on
 from workflows.engines.base import (
     ERROR,
     FAILED,
@@ -220,6 +221,8 @@ class _Execution:
         self.expired = False
         # The monotonic time the run thread sleeps until (inf: no timeout); None while it is awake.
         self.sleep_until: float | None = None
+        self.chain = getattr(invoker, "chain", None)  # follow-on calls (plan_follow_on), if it can
+        self.follow_ons: dict[str, follow_on.FollowOn] = {}  # by the task they are sent ahead for
 
     # --- main loop --------------------------------------------------------------------------------
     def run(self) -> WorkflowRun:
@@ -261,6 +264,7 @@ class _Execution:
                 self.schedule()  # may submit calls that are done at once: they land in ``pending``
                 if not self.pending:
                     break
+            self.plan_follow_on()
         finally:
             self.busy = False
 
@@ -324,6 +328,7 @@ class _Execution:
         """
         self.expired = True
         self.failed = True
+        self.drop_follow_ons()
         for call in self.calls:
             if call.node.phase != RUNNING:
                 continue
@@ -452,46 +457,111 @@ class _Execution:
     def start_node(
         self, node: NodeStatus, task: Task, scopes: tuple[Mapping[str, str], ...], group: _TaskState | None
     ) -> None:
-        tmpl = task.template
         try:
             if task.when is not None:
-                try:
-                    cond = task.when.render(scopes)
-                except KeyError as key:
-                    raise _unresolved(key, "when") from None
-                try:
-                    run_it = compile_expression(cond, bare_words=True).evaluate_bool()
-                except ExpressionError as exc:
-                    raise _NodeError(f"invalid 'when' expression: {exc}") from None
+                run_it, cond = self.when_holds(task, scopes)
                 if not run_it:
                     node.type = "Skipped"
                     self.node_done(node, group, SKIPPED, f"when '{cond}' evaluated false")
                     return
-            inputs: dict[str, str] = {}
-            for name, text in task.args:
-                try:
-                    inputs[f"inputs.parameters.{name}"] = text.render(scopes)
-                except KeyError as key:
-                    raise _unresolved(key, f"argument {name!r}") from None
-            for name, default in tmpl.inputs:
-                input_key = f"inputs.parameters.{name}"
-                if input_key not in inputs and default is not None:
-                    inputs[input_key] = default
-            tscopes = (inputs, self.globals)
-            try:
-                url = tmpl.url.render(tscopes)
-                method = tmpl.method.render(tscopes)
-                headers = {k.render(tscopes): v.render(tscopes) for k, v in tmpl.headers}
-                body = tmpl.body.render(tscopes).encode()
-            except KeyError as key:
-                raise _unresolved(key, f"template {tmpl.name!r}") from None
+            url, method, headers, body = self.render_request(task, scopes)
         except _NodeError as exc:
             self.node_done(node, group, ERROR, str(exc))
             return
-        call = _Call(node, tmpl, (url, method, headers, body), group)
+        call = _Call(node, task.template, (url, method, headers, body.encode()), group)
         self.inflight += 1
         self.calls.append(call)
         self.launch(call)
+
+    def when_holds(self, task: Task, scopes: tuple[Mapping[str, str], ...]) -> tuple[bool, str]:
+        """Whether ``task``'s ``when`` holds, and its text after substitution; _NodeError if it cannot say."""
+        assert task.when is not None
+        try:
+            cond = task.when.render(scopes)
+        except KeyError as key:
+            raise _unresolved(key, "when") from None
+        try:
+            return compile_expression(cond, bare_words=True).evaluate_bool(), cond
+        except ExpressionError as exc:
+            raise _NodeError(f"invalid 'when' expression: {exc}") from None
+
+    def render_request(
+        self, task: Task, scopes: tuple[Mapping[str, str], ...]
+    ) -> tuple[str, str, dict[str, str], str]:
+        """(url, method, headers, body) of ``task``'s HTTP call; _NodeError naming an unresolved name."""
+        tmpl = task.template
+        inputs: dict[str, str] = {}
+        for name, text in task.args:
+            try:
+                inputs[f"inputs.parameters.{name}"] = text.render(scopes)
+            except KeyError as key:
+                raise _unresolved(key, f"argument {name!r}") from None
+        for name, default in tmpl.inputs:
+            input_key = f"inputs.parameters.{name}"
+            if input_key not in inputs and default is not None:
+                inputs[input_key] = default
+        tscopes = (inputs, self.globals)
+        try:
+            url = tmpl.url.render(tscopes)
+            method = tmpl.method.render(tscopes)
+            headers = {k.render(tscopes): v.render(tscopes) for k, v in tmpl.headers}
+            return url, method, headers, tmpl.body.render(tscopes)
+        except KeyError as key:
+            raise _unresolved(key, f"template {tmpl.name!r}") from None
+
+    # --- follow-ons -------------------------------------------------------------------------------
+    def plan_follow_on(self) -> None:
+        """Send the next step ahead to the worker running the only call in flight; ``cond`` held.
+
+        When one call C is in flight and a waiting task T will start if and only if C succeeds (its
+        other dependencies are done and satisfied, its ``when`` holds without C's result, C's success
+        is a 2xx status), T's call is sent now, with a hole where C's result goes. The worker starts it
+        the moment C answers 2xx, and the engine adopts it when it starts T in the usual way
+        (:meth:`launch`), so nodes, retries and timeouts are as without it. Off while tracing (a step's
+        span, the function's parent, starts only when the step does) or when the invoker cannot chain.
+        """
+        if self.chain is None or self.inflight != 1 or self.expired or self.failed or tracing.enabled():
+            return
+        call = next((c for c in reversed(self.calls) if c.open), None)
+        if call is None or call.future is None or not follow_on.decided_by_status(call.template):
+            return
+        if any(f.after is call for f in self.follow_ons.values()):
+            return
+        if call.group is not None and not follow_on.last_of_group(call.node.name, call.group, self.nodes):
+            return
+        for st in self.waiting:
+            task = st.task
+            if not follow_on.starts_iff_succeeds(task, call.node.task, self.states):
+                continue
+            planned = self.follow_on_request(task, call)
+            if planned is not None:
+                planned.future = self.chain(
+                    call.future, planned.url, planned.headers, planned.parts, planned.compact
+                )
+                if planned.future is not None:
+                    self.follow_ons[task.name] = planned
+            return
+
+    def follow_on_request(self, task: Task, call: _Call) -> follow_on.FollowOn | None:
+        """``task``'s request with a hole for ``call``'s result, if ``task`` would run once it succeeds."""
+        key = f"tasks.{call.node.task}.outputs.result"
+        try:
+            scope = self.task_scope(task)
+            scope.pop(key, None)  # a running group's partial fan-in: never what the task will see
+            if task.when is not None and not self.when_holds(task, (scope, self.globals))[0]:
+                return None
+            hole = follow_on.new_hole()
+            group = call.group.node if call.group is not None else None
+            scope[key] = fan_in(group, self.nodes, (call.node.name, hole)) if group is not None else hole
+            url, method, headers, body = self.render_request(task, (scope, self.globals))
+        except (_NodeError, FanInError):
+            return None  # the usual start reports it
+        return follow_on.FollowOn.plan(call, (url, method, headers, body), hole, compact=group is not None)
+
+    def drop_follow_ons(self, after: _Call | None = None) -> None:
+        """Forget the follow-ons of ``after`` (all when None): they were skipped, or are abandoned."""
+        for name in [n for n, f in self.follow_ons.items() if after is None or f.after is after]:
+            del self.follow_ons[name]
 
     # --- attempts ---------------------------------------------------------------------------------
     def launch(self, call: _Call) -> None:
@@ -518,12 +588,15 @@ class _Execution:
                 },
             )
             headers = tracing.inject(dict(headers), call.span)
-        try:
-            future = self.invoker.submit(url, method, headers, body, timeout)
-        except Exception as exc:  # e.g. a URL no invoker handles: the step errors, like an agent error
-            call.open = False
-            self.attempt_done(call, ERROR, f"cannot submit {method} {url}: {exc}", None)
-            return
+        planned = self.follow_ons.pop(call.node.task, None) if call.attempt == 1 else None
+        future = planned.adopt(call.request) if planned is not None else None
+        if future is None:
+            try:
+                future = self.invoker.submit(url, method, headers, body, timeout)
+            except Exception as exc:  # e.g. a URL no invoker handles: the step errors, like an agent error
+                call.open = False
+                self.attempt_done(call, ERROR, f"cannot submit {method} {url}: {exc}", None)
+                return
         call.future = future
         if timeout is not None:
             heapq.heappush(self.timers, (now + timeout, next(self.seq), "timeout", call, call.attempt))
@@ -582,6 +655,8 @@ class _Execution:
         node.call_s += now - call.t0
         node.status_code = None if resp is None else resp.status
         node.result = None if resp is None else resp.body
+        if phase != SUCCEEDED:
+            self.drop_follow_ons(call)
         if phase == SUCCEEDED:
             self.node_done(node, call.group, SUCCEEDED, "", inflight=True)
             return
@@ -723,6 +798,9 @@ class LocalEngine:
         Raises:
             WorkflowParameterError: the parameters do not match the declared ones.
         """
+        nudge = getattr(self.invoker, "nudge", None)
+        if nudge is not None:  # idle workers wake while the run is set up, not when its calls come
+            nudge()
         params = resolve_parameters(self.compiled, parameters)
         return _Execution(self.invoker, self.compiled, params, on_node).run()
 
