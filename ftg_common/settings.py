@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # Warm workers and their reader poll their pipes for this long around a call's end instead of
     # sleeping (a sleeping process's wake-up is most of a call's overhead); 0 never polls.
     pool_spin_us: int = Field(default=300, ge=0, le=100_000)
+    # The embedded engine sends a DAG step ahead to the worker running the step it waits for, which
+    # starts it on a 2xx answer (workflows/engines/follow_on.py); false: every step goes through it.
+    pool_follow_ons: bool = True
     torch_threads: int = Field(default=1, ge=1)
     tracking_uri: str | None = None
     mlflow_experiment: str = "faastraingym"

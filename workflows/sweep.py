@@ -139,9 +139,10 @@ def open_services(settings: Settings, tracking: bool = True, warm: bool = True) 
     gateway = LOCAL_GATEWAY if settings.gateway_url == "local" else settings.gateway_url
     # Warm workers only serve local:// calls; with a gateway every call is HTTP, so none is started.
     pooled = settings.local_workers > 0 and gateway == LOCAL_GATEWAY
-    local: Invoker = (
-        PoolInvoker(settings.local_workers, spin_us=settings.pool_spin_us) if pooled else InProcessInvoker()
-    )
+    local: Invoker = InProcessInvoker()
+    if pooled:
+        spin, follow_ons = settings.pool_spin_us, settings.pool_follow_ons
+        local = PoolInvoker(settings.local_workers, spin_us=spin, follow_ons=follow_ons)
     http: Invoker = HttpInvoker()
     if settings.gateway_async:  # every call to an http(s) gateway via /async-function and a callback
         from workflows.engines.async_invoker import from_settings

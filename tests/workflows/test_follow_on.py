@@ -120,6 +120,16 @@ def test_each_level_after_the_fan_out_starts_on_the_worker_of_the_step_before(po
     assert [n.name for n in run.nodes] == [n.name for n in reference.nodes]
 
 
+def test_with_follow_ons_off_every_step_goes_through_the_engine() -> None:
+    with SpyPool(2, modules=MODULES, spin_us=300, follow_ons=False) as off:
+        off.warmup()
+        run = LocalEngine(off, compile_workflow(iteration_manifest())).run(_iteration([1, 2]))
+    assert run.phase == "Succeeded", run.message
+    assert off.chained == []
+    after_fan_out = ["reward-aggregator", "policy-updater", "policy-evaluator"]
+    assert off.submitted == ["rollout-collector"] * 2 + after_fan_out
+
+
 def test_a_skipped_step_is_not_sent_ahead(pool: SpyPool) -> None:
     run = LocalEngine(pool, compile_workflow(iteration_manifest())).run(_iteration([1, 2], iteration=0))
     assert run.phase == "Succeeded", run.message

@@ -308,18 +308,32 @@ class PoolInvoker(_ModuleInvoker):
     Each worker has the handler modules already imported (and their optional module-level ``warmup()``
     called). A call goes to an idle worker over its pipe, or waits in a queue; one reader thread waits
     on every pipe and every worker's exit at once, so a round trip costs two pipe messages (a
-    ``ProcessPoolExecutor`` adds a feeder queue and a manager thread on each side). A worker that dies
-    mid-call fails that call with :class:`InvocationError` (the engine's retry strategy decides) and
-    is replaced.
+    ``ProcessPoolExecutor`` adds a feeder queue and a manager thread on each side), plain byte frames
+    (:mod:`workflows.engines.pool_frames`). A call can also be queued behind the one a worker is
+    serving (:meth:`chain`), to start there with no round trip. A worker that dies mid-call fails that
+    call, and the one queued behind it, with :class:`InvocationError` (the engine's retry strategy
+    decides) and is replaced.
 
     ``spawn`` (not ``fork``): the parent runs threads (engine, HTTP pool), and forking a threaded process
     can deadlock on locks held at fork time. A call that times out keeps its worker busy until it returns.
 
     The thread-count variables are set before the handlers are imported; a spawned child re-imports the
     parent's ``__main__`` first, so a CLI module that imports numpy at its top level defeats them.
+
+    Args:
+        workers: worker processes.
+        modules: function name -> handler module (the catalog's when omitted).
+        spin_us: how long workers and the reader poll instead of sleeping (:mod:`workflows.engines.spin`).
+        follow_ons: whether :meth:`chain` queues follow-on calls (else it always declines).
     """
 
-    def __init__(self, workers: int, modules: Mapping[str, str] | None = None, spin_us: int = 0) -> None:
+    def __init__(
+        self,
+        workers: int,
+        modules: Mapping[str, str] | None = None,
+        spin_us: int = 0,
+        follow_ons: bool = True,
+    ) -> None:
         if workers < 1:
             raise ValueError(f"PoolInvoker needs at least one worker, got {workers}")
         if spin_us < 0:
@@ -328,6 +342,7 @@ class PoolInvoker(_ModuleInvoker):
         # Polling instead of sleeping (workflows/engines/spin.py): the worker's window after an answer,
         # the reader's lead before a call's expected end; an idle CPU is needed for the reader to poll.
         self._spin_s = spin_us / 1e6
+        self._follow_ons = follow_ons  # chain() queues follow-on calls (workflows/engines/follow_on.py)
         self._times = CallTimes()
         self._cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self._reader_blocked = False  # the reader sleeps with no poll planned: a new call wakes it
@@ -425,7 +440,7 @@ class PoolInvoker(_ModuleInvoker):
         round trip through this process (two wake-ups, two hand-offs with cold caches).
         """
         module = self.modules.get(function_from_url(url))
-        if module is None:
+        if module is None or not self._follow_ons:
             return None
         try:
             frame = frames.encode_follow_on(module, headers, parts, compact)
