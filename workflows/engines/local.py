@@ -403,9 +403,12 @@ class _Execution:
             self.failed = True
 
     # --- starting tasks ---------------------------------------------------------------------------
-    def task_scope(self, task: Task) -> dict[str, str]:
+    def task_scope(self, task: Task, skip: str | None = None) -> dict[str, str]:
+        """``task``'s ``{{tasks.T.outputs.result}}`` values (but for task ``skip``'s)."""
         scope: dict[str, str] = {}
         for ref in task.result_refs:
+            if ref == skip:
+                continue
             node = self.states[ref].node
             if node is None:
                 continue
@@ -546,8 +549,7 @@ class _Execution:
         """``task``'s request with a hole for ``call``'s result, if ``task`` would run once it succeeds."""
         key = f"tasks.{call.node.task}.outputs.result"
         try:
-            scope = self.task_scope(task)
-            scope.pop(key, None)  # a running group's partial fan-in: never what the task will see
+            scope = self.task_scope(task, skip=call.node.task)  # not a running group's partial fan-in
             if task.when is not None and not self.when_holds(task, (scope, self.globals))[0]:
                 return None
             hole = follow_on.new_hole()
