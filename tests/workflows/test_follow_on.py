@@ -17,8 +17,18 @@ from typing import Any
 import pytest
 
 from ftg_common.faas import Response
+from tests.workflows.test_local_engine import (
+    FAKE_MODULES,
+    GATEWAY,
+    ITERATION_MODULES,
+    args,
+    http_template,
+    task,
+    workflow,
+)
 from workflows.engines import pool_frames as frames
 from workflows.engines.invokers import (
+    Ahead,
     FollowOnSkipped,
     InProcessInvoker,
     InvocationError,
@@ -28,17 +38,7 @@ from workflows.engines.invokers import (
 from workflows.engines.local import LocalEngine, compile_workflow
 from workflows.iteration import iteration_manifest
 
-FAKE = "tests.fakefuncs"
-MODULES = {
-    "echo": f"{FAKE}.echo",
-    "flaky": f"{FAKE}.flaky",
-    "sleepy": f"{FAKE}.sleepy",
-    "rollout-collector": f"{FAKE}.collector",
-    "reward-aggregator": f"{FAKE}.echo",
-    "policy-updater": f"{FAKE}.echo",
-    "policy-evaluator": f"{FAKE}.echo",
-}
-GATEWAY = "local://gateway"
+MODULES = {**FAKE_MODULES, **ITERATION_MODULES}
 
 
 class SpyPool(PoolInvoker):
@@ -55,12 +55,10 @@ class SpyPool(PoolInvoker):
         self.submitted.append(url.rsplit("/", 1)[-1])
         return super().submit(url, method, headers, body, timeout)
 
-    def chain(
-        self, after: cf.Future[Response], url: str, headers: dict[str, str], parts: list[bytes], compact: bool
-    ) -> cf.Future[Response] | None:
-        fut = super().chain(after, url, headers, parts, compact)
+    def chain(self, after: cf.Future[Response], call: Ahead) -> cf.Future[Response] | None:
+        fut = super().chain(after, call)
         if fut is not None:
-            self.chained.append(url.rsplit("/", 1)[-1])
+            self.chained.append(call.url.rsplit("/", 1)[-1])
         return fut
 
 
@@ -140,48 +138,18 @@ def test_a_skipped_step_is_not_sent_ahead(pool: SpyPool) -> None:
 def _chain_of_two(state: Path, success: str | None) -> dict[str, Any]:
     """flaky (fails once, then 200; 0.2 s a call) -> echo of its result; both retried quickly."""
     retry = {"limit": "3", "retryPolicy": "Always", "backoff": {"duration": "1ms", "factor": "1"}}
-
-    def http(function: str, body: str) -> dict[str, Any]:
-        spec: dict[str, Any] = {"url": f"{GATEWAY}/function/{function}", "method": "POST", "body": body}
-        if success is not None:
-            spec["successCondition"] = success
-        return {"http": spec, "retryStrategy": retry}
-
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"generateName": "chain-"},
-        "spec": {
-            "entrypoint": "main",
-            "templates": [
-                {
-                    "name": "main",
-                    "dag": {
-                        "tasks": [
-                            {"name": "first", "template": "first"},
-                            {
-                                "name": "second",
-                                "template": "second",
-                                "depends": "first",
-                                "arguments": {
-                                    "parameters": [{"name": "x", "value": "{{tasks.first.outputs.result}}"}]
-                                },
-                            },
-                        ]
-                    },
-                },
-                {
-                    "name": "first",
-                    **http("flaky", json.dumps({"state_file": str(state), "fail_times": 1, "sleep": 0.2})),
-                },
-                {
-                    "name": "second",
-                    "inputs": {"parameters": [{"name": "x"}]},
-                    **http("echo", '{"got": {{inputs.parameters.x}}}'),
-                },
-            ],
-        },
-    }
+    first = json.dumps({"state_file": str(state), "fail_times": 1, "sleep": 0.2})
+    second = '{"got": {{inputs.parameters.x}}}'
+    return workflow(
+        [
+            task("first", "first"),
+            task("second", "second", depends="first", arguments=args(x="{{tasks.first.outputs.result}}")),
+        ],
+        [
+            http_template("first", "flaky", body=first, retry=retry, success=success),
+            http_template("second", "echo", body=second, inputs=("x",), retry=retry, success=success),
+        ],
+    )
 
 
 def test_a_follow_on_of_a_failed_attempt_does_not_run_and_the_step_runs_once_after_the_retry(
@@ -215,21 +183,21 @@ def _sleepy(pool: PoolInvoker, seconds: float) -> cf.Future[Response]:
 def test_a_follow_on_runs_on_the_answer_it_follows(pool: SpyPool) -> None:
     first = _sleepy(pool, 0.2)
     parts = [b'{"before": ', b', "again": ', b"}"]
-    second = pool.chain(first, f"{GATEWAY}/function/echo", {"X-Test": "1"}, parts, compact=False)
+    second = pool.chain(first, Ahead(f"{GATEWAY}/function/echo", {"X-Test": "1"}, parts, compact=False))
     assert second is not None
     answer = first.result(30)
     echoed = second.result(30).json()
     assert echoed["echo"] == {"before": answer.json(), "again": answer.json()}
     assert pool.submitted == ["sleepy"]
     # A follow-on needs a call in flight: after the answer, there is nothing to follow.
-    assert pool.chain(first, f"{GATEWAY}/function/echo", {}, [b"{}"], compact=False) is None
+    assert pool.chain(first, Ahead(f"{GATEWAY}/function/echo", {}, [b"{}"], compact=False)) is None
 
 
 def test_a_worker_dying_with_a_follow_on_queued_fails_both_calls() -> None:
     with PoolInvoker(1, modules=MODULES) as single:
         (pid,) = single.warmup()
         doomed = _sleepy(single, 60)
-        follow = single.chain(doomed, f"{GATEWAY}/function/echo", {}, [b"[", b"]"], compact=True)
+        follow = single.chain(doomed, Ahead(f"{GATEWAY}/function/echo", {}, [b"[", b"]"], compact=True))
         assert follow is not None
         os.kill(pid, signal.SIGKILL)
         for fut in (doomed, follow):
@@ -305,7 +273,7 @@ def test_a_follow_on_skipped_by_the_worker_fails_its_future(pool: SpyPool, tmp_p
     state = tmp_path / "calls"
     body = json.dumps({"state_file": str(state), "fail_times": 1, "sleep": 0.2}).encode()
     first = pool.submit(f"{GATEWAY}/function/flaky", "POST", {}, body, 30)
-    follow = pool.chain(first, f"{GATEWAY}/function/echo", {}, [b"[", b"]"], compact=False)
+    follow = pool.chain(first, Ahead(f"{GATEWAY}/function/echo", {}, [b"[", b"]"], compact=False))
     assert follow is not None
     assert first.result(30).status == 503
     with pytest.raises(FollowOnSkipped):

@@ -35,6 +35,7 @@ from typing import Any
 from ftg_common.faas import Response
 from workflows.engines.base import ERROR, FAILED, RUNNING, SUCCEEDED, NodeStatus, compact_json
 from workflows.engines.compiler import HttpTemplate, Task
+from workflows.engines.invokers import Ahead
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +94,15 @@ class FollowOn:
 
     Attributes:
         after: the engine's call it follows (its ``node`` holds the result once it answers).
-        url, method, headers: the request as the engine renders it.
-        parts: the body's bytes around the holes; the body is ``result.join(parts)``.
-        compact: ``after`` is a fan-out child, whose result is compacted in its group's fan-in.
+        method: the request's method as the engine renders it.
+        ahead: what the invoker sends: URL, headers, and the body's bytes around the holes
+            (``compact`` when ``after`` is a fan-out child, whose result its group's fan-in compacts).
         future: the call's Future, once the invoker has queued it.
     """
 
     after: Any
-    url: str
     method: str
-    headers: dict[str, str]
-    parts: list[bytes]
-    compact: bool
+    ahead: Ahead
     future: cf.Future[Response] | None = None
 
     @classmethod
@@ -119,7 +117,7 @@ class FollowOn:
         url, method, headers, body = request
         if any(hole in text for text in (url, method, *headers, *headers.values())):
             return None
-        return cls(after, url, method, headers, [p.encode() for p in body.split(hole)], compact)
+        return cls(after, method, Ahead(url, headers, [p.encode() for p in body.split(hole)], compact))
 
     def adopt(self, request: tuple[str, str, dict[str, str], bytes]) -> cf.Future[Response] | None:
         """The running call, if it is the one the engine now starts (``request``); else None.
@@ -130,11 +128,12 @@ class FollowOn:
         result = self.after.node.result
         if self.future is None or result is None:
             return None
+        ahead = self.ahead
         try:
-            text = compact_json(result) if self.compact else result
+            text = compact_json(result) if ahead.compact else result
         except ValueError:
             return None
-        if (self.url, self.method, self.headers, text.encode().join(self.parts)) == request:
+        if (ahead.url, self.method, ahead.headers, text.encode().join(ahead.parts)) == request:
             return self.future
-        log.error("follow-on of %s does not match the step's request; submitting it again", self.url)
+        log.error("follow-on of %s does not match the step's request; submitting it again", ahead.url)
         return None

@@ -66,23 +66,28 @@ class Invoker(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Ahead:
+    """A call sent ahead (:meth:`ChainingInvoker.chain`): its URL and headers, and its body's parts.
+
+    The body is the answer of the call it follows joined with ``parts`` (``answer.join(parts)``),
+    that answer compacted first as a fan-in child's result when ``compact``.
+    """
+
+    url: str
+    headers: dict[str, str]
+    parts: list[bytes]
+    compact: bool
+
+
 class ChainingInvoker(Invoker, Protocol):
     """An invoker that can send a call ahead to run right after another, where that one runs."""
 
-    def chain(
-        self,
-        after: cf.Future[Response],
-        url: str,
-        headers: dict[str, str],
-        parts: list[bytes],
-        compact: bool,
-    ) -> cf.Future[Response] | None:
-        """Queue a call to start as soon as the call ``after`` answers 2xx, in the same place.
+    def chain(self, after: cf.Future[Response], call: Ahead) -> cf.Future[Response] | None:
+        """Queue ``call`` to start as soon as the call ``after`` answers 2xx, in the same place.
 
-        The call's body is ``after``'s answer body joined with ``parts`` (``answer.join(parts)``),
-        compacted first as a fan-in child's result when ``compact``. If ``after`` does not answer 2xx
-        (or, with ``compact``, answers something that is not JSON) the call does not run and its
-        Future fails with :class:`FollowOnSkipped`.
+        If ``after`` does not answer 2xx (or, with ``call.compact``, answers something that is not
+        JSON) the call does not run and its Future fails with :class:`FollowOnSkipped`.
 
         Returns:
             The call's Future, or None when it cannot be queued (``after`` is not in flight here, or
@@ -426,24 +431,17 @@ class PoolInvoker(_ModuleInvoker):
                 if w.call is None and w.ready.is_set() and now - w.answered_at > self._spin_s:
                     w.conn.send_bytes(frames.NUDGE)
 
-    def chain(
-        self,
-        after: cf.Future[Response],
-        url: str,
-        headers: dict[str, str],
-        parts: list[bytes],
-        compact: bool,
-    ) -> cf.Future[Response] | None:
+    def chain(self, after: cf.Future[Response], call: Ahead) -> cf.Future[Response] | None:
         """Send a follow-on call to the worker serving ``after`` (see :class:`ChainingInvoker`).
 
         The worker starts it the moment it has sent ``after``'s answer: the next DAG level needs no
         round trip through this process (two wake-ups, two hand-offs with cold caches).
         """
-        module = self.modules.get(function_from_url(url))
+        module = self.modules.get(function_from_url(call.url))
         if module is None or not self._follow_ons:
             return None
         try:
-            frame = frames.encode_follow_on(module, headers, parts, compact)
+            frame = frames.encode_follow_on(module, call.headers, call.parts, call.compact)
         except ValueError:
             return None
         with self._lock:
@@ -701,19 +699,12 @@ class RoutingInvoker:
             return self.http.submit(url, method, headers, body, timeout)
         raise ValueError(f"no invoker for URL {url!r} (schemes: local, http, https)")
 
-    def chain(
-        self,
-        after: cf.Future[Response],
-        url: str,
-        headers: dict[str, str],
-        parts: list[bytes],
-        compact: bool,
-    ) -> cf.Future[Response] | None:
+    def chain(self, after: cf.Future[Response], call: Ahead) -> cf.Future[Response] | None:
         """A follow-on (:class:`ChainingInvoker`) of a ``local://`` call, if the local invoker chains."""
         chain = getattr(self.local, "chain", None)
-        if chain is None or not url.startswith("local:"):
+        if chain is None or not call.url.startswith("local:"):
             return None
-        result: cf.Future[Response] | None = chain(after, url, headers, parts, compact)
+        result: cf.Future[Response] | None = chain(after, call)
         return result
 
     def nudge(self) -> None:

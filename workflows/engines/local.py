@@ -538,9 +538,7 @@ class _Execution:
                 continue
             planned = self.follow_on_request(task, call)
             if planned is not None:
-                planned.future = self.chain(
-                    call.future, planned.url, planned.headers, planned.parts, planned.compact
-                )
+                planned.future = self.chain(call.future, planned.ahead)
                 if planned.future is not None:
                     self.follow_ons[task.name] = planned
             return

@@ -155,17 +155,17 @@ def decode_answer(frame: bytes) -> Response | int | None:
     Raises:
         FrameError: the frame is malformed.
     """
-    if frame == SKIPPED:
-        return None
-    tag = frame[:1]
+    kind, rest = frame[:1], frame[1:]
     try:
-        if tag == _READY:
-            return int(frame[1:])
-        if tag == _ANSWER:
-            status, headers, body = frame[1:].split(_SEP, 2)
+        if kind == _ANSWER:
+            status, headers, body = rest.split(_SEP, 2)
             return Response(int(status), _headers(headers), body.decode("utf-8", "surrogatepass"))
+        if kind == _READY:
+            return int(rest)
     except FrameError:
         raise
     except ValueError as exc:  # a missing field, a status or pid that is not a number, bad UTF-8
-        raise FrameError(f"malformed {tag!r} frame: {exc}") from None
-    raise FrameError(f"unknown frame tag {tag!r}")
+        raise FrameError(f"malformed {kind!r} frame: {exc}") from None
+    if frame == SKIPPED:
+        return None
+    raise FrameError(f"unknown frame {frame[:16]!r}")
