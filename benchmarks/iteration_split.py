@@ -81,6 +81,12 @@ class RecordingEngine:
         self._last_end = t1
         return wf
 
+    def run_iterations(self, *args: Any, **kwargs: Any) -> Any:
+        """The engine's stream of runs, each recorded with its share of the stream as its wall time."""
+        for wf in self._engine.run_iterations(*args, **kwargs):
+            self._runs.append((wf, wf.duration_s, None))
+            yield wf
+
     def reset(self) -> None:
         """Forget what was recorded (between runs sharing one engine)."""
         self._runs.clear()

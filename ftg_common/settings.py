@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # The embedded engine sends a DAG step ahead to the worker running the step it waits for, which
     # starts it on a 2xx answer (workflows/engines/follow_on.py); false: every step goes through it.
     pool_follow_ons: bool = True
+    # Iterations the embedded engine runs back to back as one stream (workflows/engines/stream.py): the
+    # next starts the moment the previous one's last call ends, while the driver records that one.
+    local_iterations_per_workflow: int = Field(default=1, ge=1, le=1024)
     torch_threads: int = Field(default=1, ge=1)
     tracking_uri: str | None = None
     mlflow_experiment: str = "faastraingym"

@@ -189,22 +189,28 @@ def _serve_metrics(services: Any, port: int | None, in_cluster: bool = False) ->
     print(f"training metrics: http://{addr}:{port}/metrics", file=sys.stderr)
 
 
-_CHAIN_HELP = "FTG_ENGINE=argo: iterations per Workflow, 1-64 (default FTG_ARGO_ITERATIONS_PER_WORKFLOW)"
+_CHAIN_HELP = (
+    "iterations per Workflow, 1-64: chained in one Workflow on Argo (default "
+    "FTG_ARGO_ITERATIONS_PER_WORKFLOW), streamed back to back on the embedded engine (default "
+    "FTG_LOCAL_ITERATIONS_PER_WORKFLOW)"
+)
 
 
 def _chained(settings: Any, k: int | None) -> Any:
     """``settings`` with ``--iterations-per-workflow K`` applied (unchanged when the flag is absent).
 
+    On Argo, K iterations are chained in one Workflow; on the embedded engine, K iterations are
+    streamed back to back (workflows/engines/stream.py).
+
     Raises:
-        ValueError: naming the flag: K is out of range, or more than 1 on the embedded engine.
+        ValueError: naming the flag: K is out of range.
     """
     if k is None:
         return settings
     if not 1 <= k <= 64:
         raise ValueError(f"--iterations-per-workflow: {k} is not between 1 and 64")
-    if k > 1 and settings.engine != "argo":
-        raise ValueError("--iterations-per-workflow: chaining iterations needs FTG_ENGINE=argo")
-    return settings.model_copy(update={"argo_iterations_per_workflow": k})
+    field = "argo_iterations_per_workflow" if settings.engine == "argo" else "local_iterations_per_workflow"
+    return settings.model_copy(update={field: k})
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

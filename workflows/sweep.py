@@ -148,7 +148,11 @@ def open_services(settings: Settings, tracking: bool = True, warm: bool = True) 
         from workflows.engines.async_invoker import from_settings
 
         http = from_settings(settings)
-    engine = LocalEngine(RoutingInvoker(local=local, http=http), gateway=gateway)
+    engine = LocalEngine(
+        RoutingInvoker(local=local, http=http),
+        gateway=gateway,
+        iterations_per_workflow=settings.local_iterations_per_workflow,
+    )
     if warm and isinstance(local, PoolInvoker):
         local.warmup()
     if tracker is not None:
@@ -164,7 +168,9 @@ def _off_policy_engine(settings: Settings, engine: Engine) -> Engine:
 
     if isinstance(engine, LocalEngine):
         # Not closed on its own: the invoker belongs to ``engine``.
-        return LocalEngine(engine.invoker, compile_workflow(off_policy_manifest()), gateway=engine.gateway)
+        compiled = compile_workflow(off_policy_manifest())
+        k = engine.iterations_per_workflow
+        return LocalEngine(engine.invoker, compiled, gateway=engine.gateway, iterations_per_workflow=k)
     return _argo_engine(settings, off_policy=True)
 
 

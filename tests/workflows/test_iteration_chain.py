@@ -192,16 +192,19 @@ def test_iterations_per_workflow_flag_reaches_the_settings_or_is_refused_by_name
     from workflows import ppo_sweep
 
     argo = Settings(engine="argo")
-    assert ppo_sweep._chained(argo, 16).argo_iterations_per_workflow == 16
+    chained = ppo_sweep._chained(argo, 16)
+    assert (chained.argo_iterations_per_workflow, chained.local_iterations_per_workflow) == (16, 1)
     assert ppo_sweep._chained(argo, None) is argo
     with pytest.raises(ValueError, match="--iterations-per-workflow: 0 is not between 1 and 64"):
         ppo_sweep._chained(argo, 0)
-    # on the embedded engine nothing runs: the flag is named and the command fails before any trial
+    # on the embedded engine the iterations are streamed instead
+    streamed = ppo_sweep._chained(Settings(), 8)
+    assert (streamed.argo_iterations_per_workflow, streamed.local_iterations_per_workflow) == (1, 8)
     code = ppo_sweep.main(
-        ["submit", "--only", "zoo", "--seeds", "0", "--no-tracking", "--iterations-per-workflow", "4"]
+        ["submit", "--only", "zoo", "--seeds", "0", "--no-tracking", "--iterations-per-workflow", "65"]
     )
     assert code == 2
-    assert "--iterations-per-workflow: chaining iterations needs FTG_ENGINE=argo" in capsys.readouterr().err
+    assert "--iterations-per-workflow: 65 is not between 1 and 64" in capsys.readouterr().err
 
 
 def test_the_off_policy_chain_compiles_inlined() -> None:

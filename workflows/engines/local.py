@@ -42,7 +42,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 from ftg_common import tracing
@@ -200,6 +200,8 @@ class _Execution:
         compiled: CompiledWorkflow,
         params: dict[str, str],
         on_node: Callable[[NodeStatus], None] | None,
+        cond: threading.Condition | None = None,
+        on_finish: Callable[[_Execution], None] | None = None,
     ) -> None:
         self.invoker = invoker
         self.wf = compiled
@@ -209,7 +211,14 @@ class _Execution:
         self.nodes: dict[str, NodeStatus] = {}
         self.states = {t.name: _TaskState(t) for t in compiled.tasks}
         self.waiting: list[_TaskState] = [self.states[t.name] for t in compiled.tasks]
-        self.cond = threading.Condition(threading.RLock())
+        # Runs of one stream share their condition (workflows/engines/stream.py): the thread that ends
+        # one run starts the next under it. ``on_finish`` is called (``cond`` held) when the last call ends.
+        self.cond = cond or threading.Condition(threading.RLock())
+        self.on_finish = on_finish
+        self.finished = False
+        self.stopped = False  # stop(): nothing new starts
+        self.wake_below = 0  # also wake the sleeping thread once fewer calls than this are in flight
+        self.started_wall, self.t0 = 0.0, 0.0
         self.pending: deque[tuple[_Call, int, cf.Future[Response]]] = deque()
         self.busy = False  # a thread is inside a step (holding ``cond``'s lock)
         self.timers: list[tuple[float, int, str, _Call, int]] = []
@@ -226,31 +235,48 @@ class _Execution:
 
     # --- main loop --------------------------------------------------------------------------------
     def run(self) -> WorkflowRun:
-        started_wall, t0 = time.time(), time.perf_counter()
+        with self.cond:
+            self.begin()
+            while self.inflight:
+                self.wait_once()
+            return self.result()
+
+    def begin(self, started_wall: float | None = None, t0: float | None = None) -> None:
+        """Start the first tasks; ``cond`` held. The run's clock starts at ``t0`` (perf_counter), or now."""
+        self.started_wall = time.time() if started_wall is None else started_wall
+        self.t0 = time.perf_counter() if t0 is None else t0
         if self.wf.active_deadline_s is not None:
             self.deadline = time.monotonic() + self.wf.active_deadline_s
-        with self.cond:
-            self.step(self.schedule)
-            self.prepare_conditions()
-            while self.inflight:
-                wakeups = [self.timers[0][0]] if self.timers else []
-                if self.deadline is not None and not self.expired:
-                    wakeups.append(self.deadline)
-                self.sleep_until = min(wakeups) if wakeups else math.inf
-                if not self.pending:
-                    self.cond.wait(max(0.0, self.sleep_until - time.monotonic()) if wakeups else None)
-                self.sleep_until = None
-                self.step(self.fire_timers)
-            phase, message = self.assess()
+        self.step(self.schedule)
+        self.prepare_conditions()
+
+    def wait_once(self) -> None:
+        """Sleep until a completing thread or a timer wakes this thread, then fire timers; ``cond`` held."""
+        wakeups = [self.timers[0][0]] if self.timers else []
+        if self.deadline is not None and not self.expired:
+            wakeups.append(self.deadline)
+        self.sleep_until = min(wakeups) if wakeups else math.inf
+        if not self.pending:
+            self.cond.wait(max(0.0, self.sleep_until - time.monotonic()) if wakeups else None)
+        self.sleep_until = None
+        self.step(self.fire_timers)
+
+    def stop(self) -> None:
+        """Start nothing new, as after a failure with failFast; calls in flight end as they will."""
+        self.stopped = True
+        self.drop_follow_ons()
+
+    def result(self, ended: tuple[float, float] | None = None) -> WorkflowRun:
+        """The finished run's verdict and nodes; ``cond`` held.
+
+        Args:
+            ended: when it ended, (epoch seconds, perf_counter); now when omitted.
+        """
+        wall, clock = ended if ended is not None else (time.time(), time.perf_counter())
+        phase, message = self.assess()
+        nodes = list(self.nodes.values())
         return WorkflowRun(
-            self.wf.name,
-            phase,
-            list(self.nodes.values()),
-            message,
-            dict(self.params),
-            started_wall,
-            time.time(),
-            time.perf_counter() - t0,
+            self.wf.name, phase, nodes, message, dict(self.params), self.started_wall, wall, clock - self.t0
         )
 
     def step(self, action: Callable[[], None]) -> None:
@@ -267,6 +293,9 @@ class _Execution:
             self.plan_follow_on()
         finally:
             self.busy = False
+        if self.inflight == 0 and self.on_finish is not None and not self.finished:
+            self.finished = True
+            self.on_finish(self)
 
     def completed(self, call: _Call, attempt: int, future: cf.Future[Response]) -> None:
         """A future's done-callback: handle the response now, on the completing thread."""
@@ -286,6 +315,8 @@ class _Execution:
         """
         if self.sleep_until is None:
             return False  # not asleep: it re-reads ``inflight`` and the timers before it sleeps
+        if self.inflight < self.wake_below:
+            return True
         return self.inflight == 0 or bool(self.timers) and self.timers[0][0] < self.sleep_until
 
     def prepare_conditions(self) -> None:
@@ -366,8 +397,8 @@ class _Execution:
                     st,
                     self.new_node(task.name, task, "Skipped", OMITTED, "omitted: depends condition not met"),
                 )
-            elif self.expired or (self.failed and self.wf.fail_fast):
-                still.append(st)  # failFast or past the deadline: nothing new starts
+            elif self.expired or self.stopped or (self.failed and self.wf.fail_fast):
+                still.append(st)  # failFast, stopped or past the deadline: nothing new starts
             else:
                 self.start(st)
         self.waiting = still
@@ -523,7 +554,9 @@ class _Execution:
         (:meth:`launch`), so nodes, retries and timeouts are as without it. Off while tracing (a step's
         span, the function's parent, starts only when the step does) or when the invoker cannot chain.
         """
-        if self.chain is None or self.inflight != 1 or self.expired or self.failed or tracing.enabled():
+        if self.chain is None or self.inflight != 1 or self.expired or self.failed or self.stopped:
+            return
+        if tracing.enabled():
             return
         call = next((c for c in reversed(self.calls) if c.open), None)
         if call is None or call.future is None or not follow_on.decided_by_status(call.template):
@@ -766,11 +799,20 @@ class LocalEngine:
         compiled: the workflow to run; the project's iteration template when omitted.
         gateway: base URL of the functions for :meth:`call` (``local://gateway`` runs them through the
             local invoker, an ``http(s)://`` URL through the HTTP one).
+        iterations_per_workflow: iterations the driver hands :meth:`run_iterations` at once; more than
+            one streams them (:mod:`workflows.engines.stream`).
     """
 
     def __init__(
-        self, invoker: Invoker, compiled: CompiledWorkflow | None = None, *, gateway: str = LOCAL_GATEWAY
+        self,
+        invoker: Invoker,
+        compiled: CompiledWorkflow | None = None,
+        *,
+        gateway: str = LOCAL_GATEWAY,
+        iterations_per_workflow: int = 1,
     ) -> None:
+        if iterations_per_workflow < 1:
+            raise ValueError(f"iterations_per_workflow must be >= 1, got {iterations_per_workflow}")
         if compiled is None:
             from workflows.iteration import iteration_manifest  # Hera is only needed for the default
 
@@ -779,6 +821,7 @@ class LocalEngine:
         self.compiled = compiled
         self._gateway = gateway.rstrip("/")
         self._retries = function_retries(compiled)
+        self.iterations_per_workflow = iterations_per_workflow
 
     @property
     def gateway(self) -> str:
@@ -803,6 +846,30 @@ class LocalEngine:
             nudge()
         params = resolve_parameters(self.compiled, parameters)
         return _Execution(self.invoker, self.compiled, params, on_node).run()
+
+    def run_iterations(self, parameters: Sequence[Mapping[str, str]]) -> Generator[WorkflowRun, None, None]:
+        """Run the workflow once per parameter set, back to back; yield each run as it ends.
+
+        The next run starts the moment the previous one's last call ends, while the caller handles that
+        one (:class:`workflows.engines.stream.IterationStream`). After a run that did not succeed
+        nothing follows. Closing the iterator early starts nothing new and waits for the calls in
+        flight.
+
+        Raises:
+            WorkflowParameterError: a parameter set does not match the declared parameters.
+        """
+        from workflows.engines.stream import IterationStream  # it builds on this module
+
+        if len(parameters) == 1:
+            yield self.run(parameters[0])
+            return
+        resolved = [resolve_parameters(self.compiled, p) for p in parameters]
+        stream = IterationStream(self.invoker, self.compiled, resolved)
+        try:
+            while (wf := stream.next_run()) is not None:
+                yield wf
+        finally:
+            stream.stop()
 
     def call(
         self, function: str, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
