@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # Iterations the embedded engine runs back to back as one stream (workflows/engines/stream.py): the
     # next starts the moment the previous one's last call ends, while the driver records that one.
     local_iterations_per_workflow: int = Field(default=1, ge=1, le=1024)
+    # The cyclic garbage collector's thresholds in the driver and the warm workers (ftg_common/gc_policy.py);
+    # [] keeps Python's own (700, 10, 10). JSON in the environment: FTG_GC_THRESHOLDS='[20000,20,20]'.
+    gc_thresholds: list[int] = Field(default_factory=lambda: [20_000, 20, 20])
     torch_threads: int = Field(default=1, ge=1)
     tracking_uri: str | None = None
     mlflow_experiment: str = "faastraingym"

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ftg_common import layout
+from ftg_common import gc_policy, layout
 from ftg_common.config import HParams, RunConfig, SweepConfig
 from ftg_common.errors import CorruptObjectError
 from ftg_common.ids import validate_run_id
@@ -120,6 +120,7 @@ def open_services(settings: Settings, tracking: bool = True, warm: bool = True) 
     )
     from workflows.engines.local import LOCAL_GATEWAY, LocalEngine
 
+    gc_policy.apply(settings.gc_thresholds)  # this process drives the runs (ftg_common/gc_policy.py)
     store = open_store(settings.store_url, settings)
     meta = open_meta(settings.meta_url, settings)
     tracker = None

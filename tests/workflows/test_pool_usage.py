@@ -46,3 +46,19 @@ def test_a_replaced_worker_keeps_its_seconds_in_the_totals() -> None:
         assert fresh != pid
         later = pool.usage()
         assert later.busy_s >= served.busy_s and later.alive_s >= served.alive_s
+
+
+def test_a_warm_worker_runs_with_the_collector_thresholds_of_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ftg_common.settings import get_settings
+
+    monkeypatch.setenv("FTG_GC_THRESHOLDS", "[4321,7,8]")
+    get_settings.cache_clear()  # the workers read the environment they inherit, not this cache
+    try:
+        with PoolInvoker(1, modules={"gc": "tests.fakefuncs.gc_thresholds"}) as pool:
+            pool.warmup()
+            answer = pool.submit("local://gateway/function/gc", "POST", {}, b"{}", 30).result(30)
+    finally:
+        get_settings.cache_clear()
+    assert answer.json()["thresholds"] == [4321, 7, 8]

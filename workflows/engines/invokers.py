@@ -30,8 +30,9 @@ from multiprocessing.context import SpawnContext
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from ftg_common import catalog, faas
+from ftg_common import catalog, faas, gc_policy
 from ftg_common.faas import Response
+from ftg_common.settings import get_settings
 from workflows.engines import pool_frames as frames
 from workflows.engines.base import compact_json
 from workflows.engines.spin import CallTimes, spin_until
@@ -182,6 +183,8 @@ def _init_worker(modules: tuple[str, ...]) -> None:
                 hook()
         except Exception as exc:  # a handler still being written must not stop the pool from starting
             log.warning("worker %d: cannot pre-import %s: %s", os.getpid(), module, exc)
+    # After the imports, whose objects live as long as the worker: the calls' churn is what it tunes.
+    gc_policy.apply(get_settings().gc_thresholds)
 
 
 def _worker_main(conn: Connection, modules: tuple[str, ...], spin_s: float = 0.0) -> None:
