@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftg_common.faas import Response
-from workflows.engines.base import ERROR, FAILED, RUNNING, SUCCEEDED, NodeStatus, compact_json
+from workflows.engines.base import ERROR, FAILED, RUNNING, SUCCEEDED, NodeStatus
 from workflows.engines.compiler import HttpTemplate, Task
 from workflows.engines.invokers import Ahead
+from workflows.engines.pool_frames import fill_follow_on
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +131,10 @@ class FollowOn:
             return None
         ahead = self.ahead
         try:
-            text = compact_json(result) if ahead.compact else result
+            body = fill_follow_on(result, ahead.parts, ahead.compact)
         except ValueError:
             return None
-        if (ahead.url, self.method, ahead.headers, text.encode().join(ahead.parts)) == request:
+        if (ahead.url, self.method, ahead.headers, body) == request:
             return self.future
         log.error("follow-on of %s does not match the step's request; submitting it again", ahead.url)
         return None

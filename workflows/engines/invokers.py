@@ -34,7 +34,6 @@ from ftg_common import catalog, faas, gc_policy
 from ftg_common.faas import Response
 from ftg_common.settings import get_settings
 from workflows.engines import pool_frames as frames
-from workflows.engines.base import compact_json
 from workflows.engines.spin import CallTimes, spin_until
 
 if TYPE_CHECKING:
@@ -234,13 +233,10 @@ def follow_on_body(follow: frames.FollowOn, previous: Response | None) -> bytes 
     """
     if previous is None or not 200 <= previous.status < 300:
         return None
-    result = previous.body
-    if follow.compact:
-        try:
-            result = compact_json(result)
-        except ValueError:
-            return None
-    return result.encode("utf-8", "surrogatepass").join(follow.parts)
+    try:
+        return frames.fill_follow_on(previous.body, follow.parts, follow.compact)
+    except ValueError:
+        return None
 
 
 class _Worker:

@@ -19,9 +19,11 @@ that may hold anything (a body) comes last.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from ftg_common.faas import Response
+from workflows.engines.base import compact_json
 
 __all__ = [
     "SKIPPED",
@@ -37,6 +39,7 @@ __all__ = [
     "encode_follow_on",
     "encode_ready",
     "encode_request",
+    "fill_follow_on",
 ]
 
 STOP = b""
@@ -76,6 +79,19 @@ class FollowOn(NamedTuple):
 
 
 NUDGE_REQUEST = Call("", b"", {})  # decoded NUDGE: no call, just poll for one
+
+
+def fill_follow_on(result: str, parts: Sequence[bytes], compact: bool) -> bytes:
+    """A follow-on's body: the result of the call it follows in each hole between ``parts``.
+
+    The worker builds the body with it, and the engine checks with it that the call it adopts is the
+    one it would have sent. With ``compact`` the result goes in as a fan-in child's (compacted JSON).
+
+    Raises:
+        ValueError: with ``compact``, ``result`` is not JSON.
+    """
+    text = compact_json(result) if compact else result
+    return text.encode("utf-8", "surrogatepass").join(parts)
 
 
 def _headers_json(headers: dict[str, str]) -> bytes:
