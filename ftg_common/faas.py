@@ -148,7 +148,7 @@ def render_response(result: Any) -> Response:
 # --------------------------------------------------------------------------- the handler side
 
 
-def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+def _answer(status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     return {"statusCode": status, "body": body, "headers": {"Content-Type": _JSON, **(headers or {})}}
 
 
@@ -283,7 +283,8 @@ def serve(event: Event, model: type[Req], work: Callable[[Req, FunctionContext],
         refusal = {"error": f"method {event.method} not allowed; POST a JSON object"}
         return _answer(405, refusal, {"Allow": "POST"})
     name = _function_name(work)
-    tracing.configure(name)
+    if not tracing.configure(name):
+        return _serve(event, model, work)
     with tracing.span(f"function {name}", headers=event.headers, kind="server") as span:
         answer = _serve(event, model, work)
         if span is not None:
@@ -304,13 +305,30 @@ def _serve(event: Event, model: type[Req], work: Callable[[Req, FunctionContext]
         ctx = runtime.context_for(req)
         result = work(req, ctx)
         seconds = ctx.clock.seconds()
-        body = result.model_dump(mode="json")
-        if "seconds" in body:
-            body["seconds"] = seconds
-        # Serialised once, by render_response, which answers 500 for a body that is not strict JSON.
-        return _answer(200, body)
+        if "seconds" in type(result).model_fields:
+            if type(result).model_config.get("frozen"):
+                result = result.model_copy(update={"seconds": seconds})
+            else:  # the work's own fresh result: filled in place, no copy
+                result.seconds = seconds  # type: ignore[attr-defined]
+        return _answer(200, _result_body(result))
     except Exception as exc:
         return _failure(exc)
+
+
+def _result_body(result: BaseModel) -> str | dict[str, Any]:
+    """``result`` as the answer's body: its JSON text, or a dict for :func:`render_response` to write.
+
+    A model that writes non-finite numbers as ``NaN``/``Infinity`` literals (the wire messages,
+    :mod:`ftg_common.schemas`) is written by pydantic's own serializer, several times faster than
+    building a dict and ``json.dumps``; text holding either word goes the slow way, where
+    render_response answers 500 for a non-finite number (a word inside a string is written as usual).
+    A model that writes them as ``null`` (pydantic's default) would hide them, so it goes the slow way.
+    """
+    if type(result).model_config.get("ser_json_inf_nan") == "constants":
+        text = result.model_dump_json()
+        if "NaN" not in text and "Infinity" not in text:
+            return text
+    return result.model_dump(mode="json")
 
 
 # --------------------------------------------------------------------------- the caller side

@@ -28,7 +28,11 @@ Seconds = Annotated[float, Field(ge=0)]
 class _Msg(BaseModel):
     # defer_build: a model's validator is built on its first use, not at import, so each function
     # builds the few messages it serves instead of every function's (a cold start pays for them all).
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
+    # ser_json_inf_nan: a non-finite number set after validation is written as a literal that is not
+    # JSON, which faas.serve then refuses (500), instead of pydantic's default null.
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, defer_build=True, ser_json_inf_nan="constants"
+    )
 
 
 class RunRef(_Msg):

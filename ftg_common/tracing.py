@@ -55,6 +55,8 @@ def configure(service: str, settings: Settings | None = None) -> bool:
         Whether this process now traces.
     """
     global _configured
+    if _configured:  # every call of a warm function asks: no lock once it is decided
+        return _tracer is not None
     with _lock:
         if _configured:
             return _tracer is not None

@@ -343,6 +343,43 @@ def test_a_non_finite_number_in_a_result_is_a_500_with_a_json_body(ftg_env: Path
     assert resp.status == 500 and "mean_return" in resp.json()["error"] and "finite" in resp.json()["error"]
 
 
+def _eval_result(**fields: Any) -> EvalResult:
+    values: dict[str, Any] = {
+        "key": "k", "version": 1, "episodes": 2, "mean_return": 1.5, "std_return": 0.5,
+        "iqm_return": 1.5, "min_return": 1.0, "max_return": 2.0, "mean_length": 9.0,
+    }  # fmt: skip
+    return EvalResult(**{**values, **fields})
+
+
+def test_a_wire_result_is_answered_as_its_json_text_with_its_seconds(ftg_env: Path) -> None:
+    cfg = freeze_config(**SMALL)
+    sent = _eval_result(ope_error="é NaN and Infinity, in words")  # the words, not numbers
+
+    out = faas.serve(Event(body=json.dumps(_ref(cfg, 0)).encode()), RunRef, lambda req, ctx: sent)
+    resp = faas.render_response(out)
+    assert resp.status == 200 and resp.headers["Content-Type"] == "application/json"
+    body = json.loads(resp.body)
+    assert body["seconds"] >= 0.0
+    assert body == {**sent.model_dump(mode="json"), "seconds": body["seconds"]}
+
+    fast = faas.serve(Event(body=json.dumps(_ref(cfg, 0)).encode()), RunRef, lambda req, ctx: _eval_result())
+    assert isinstance(fast["body"], str)  # written by pydantic, not re-encoded by render_response
+    assert json.loads(faas.render_response(fast).body)["mean_return"] == 1.5
+
+
+def test_a_non_finite_number_set_after_validation_is_still_a_500(ftg_env: Path) -> None:
+    cfg = freeze_config(**SMALL)
+
+    def work(req: RunRef, ctx: FunctionContext) -> EvalResult:
+        result = _eval_result()
+        result.max_return = math.inf  # assignment is not validated: the serializer must catch it
+        return result
+
+    resp = faas.render_response(faas.serve(Event(body=json.dumps(_ref(cfg, 0)).encode()), RunRef, work))
+    assert resp.status == 500 and resp.headers["Content-Type"] == "application/json"
+    assert "Infinity" not in resp.body and "not JSON compliant" in resp.json()["error"]
+
+
 def test_render_response_never_sends_nan() -> None:
     resp = faas.render_response({"statusCode": 200, "body": {"explained_variance": math.nan}})
     assert resp.status == 500 and resp.headers["Content-Type"] == "application/json"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 
 import pytest
 
@@ -12,7 +14,9 @@ from workflows.engines.expr import (
     UnsupportedExpressionError,
     compile_expression,
     evaluate,
+    slotted_expression,
 )
+from workflows.iteration import EVAL_WHEN
 
 
 @pytest.mark.parametrize(
@@ -254,3 +258,78 @@ def test_govaluate_has_no_matches_operator() -> None:
         Expression("'a' matches 'a'")
     with pytest.raises(ValueError, match="bare-words mode"):
         Expression("a", bare_words=True, dialect="expr")
+
+
+# --- a `when` parsed once around its placeholders ------------------------------------------------------
+
+
+def _parts(template: str) -> tuple[str, ...]:
+    return tuple(re.split(r"\{\{(.*?)\}\}", template))  # literals at even indexes, names at odd ones
+
+
+def _substituted(template: str, values: tuple[str, ...]) -> str:
+    out = list(_parts(template))
+    out[1::2] = values
+    return "".join(out)
+
+
+def _as_argo_would(template: str, values: tuple[str, ...]) -> bool | str:
+    try:
+        return compile_expression(_substituted(template, values), bare_words=True).evaluate_bool()
+    except ExpressionError:
+        return "error"
+
+
+def test_the_iteration_s_eval_condition_parsed_once_agrees_with_every_substitution() -> None:
+    slotted = slotted_expression(_parts(EVAL_WHEN))
+    for iteration, every, iterations in itertools.product(range(13), range(1, 5), (6, 12)):
+        values = (str(iteration), str(every), str(iteration), str(iterations))
+        expected = _as_argo_would(EVAL_WHEN, values)
+        assert isinstance(expected, bool)
+        assert slotted.evaluate_bool(values) is expected, values
+
+
+@pytest.mark.parametrize(
+    ("template", "values"),
+    [
+        ("{{a}} == {{b}}", ("x", "x")),  # bare words
+        ("{{a}} == {{b}}", ("x", "y")),
+        ("{{a}} == {{b}}", ("1", "1.0")),  # numbers are float64
+        ("{{a}} == {{b}}", ("'x y'", '"x y"')),  # quoted strings
+        ("{{a}} == {{b}}", ("true", "true")),
+        ("!{{a}}", ("false",)),
+        ("-{{a}} < 2", ("3",)),
+        ("2 -{{a}} == -1", ("3",)),  # binary minus, as in '2 -3'
+        ("({{a}}) && {{b}} != 'x'", ("true", "word.with.dots")),
+        ("{{a}} + 'b' == '1b'", ("1",)),
+        ("{{a}} >= 1e2", ("150",)),
+    ],
+)
+def test_a_slotted_when_gives_what_substituting_then_parsing_gives(
+    template: str, values: tuple[str, ...]
+) -> None:
+    got = slotted_expression(_parts(template)).evaluate_bool(values)
+    assert got is not None  # the fast path applies
+    assert got is _as_argo_would(template, values)
+
+
+@pytest.mark.parametrize(
+    ("template", "values"),
+    [
+        ("{{a}} == 2", ("1 + 1",)),  # not one token: the substituted text parses differently
+        ("{{a}} == -1", ("-1",)),
+        ("{{a}} == 'a b'", ("a b",)),
+        ("{{a}} == ''", ("",)),
+        ("x{{a}} == 1", ("1",)),  # glued to a word
+        ("{{a}}.5 == 1.5", ("1",)),  # glued to a number
+        ("'{{a}}' == 'b'", ("b",)),  # inside a string
+        ("{{a}} && true", ("1",)),  # an error: the usual path names the substituted text
+        ("{{a}} +", ("1",)),  # not an expression
+        ("{{a}} + 1", ("1",)),  # not a bool
+        ("__ftg_slot_0__ == {{a}}", ("x",)),  # the name a placeholder is parsed under, written out
+    ],
+)
+def test_a_slotted_when_leaves_to_the_usual_path_what_it_cannot_tell_exactly(
+    template: str, values: tuple[str, ...]
+) -> None:
+    assert slotted_expression(_parts(template)).evaluate_bool(values) is None

@@ -243,6 +243,19 @@ def test_frames_carry_calls_and_answers_unchanged() -> None:
     assert frames.decode_answer(frames.SKIPPED) is None
 
 
+def test_the_json_content_type_is_framed_like_any_header() -> None:
+    resp = Response(200, {"Content-Type": "application/json"}, '{"a":1}')
+    first = frames.decode_answer(frames.encode_answer(resp))
+    assert first == resp
+    assert isinstance(first, Response)
+    first.headers["X-Extra"] = "1"  # each decoded answer owns its headers
+    assert frames.decode_answer(frames.encode_answer(resp)) == resp
+    both = Response(200, {"Content-Type": "application/json", "X-Extra": "1"}, "{}")
+    assert frames.decode_answer(frames.encode_answer(both)) == both
+    call = frames.encode_request("pkg.mod", b"{}", {"Content-Type": "application/json"})
+    assert frames.decode_request(call) == frames.Call("pkg.mod", b"{}", {"Content-Type": "application/json"})
+
+
 @pytest.mark.parametrize(
     "frame",
     [b"Qmod", b"Q\0{}\0body", b"Fxmod\0{}\0a", b"F1mod\0{}", b"Qmod\0[1]\0b", b'Qmod\0{"a": 1}\0b', b"?"],

@@ -6,6 +6,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import signal
+import time
+from typing import Any
 
 import pytest
 
@@ -52,3 +54,53 @@ def test_a_worker_killed_while_the_reader_polls_fails_its_call_and_is_replaced()
 def test_a_negative_spin_is_refused() -> None:
     with pytest.raises(ValueError, match="spin_us"):
         PoolInvoker(1, modules=MODULES, spin_us=-1)
+
+
+class _CountingConn:
+    """The reader's wake-up pipe, counting what is sent on it."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.sent = 0
+
+    def send(self, obj: Any) -> None:
+        self.sent += 1
+        self.conn.send(obj)
+
+
+def _sleepy(pool: PoolInvoker, seconds: float) -> cf.Future:
+    return pool.submit(f"{GATEWAY}/function/sleepy", "POST", {}, f'{{"sleep": {seconds}}}'.encode(), 30)
+
+
+def _reader_asleep(pool: PoolInvoker) -> bool:
+    deadline = time.monotonic() + 10
+    while not pool._reader_blocked:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def test_a_sleeping_reader_is_woken_after_the_calls_are_sent_and_only_if_it_would_poll() -> None:
+    with PoolInvoker(2, modules=MODULES, spin_us=500) as pool:
+        pool.warmup()
+        pool._cpus = 2  # what the decision depends on, whatever this machine has
+        wakes = _CountingConn(pool._wake_w)
+        pool._wake_w = wakes  # type: ignore[assignment]
+        for _ in range(2):  # history for "sleepy": the reader can plan a poll for its end
+            _sleepy(pool, 0.01).result(30)
+
+        assert _reader_asleep(pool)
+        one = _sleepy(pool, 0.05)
+        assert wakes.sent == 0  # not between the calls of a batch
+        pool.flush()
+        assert wakes.sent == 1  # one call on two CPUs: the reader polls for its end
+        assert one.result(30).status == 200
+
+        assert _reader_asleep(pool)
+        both = [_sleepy(pool, 0.05), _sleepy(pool, 0.05)]
+        pool.flush()
+        assert wakes.sent == 1  # every CPU busy: it would not poll, so it sleeps on
+        assert [f.result(30).status for f in both] == [200, 200]
+        pool.flush()
+        assert wakes.sent == 1  # nothing sent since

@@ -127,17 +127,26 @@ class Text:
         parts = self.parts
         if len(parts) == 1:
             return parts[0]
-        out = list(parts)
-        for i in range(1, len(parts), 2):
-            key = parts[i]
+        return self.fill(self.values(scopes))
+
+    def fill(self, values: list[str]) -> str:
+        """The field with ``values`` in its placeholders, in order."""
+        out = list(self.parts)
+        out[1::2] = values
+        return "".join(out)
+
+    def values(self, scopes: tuple[Mapping[str, str], ...]) -> list[str]:
+        """Each placeholder's value, from the first scope holding its name; KeyError(name) if none does."""
+        out: list[str] = []
+        for key in self.parts[1::2]:
             for scope in scopes:
                 value = scope.get(key)
                 if value is not None:
-                    out[i] = value
+                    out.append(value)
                     break
             else:
                 raise KeyError(key)
-        return "".join(out)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -41,8 +41,10 @@ __all__ = [
     "Expression",
     "ExpressionError",
     "UnsupportedExpressionError",
+    "SlottedExpression",
     "compile_expression",
     "evaluate",
+    "slotted_expression",
 ]
 
 Dialect = Literal["govaluate", "expr"]
@@ -215,6 +217,8 @@ class _Parser:
         self.bare_words = bare_words
         self.binary_bp = {**_BINARY_BP, **_EXPR_ONLY_BP} if dialect == "expr" else _BINARY_BP
         self.identifiers: set[str] = set()
+        self.slots: frozenset[str] = frozenset()  # placeholder markers (SlottedExpression)
+        self.slots_seen: set[str] = set()
 
     def fail(self, msg: str) -> ExpressionError:
         return ExpressionError(f"{msg} in expression {self.text!r}")
@@ -296,6 +300,9 @@ class _Parser:
         raise self.fail(f"unexpected {value!r}")
 
     def identifier(self, name: str) -> Evaluator:
+        if name in self.slots:
+            self.slots_seen.add(name)
+            return lambda env: env[name]
         if name == "true":
             return lambda _env: True
         if name == "false":
@@ -470,6 +477,87 @@ class Expression:
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
+
+
+# What a substituted value must be to stand for exactly one token of the same meaning wherever a
+# placeholder stands alone: a number, a word (true, false or a bare word) or a quoted string.
+_ONE_TOKEN = re.compile(
+    r"(?P<num>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)"
+    r"|(?P<ident>[A-Za-z_][A-Za-z0-9_.]*)"
+    r"|(?P<str>\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*')"
+)
+# Characters that end any number, word or string token, and begin none: a placeholder between two of
+# them (or the text's ends) cannot merge with its neighbours once substituted.
+_DELIMITERS = frozenset(" \t\n\r()+-*/%<>=!&|")
+_MARKER_PREFIX = "__ftg_slot_"
+_MARKER = _MARKER_PREFIX + "{}__"
+
+
+class SlottedExpression:
+    """A ``when`` written around ``{{...}}`` placeholders, parsed once for every substitution.
+
+    Argo substitutes the placeholders, then parses the text. The text changes each time a value does (the
+    iteration number), so parsing after substitution parses every time. When each value is a single
+    number, word or string token and its placeholder stands between delimiters, the substituted text's
+    tokens are the template's with the value in the placeholder's place, so the template parsed once
+    with a slot there gives the same value. Anything else (or an error) is left to the usual path:
+    :meth:`evaluate_bool` answers None.
+
+    Args:
+        parts: the template split on placeholders (literals at even indexes, names at odd ones).
+    """
+
+    __slots__ = ("_fn", "_markers")
+
+    def __init__(self, parts: Sequence[str]) -> None:
+        literals = parts[0::2]
+        markers = [_MARKER.format(i) for i in range(len(parts) // 2)]
+        self._fn: Evaluator | None = None
+        self._markers = markers
+        if not all(_delimited(literals[i], literals[i + 1]) for i in range(len(markers))):
+            return
+        if any(_MARKER_PREFIX in literal for literal in literals):
+            return  # a marker's name written in the template itself: it could not tell them apart
+        text = "".join(p for pair in zip(literals, [*markers, ""], strict=True) for p in pair)
+        try:
+            parser = _Parser(text, bare_words=True)
+            parser.slots = frozenset(markers)
+            fn = parser.parse()
+        except ExpressionError:
+            return
+        if len(parser.slots_seen) == len(markers):  # every marker a token of its own (none in a string)
+            self._fn = fn
+
+    def evaluate_bool(self, values: Sequence[str]) -> bool | None:
+        """The condition's value with ``values`` substituted; None when this cannot tell exactly."""
+        if self._fn is None or len(values) != len(self._markers):
+            return None
+        bound: dict[str, Any] = {}
+        for marker, value in zip(self._markers, values, strict=True):
+            m = _ONE_TOKEN.fullmatch(value)
+            if m is None:
+                return None
+            if m.lastgroup == "num":
+                bound[marker] = float(value)
+            elif m.lastgroup == "str":
+                bound[marker] = _unquote(value)
+            else:
+                bound[marker] = {"true": True, "false": False}.get(value, value)
+        try:
+            result = self._fn(bound)
+        except ExpressionError:
+            return None  # the usual path raises it, naming the substituted text
+        return result if isinstance(result, bool) else None
+
+
+def _delimited(before: str, after: str) -> bool:
+    return (not before or before[-1] in _DELIMITERS) and (not after or after[0] in _DELIMITERS)
+
+
+@lru_cache(maxsize=256)
+def slotted_expression(parts: tuple[str, ...]) -> SlottedExpression:
+    """The :class:`SlottedExpression` of a template's parts, built once per template."""
+    return SlottedExpression(parts)
 
 
 @lru_cache(maxsize=1024)

@@ -71,7 +71,7 @@ from workflows.engines.compiler import (
     WorkflowSpecError,
     compile_workflow,
 )
-from workflows.engines.expr import ExpressionError, compile_expression
+from workflows.engines.expr import ExpressionError, compile_expression, slotted_expression
 from workflows.engines.invokers import Invoker
 from workflows.engines.retry import decide, function_retries, non_2xx_message
 
@@ -231,6 +231,7 @@ class _Execution:
         # The monotonic time the run thread sleeps until (inf: no timeout); None while it is awake.
         self.sleep_until: float | None = None
         self.chain = getattr(invoker, "chain", None)  # follow-on calls (plan_follow_on), if it can
+        self.flush = getattr(invoker, "flush", None)  # told after each step that its calls are sent
         self.follow_ons: dict[str, follow_on.FollowOn] = {}  # by the task they are sent ahead for
 
     # --- main loop --------------------------------------------------------------------------------
@@ -248,7 +249,6 @@ class _Execution:
         if self.wf.active_deadline_s is not None:
             self.deadline = time.monotonic() + self.wf.active_deadline_s
         self.step(self.schedule)
-        self.prepare_conditions()
 
     def wait_once(self) -> None:
         """Sleep until a completing thread or a timer wakes this thread, then fire timers; ``cond`` held."""
@@ -293,6 +293,8 @@ class _Execution:
             self.plan_follow_on()
         finally:
             self.busy = False
+        if self.flush is not None:
+            self.flush()
         if self.inflight == 0 and self.on_finish is not None and not self.finished:
             self.finished = True
             self.on_finish(self)
@@ -318,20 +320,6 @@ class _Execution:
         if self.inflight < self.wake_below:
             return True
         return self.inflight == 0 or bool(self.timers) and self.timers[0][0] < self.sleep_until
-
-    def prepare_conditions(self) -> None:
-        """Parse now the ``when`` expressions that need only workflow parameters; ``cond`` held.
-
-        Runs while the first calls are in flight: the parse is cached by text, so the task that later
-        evaluates its ``when`` on the critical path finds it parsed. Nothing is decided here.
-        """
-        for task in self.wf.tasks:
-            if task.when is None:
-                continue
-            try:
-                compile_expression(task.when.render((self.globals,)), bare_words=True)
-            except (KeyError, ExpressionError):
-                continue  # it needs a task's output, or is invalid: start_node handles it then
 
     def fire_timers(self) -> None:
         """Start the retries and fail the attempts whose time has come; ``cond`` held."""
@@ -475,7 +463,9 @@ class _Execution:
         if items is None:
             node = self.new_node(task.name, task, "HTTP")
             st.node = node
-            self.start_node(node, task, (scope, self.globals), None)
+            call = self.new_call(node, task, (scope, self.globals), None)
+            if call is not None:
+                self.launch(call)
             return
         if not items:
             self.finish_task(st, self.new_node(task.name, task, "Skipped", SKIPPED, "Skipped, empty params"))
@@ -483,37 +473,50 @@ class _Execution:
         group = self.new_node(task.name, task, "TaskGroup")
         st.node = group
         st.pending = len(items)
+        calls: list[_Call] = []
         for i, item in enumerate(items):
             child = self.new_node(_child_name(task.name, i, item), task, "HTTP")
             group.children.append(child.name)
-            self.start_node(child, task, (_item_scope(item), scope, self.globals), st)
+            call = self.new_call(child, task, (_item_scope(item), scope, self.globals), st)
+            if call is not None:
+                calls.append(call)
+        # Every request is rendered before the first goes out: the children start as close together
+        # as the invoker can send them, not one rendering apart while the first ones already compete
+        # with this thread for the CPU.
+        for call in calls:
+            self.launch(call)
 
-    def start_node(
+    def new_call(
         self, node: NodeStatus, task: Task, scopes: tuple[Mapping[str, str], ...], group: _TaskState | None
-    ) -> None:
+    ) -> _Call | None:
+        """The call of a node about to start, counted in flight; None if it is skipped or errs instead."""
         try:
             if task.when is not None:
                 run_it, cond = self.when_holds(task, scopes)
                 if not run_it:
                     node.type = "Skipped"
                     self.node_done(node, group, SKIPPED, f"when '{cond}' evaluated false")
-                    return
+                    return None
             url, method, headers, body = self.render_request(task, scopes)
         except _NodeError as exc:
             self.node_done(node, group, ERROR, str(exc))
-            return
+            return None
         call = _Call(node, task.template, (url, method, headers, body.encode()), group)
         self.inflight += 1
         self.calls.append(call)
-        self.launch(call)
+        return call
 
     def when_holds(self, task: Task, scopes: tuple[Mapping[str, str], ...]) -> tuple[bool, str]:
         """Whether ``task``'s ``when`` holds, and its text after substitution; _NodeError if it cannot say."""
         assert task.when is not None
         try:
-            cond = task.when.render(scopes)
+            values = task.when.values(scopes)
         except KeyError as key:
             raise _unresolved(key, "when") from None
+        cond = task.when.fill(values)
+        holds = slotted_expression(task.when.parts).evaluate_bool(values)
+        if holds is not None:  # parsed once for every iteration's values
+            return holds, cond
         try:
             return compile_expression(cond, bare_words=True).evaluate_bool(), cond
         except ExpressionError as exc:

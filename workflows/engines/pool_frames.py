@@ -94,13 +94,22 @@ def fill_follow_on(result: str, parts: Sequence[bytes], compact: bool) -> bytes:
     return text.encode("utf-8", "surrogatepass").join(parts)
 
 
+# Nearly every answer carries exactly this header: its frame field is a constant both ways.
+_JSON_TYPE = {"Content-Type": "application/json"}
+_JSON_TYPE_RAW = json.dumps(_JSON_TYPE).encode()
+
+
 def _headers_json(headers: dict[str, str]) -> bytes:
+    if headers == _JSON_TYPE:
+        return _JSON_TYPE_RAW
     return json.dumps(headers).encode() if headers else _NO_HEADERS
 
 
 def _headers(raw: bytes) -> dict[str, str]:
     if raw == _NO_HEADERS:
         return {}
+    if raw == _JSON_TYPE_RAW:
+        return dict(_JSON_TYPE)
     try:
         headers = json.loads(raw)
     except ValueError as exc:
