@@ -104,3 +104,33 @@ def test_a_sleeping_reader_is_woken_after_the_calls_are_sent_and_only_if_it_woul
         assert [f.result(30).status for f in both] == [200, 200]
         pool.flush()
         assert wakes.sent == 1  # nothing sent since
+
+
+class _RecordingConn:
+    """A worker's pipe, recording the frames sent on it."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.frames: list[bytes] = []
+
+    def send_bytes(self, frame: bytes) -> None:
+        self.frames.append(frame)
+        self.conn.send_bytes(frame)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_nudge_wakes_the_idle_workers_but_the_one_the_next_call_goes_to() -> None:
+    with PoolInvoker(3, modules=MODULES, spin_us=300) as pool:
+        pool.warmup()
+        for w in pool._pool:
+            w.conn = _RecordingConn(w.conn)  # type: ignore[assignment]
+        assert _echo(pool, 1).result(30).status == 200  # one worker answered last: the next call's
+        time.sleep(0.01)  # every worker's poll after its answer is over
+        last = max(pool._pool, key=lambda w: w.answered_at)
+        pool.nudge()
+        nudged = [w for w in pool._pool if b"N" in w.conn.frames]  # type: ignore[attr-defined]
+        assert len(nudged) == 2 and last not in nudged
+        assert _echo(pool, 2).result(30).json()["echo"] == {"i": 2}
+        assert last.conn.frames[-1].startswith(b"Q")  # type: ignore[attr-defined]  # the call went to it

@@ -19,6 +19,7 @@ import json
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import threading
 import time
@@ -196,6 +197,12 @@ def _worker_main(conn: Connection, modules: tuple[str, ...], spin_s: float = 0.0
     (:meth:`PoolInvoker.chain`) runs on the previous answer, or is answered "skipped".
     """
     _init_worker(modules)
+    poller = select.poll()  # one system call per look while polling, no selector built each time
+    poller.register(conn.fileno(), select.POLLIN)
+
+    def called() -> bool:
+        return bool(poller.poll(0))
+
     conn.send_bytes(frames.encode_ready(os.getpid()))
     last: Response | None = None  # the previous call's answer, for a follow-on
     while True:
@@ -206,7 +213,7 @@ def _worker_main(conn: Connection, modules: tuple[str, ...], spin_s: float = 0.0
         if request is None:
             return
         if request is frames.NUDGE_REQUEST:  # a call is about to come: be polling when it does
-            spin_until(conn.poll, max(spin_s, _NUDGE_SPIN_S))
+            spin_until(called, max(spin_s, _NUDGE_SPIN_S))
             continue
         if isinstance(request, frames.FollowOn):
             body = follow_on_body(request, last)
@@ -220,7 +227,7 @@ def _worker_main(conn: Connection, modules: tuple[str, ...], spin_s: float = 0.0
         last = faas.invoke(module, faas.Event(body=body, headers=headers))
         conn.send_bytes(frames.encode_answer(last))
         if spin_s > 0:
-            spin_until(conn.poll, spin_s)
+            spin_until(called, spin_s)
 
 
 # How long a nudged worker polls for the call it was woken for (the engine's run set-up is ~0.1 ms).
@@ -447,8 +454,12 @@ class PoolInvoker(_ModuleInvoker):
             return
         with self._lock:
             now = time.monotonic()
-            for w in self._pool:
-                if w.call is None and w.ready.is_set() and now - w.answered_at > self._spin_s:
+            idle = [w for w in self._pool if w.call is None and w.ready.is_set()]
+            # The next call goes to the worker that answered last (_run): its own frame wakes it as
+            # soon as a nudge would, so only the others are nudged, one system call fewer.
+            first = max(idle, key=_last_answer, default=None)
+            for w in idle:
+                if w is not first and now - w.answered_at > self._spin_s:
                     w.conn.send_bytes(frames.NUDGE)
 
     def chain(self, after: cf.Future[Response], call: Ahead) -> cf.Future[Response] | None:
@@ -512,9 +523,19 @@ class PoolInvoker(_ModuleInvoker):
         ready = wait(waitables, max(0.0, start - time.monotonic()))
         if ready:
             return ready
-        conns = [w.conn for w in pool]
-        if spin_until(lambda: any(c.poll() for c in conns), until - time.monotonic()):
-            return [c for c in conns if c.poll()]
+        # One poll(2) over every pipe per look: it says which are readable (or hung up) at once.
+        by_fd = {w.conn.fileno(): w.conn for w in pool}
+        poller = select.poll()
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        events: list[tuple[int, int]] = []
+
+        def answered() -> bool:
+            events[:] = poller.poll(0)
+            return bool(events)
+
+        if spin_until(answered, until - time.monotonic()):
+            return [by_fd[fd] for fd, _ in events]
         return []  # past the window: the next turn plans again (or sleeps)
 
     def _read(self) -> None:
