@@ -17,6 +17,7 @@ import functools
 import importlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import select
@@ -27,9 +28,9 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from ftg_common import catalog, faas, gc_policy
@@ -292,6 +293,32 @@ def _last_answer(w: _Worker) -> float:
     return w.answered_at
 
 
+_ANSWER, _EXIT, _WAKE = "answer", "exit", "wake"
+
+
+class _PipeWatch:
+    """One poll(2) object over the reader's wake-up pipe and every worker's pipe and exit.
+
+    Built once per set of workers (again only when one is replaced), so a wait costs one system call
+    rather than a selector built, filled and torn down each time.
+    """
+
+    def __init__(self, wake: Connection, pool: list[_Worker]) -> None:
+        self.pool = pool
+        self._what: dict[int, tuple[str, _Worker | None]] = {wake.fileno(): (_WAKE, None)}
+        for w in pool:
+            self._what[w.conn.fileno()] = (_ANSWER, w)
+            self._what[w.process.sentinel] = (_EXIT, w)
+        self._poll = select.poll()
+        for fd in self._what:
+            self._poll.register(fd, select.POLLIN)
+
+    def ready(self, timeout: float | None) -> list[tuple[str, _Worker | None]]:
+        """What became readable within ``timeout`` seconds (None: wait until something does)."""
+        ms = None if timeout is None else math.ceil(max(0.0, timeout) * 1000)
+        return [self._what[fd] for fd, _ in self._poll.poll(ms)]
+
+
 @dataclass(frozen=True)
 class PoolUsage:
     """How a warm pool's workers spent their time, summed over every worker it ever ran.
@@ -507,55 +534,49 @@ class PoolInvoker(_ModuleInvoker):
         live = [win for win in windows if win is not None and win[1] > now]
         return min(live) if live else None
 
-    def _wait(self, pool: list[_Worker], waitables: list[Any]) -> list[Any]:
+    def _wait(self, watch: _PipeWatch) -> list[tuple[str, _Worker | None]]:
         """Wait for a message or a worker's exit: sleep, or poll near a call's expected end."""
         with self._lock:
-            window = self._poll_window(pool, time.monotonic())
+            window = self._poll_window(watch.pool, time.monotonic())
             self._reader_blocked = window is None
         if window is None:
-            ready = wait(waitables)
+            ready = watch.ready(None)
             with self._lock:
                 # Awake now: calls submitted from here on (often from this thread's own callbacks) are
                 # planned by the next turn, with no need to wake it.
                 self._reader_blocked = False
             return ready
         start, until = window
-        ready = wait(waitables, max(0.0, start - time.monotonic()))
+        ready = watch.ready(start - time.monotonic())
         if ready:
             return ready
-        # One poll(2) over every pipe per look: it says which are readable (or hung up) at once.
-        by_fd = {w.conn.fileno(): w.conn for w in pool}
-        poller = select.poll()
-        for fd in by_fd:
-            poller.register(fd, select.POLLIN)
-        events: list[tuple[int, int]] = []
+        found: list[tuple[str, _Worker | None]] = []
 
         def answered() -> bool:
-            events[:] = poller.poll(0)
-            return bool(events)
+            found[:] = watch.ready(0)
+            return bool(found)
 
         if spin_until(answered, until - time.monotonic()):
-            return [by_fd[fd] for fd, _ in events]
+            return found
         return []  # past the window: the next turn plans again (or sleeps)
 
     def _read(self) -> None:
+        watch: _PipeWatch | None = None
         while True:
             with self._lock:
                 if self._closed:
                     return
                 pool = list(self._pool)
-            sentinels = [w.process.sentinel for w in pool]
-            waitables: list[Any] = [self._wake_r, *(w.conn for w in pool), *sentinels]
-            for ready in self._wait(pool, waitables):
-                if ready is self._wake_r:
+            if watch is None or watch.pool != pool:  # first turn, or a worker was replaced
+                watch = _PipeWatch(self._wake_r, pool)
+            for kind, w in self._wait(watch):
+                if w is None:  # the wake-up pipe
                     with contextlib.suppress(EOFError, OSError):
                         self._wake_r.recv_bytes()
-                    continue
-                for w in pool:
-                    if ready is w.conn:
-                        self._receive(w)
-                    elif ready == w.process.sentinel and not w.process.is_alive():
-                        self._replace(w)
+                elif kind == _ANSWER:
+                    self._receive(w)
+                elif not w.process.is_alive():
+                    self._replace(w)
 
     def _receive(self, w: _Worker) -> None:
         try:

@@ -233,6 +233,7 @@ class _Execution:
         self.chain = getattr(invoker, "chain", None)  # follow-on calls (plan_follow_on), if it can
         self.flush = getattr(invoker, "flush", None)  # told after each step that its calls are sent
         self.follow_ons: dict[str, follow_on.FollowOn] = {}  # by the task they are sent ahead for
+        self.whens: dict[str, tuple[bool, str]] = {}  # when_holds of conditions on parameters only
 
     # --- main loop --------------------------------------------------------------------------------
     def run(self) -> WorkflowRun:
@@ -509,18 +510,25 @@ class _Execution:
     def when_holds(self, task: Task, scopes: tuple[Mapping[str, str], ...]) -> tuple[bool, str]:
         """Whether ``task``'s ``when`` holds, and its text after substitution; _NodeError if it cannot say."""
         assert task.when is not None
+        # A condition on workflow parameters only is the same all run long: decided once (a follow-on
+        # plan asks while the step before runs; the start then finds the answer).
+        constant = all(ref.startswith("workflow.") for ref in task.when.refs)
+        if constant and task.name in self.whens:
+            return self.whens[task.name]
         try:
             values = task.when.values(scopes)
         except KeyError as key:
             raise _unresolved(key, "when") from None
         cond = task.when.fill(values)
         holds = slotted_expression(task.when.parts).evaluate_bool(values)
-        if holds is not None:  # parsed once for every iteration's values
-            return holds, cond
-        try:
-            return compile_expression(cond, bare_words=True).evaluate_bool(), cond
-        except ExpressionError as exc:
-            raise _NodeError(f"invalid 'when' expression: {exc}") from None
+        if holds is None:  # the template cannot be parsed once for all values: parse this text
+            try:
+                holds = compile_expression(cond, bare_words=True).evaluate_bool()
+            except ExpressionError as exc:
+                raise _NodeError(f"invalid 'when' expression: {exc}") from None
+        if constant:
+            self.whens[task.name] = (holds, cond)
+        return holds, cond
 
     def render_request(
         self, task: Task, scopes: tuple[Mapping[str, str], ...]
