@@ -75,7 +75,7 @@ def split_markdown(split: dict) -> list[str]:
         "Medians over the iterations of all seeds (the first 5 of each left out). Critical-path body: sum "
         "over DAG levels of the slowest step's own `seconds`. Overhead = wall - body; its share is "
         "1 - sum(body) / sum(wall). In calls, outside bodies: per level the slowest call as the engine "
-        "timed it minus the slowest body (pool round trip, pickling, JSON, validation, handler work after "
+        "timed it minus the slowest body (pool round trip, byte frames, JSON, validation, handler work after "
         "its clock stops). Engine: wall minus the critical path of calls.",
         "",
         "| iterations | n | wall (ms) | critical-path body (ms) | overhead (ms) | overhead % "

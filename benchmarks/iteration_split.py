@@ -6,7 +6,7 @@ parsed and validated, before the response is serialised). The iteration DAG is a
 bodies is the sum over levels of the slowest node's ``seconds``. Everything else is overhead:
 
 - in calls, outside bodies: per level, the slowest node's call time as the engine measured it (submit ->
-  response handled) minus the slowest body: process-pool round trip, pickling, JSON and pydantic in the
+  response handled) minus the slowest body: process-pool round trip, byte frames, JSON and pydantic in the
   handler wrapper, and any work a handler does after it stops its own clock;
 - engine: iteration wall minus the critical path of call times: scheduling, substitution, fan-in,
   success conditions, thread hand-offs.
