@@ -232,6 +232,7 @@ class _Execution:
         self.sleep_until: float | None = None
         self.chain = getattr(invoker, "chain", None)  # follow-on calls (plan_follow_on), if it can
         self.flush = getattr(invoker, "flush", None)  # told after each step that its calls are sent
+        self.nudge = getattr(invoker, "nudge", None)  # told when a run begins that calls will come
         self.follow_ons: dict[str, follow_on.FollowOn] = {}  # by the task they are sent ahead for
         self.whens: dict[str, tuple[bool, str]] = {}  # when_holds of conditions on parameters only
 
@@ -245,6 +246,8 @@ class _Execution:
 
     def begin(self, started_wall: float | None = None, t0: float | None = None) -> None:
         """Start the first tasks; ``cond`` held. The run's clock starts at ``t0`` (perf_counter), or now."""
+        if self.nudge is not None:  # idle workers wake while the run is set up, not when its calls come
+            self.nudge()
         self.started_wall = time.time() if started_wall is None else started_wall
         self.t0 = time.perf_counter() if t0 is None else t0
         if self.wf.active_deadline_s is not None:
@@ -852,9 +855,6 @@ class LocalEngine:
         Raises:
             WorkflowParameterError: the parameters do not match the declared ones.
         """
-        nudge = getattr(self.invoker, "nudge", None)
-        if nudge is not None:  # idle workers wake while the run is set up, not when its calls come
-            nudge()
         params = resolve_parameters(self.compiled, parameters)
         return _Execution(self.invoker, self.compiled, params, on_node).run()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from workflows.engines.base import WorkflowRun
 from workflows.engines.compiler import CompiledWorkflow
@@ -61,7 +61,6 @@ class IterationStream:
         # run in another, as deep as the stream is long.
         self._consumer: int | None = None
         self._deferred = False
-        self._nudge: Callable[[], None] | None = getattr(invoker, "nudge", None)
         # A finished run is handed over once the next one has a CPU to spare: the consumer's work on it
         # then runs beside one function, not against a fan-out that keeps every CPU busy.
         self._cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -71,8 +70,6 @@ class IterationStream:
         if self.stopping or self.started >= len(self.parameters):
             self.current = None
             return
-        if self._nudge is not None:  # the fan-out's idle worker wakes while the run is set up
-            self._nudge()
         run = _Execution(
             self.invoker, self.compiled, self.parameters[self.started], None, self.cond, self._finished
         )
