@@ -627,6 +627,17 @@ def exchange(host: str, port: int, case: RawCase, timeout: float) -> tuple[int |
         return resp.status, judge(resp.status, resp.getheader("Content-Type") or "", text, case.version_ok)
 
 
+# What a client meets when the server closed a kept-alive connection just as a request went out on it.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+def _post(conn: http.client.HTTPConnection, body: Body) -> tuple[http.client.HTTPResponse, str]:
+    """POST ``body`` to its function on ``conn``: (the response, its text)."""
+    conn.request("POST", f"/function/{body.function}", body.data, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    return resp, resp.read().decode(errors="replace")
+
+
 def fuzz_http(
     target: Target,
     host: str,
@@ -667,12 +678,18 @@ def fuzz_http(
                 # HTTP clients do, rather than write into a connection the server is closing.
                 conn.close()
                 conn = http.client.HTTPConnection(host, port, timeout=3 * read_timeout + 10)
+            reused = conn.sock is not None  # open: kept alive after an earlier answer
             try:
-                conn.request(
-                    "POST", f"/function/{body.function}", body.data, {"Content-Type": "application/json"}
-                )
-                resp = conn.getresponse()
-                text = resp.read().decode(errors="replace")
+                try:
+                    resp, text = _post(conn, body)
+                except _STALE:
+                    if not reused:
+                        raise
+                    # The server closed the kept-alive connection (its read timeout) as this request
+                    # went out; HTTP clients send again on a new one, and so does this one, once.
+                    conn.close()
+                    conn = http.client.HTTPConnection(host, port, timeout=3 * read_timeout + 10)
+                    resp, text = _post(conn, body)
             except (http.client.HTTPException, OSError) as exc:
                 conn.close()
                 conn = http.client.HTTPConnection(host, port, timeout=3 * read_timeout + 10)

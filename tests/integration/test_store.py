@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -237,8 +238,13 @@ def test_file_store_readers_never_see_a_torn_object(file_store: FileStore) -> No
             seen.add(data[0])
 
     def writer(first: int) -> None:
-        for value in range(first, 60, 2):
-            file_store.put_bytes(key, bytes([value]) * size)
+        # At least 29 versions each, and on until the readers have read a few times and met three
+        # versions (a reader thread can start late on a loaded machine).
+        give_up = time.monotonic() + 60
+        n = 0
+        while n < 29 or ((len(seen) < 3 or reads <= 10) and time.monotonic() < give_up):
+            file_store.put_bytes(key, bytes([first + 2 * (n % 29)]) * size)
+            n += 1
 
     readers = [threading.Thread(target=reader) for _ in range(2)]
     writers = [threading.Thread(target=writer, args=(first,)) for first in (1, 2)]

@@ -39,6 +39,7 @@ from workflows.engines.local import LocalEngine, compile_workflow
 from workflows.iteration import iteration_manifest
 
 MODULES = {**FAKE_MODULES, **ITERATION_MODULES}
+AFTER_FAN_OUT = ["reward-aggregator", "policy-updater", "policy-evaluator"]
 
 
 class SpyPool(PoolInvoker):
@@ -102,18 +103,23 @@ def _results(run: Any) -> dict[str, Any]:
 # --- the engine --------------------------------------------------------------------------------------
 
 
-def test_each_level_after_the_fan_out_starts_on_the_worker_of_the_step_before(pool: SpyPool) -> None:
+def test_each_level_after_the_fan_out_starts_on_the_worker_of_the_step_before() -> None:
+    # A step is sent ahead while the one it follows runs, so each must run long enough for the engine
+    # to get there first: shard 3 answers at once and shard 0 after 0.12 s, the later steps take 0.1 s.
+    slow = {**MODULES, **{name: "tests.fakefuncs.slow_echo" for name in AFTER_FAN_OUT}}
     compiled = compile_workflow(iteration_manifest())
-    params = _iteration([0, 1, 2])  # shard 0 sleeps longest: it is the last call of the fan-out
-    run = LocalEngine(pool, compiled).run(params)
+    params = _iteration([0, 3])
+    with SpyPool(3, modules=slow, spin_us=300) as pool:
+        pool.warmup()
+        run = LocalEngine(pool, compiled).run(params)
     assert run.phase == "Succeeded", run.message
     # Only the fan-out went through submit; aggregate, update and evaluate were sent ahead and adopted.
-    assert pool.submitted == ["rollout-collector"] * 3
-    assert pool.chained == ["reward-aggregator", "policy-updater", "policy-evaluator"]
+    assert pool.submitted == ["rollout-collector"] * 2
+    assert pool.chained == AFTER_FAN_OUT
     pids = {json.loads(run.node(step).result or "")["pid"] for step in ("aggregate", "update", "evaluate")}
     assert len(pids) == 1, "the chain after the fan-out stays on one worker"
     # The same DAG as the in-process engine runs it, step by step.
-    reference = LocalEngine(InProcessInvoker(MODULES), compiled).run(params)
+    reference = LocalEngine(InProcessInvoker(slow), compiled).run(params)
     assert _results(run) == _results(reference)
     assert [n.name for n in run.nodes] == [n.name for n in reference.nodes]
 
@@ -124,8 +130,7 @@ def test_with_follow_ons_off_every_step_goes_through_the_engine() -> None:
         run = LocalEngine(off, compile_workflow(iteration_manifest())).run(_iteration([1, 2]))
     assert run.phase == "Succeeded", run.message
     assert off.chained == []
-    after_fan_out = ["reward-aggregator", "policy-updater", "policy-evaluator"]
-    assert off.submitted == ["rollout-collector"] * 2 + after_fan_out
+    assert off.submitted == ["rollout-collector"] * 2 + AFTER_FAN_OUT
 
 
 def test_a_skipped_step_is_not_sent_ahead(pool: SpyPool) -> None:

@@ -267,8 +267,11 @@ def test_depends_orders_tasks_and_passes_results() -> None:
 
 
 def test_ready_tasks_and_children_run_concurrently() -> None:
+    # Each call waits until all six are running: run one after another, the first would time out.
+    together = threading.Barrier(6, timeout=30)
+
     def slow(url: str, headers: dict[str, str], body: bytes) -> Response:
-        time.sleep(0.25)
+        together.wait()
         return Response(200, {}, "{}")
 
     inv = CannedInvoker(slow, threads=8)
@@ -276,13 +279,10 @@ def test_ready_tasks_and_children_run_concurrently() -> None:
         [task("a", "t"), task("b", "t"), task("fan", "t", withItems=[1, 2, 3, 4])],
         [http_template("t")],
     )
-    t0 = time.perf_counter()
     result = run(manifest, inv)
-    elapsed = time.perf_counter() - t0
     inv.close()
-    assert result.phase == "Succeeded"
+    assert result.phase == "Succeeded", result.message
     assert len(inv.calls) == 6
-    assert elapsed < 0.45, f"6 calls of 0.25 s took {elapsed:.2f}s: not concurrent"
 
 
 def test_with_param_items_and_item_fields() -> None:
@@ -343,14 +343,19 @@ def test_item_values_are_json_serialised_unless_strings() -> None:
 
 
 def test_fan_in_keeps_loop_order_when_children_finish_out_of_order() -> None:
-    def reverse_sleep(url: str, headers: dict[str, str], body: bytes) -> Response:
+    finished = {shard: threading.Event() for shard in range(4)}
+
+    def reverse_order(url: str, headers: dict[str, str], body: bytes) -> Response:
         if b'"shards"' in body:  # the aggregating call
             return echo_json(url, headers, body)
         shard = json.loads(body)["shard"]
-        time.sleep(0.05 * (4 - shard))
-        return Response(200, {}, json.dumps({"shard": shard, "done": time.perf_counter()}))
+        if shard < 3:  # each shard ends after the next one: 3, 2, 1, 0
+            assert finished[shard + 1].wait(30)
+        done = time.perf_counter()
+        finished[shard].set()
+        return Response(200, {}, json.dumps({"shard": shard, "done": done}))
 
-    inv = CannedInvoker(reverse_sleep, threads=8)
+    inv = CannedInvoker(reverse_order, threads=8)
     manifest = workflow(
         [
             task("collect", "c", withParam="[0, 1, 2, 3]", arguments=args(shard="{{item}}")),
@@ -492,12 +497,14 @@ def test_backoff_waits_between_attempts(tmp_path: Path) -> None:
 
 def test_backoff_max_duration_stops_retrying(tmp_path: Path) -> None:
     manifest = _flaky_manifest(
-        tmp_path / "s", 5, "5", backoff={"duration": "80ms", "factor": "2", "maxDuration": "100ms"}
+        tmp_path / "s", 5, "5", backoff={"duration": "500ms", "factor": "2", "maxDuration": "900ms"}
     )
     result = run(manifest, InProcessInvoker(FAKE_MODULES))
     node = result.node("f")
     assert node.phase == "Failed"
-    assert node.attempts == 2  # 2nd retry would wait 160 ms, past the 100 ms budget
+    # The 1st retry comes 500 ms in (an attempt takes milliseconds; the budget leaves it 400); the 2nd
+    # would wait 1 s more, past the 900 ms budget.
+    assert node.attempts == 2
     assert "max duration" in node.message
 
 
@@ -505,7 +512,7 @@ def test_timeout_fails_the_attempt() -> None:
     inv = ThreadedInProcess(FAKE_MODULES)
     manifest = workflow(
         [task("s", "s")],
-        [http_template("s", function="sleepy", body='{"sleep": 1.6}', timeout=1, retry={"limit": "0"})],
+        [http_template("s", function="sleepy", body='{"sleep": 3}', timeout=1, retry={"limit": "0"})],
     )
     t0 = time.perf_counter()
     result = run(manifest, inv)
@@ -513,7 +520,7 @@ def test_timeout_fails_the_attempt() -> None:
     node = result.node("s")
     assert (result.phase, node.phase, node.attempts) == ("Failed", "Failed", 1)
     assert node.message.startswith("timeout: no response within 1s")
-    assert 0.95 < elapsed < 1.5
+    assert 0.95 < elapsed < 2.5  # cut at the timeout, not at the 3 s answer
     inv.pool.shutdown(wait=False)
 
 

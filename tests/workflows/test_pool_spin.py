@@ -98,7 +98,8 @@ def test_a_sleeping_reader_is_woken_after_the_calls_are_sent_and_only_if_it_woul
         assert one.result(30).status == 200
 
         assert _reader_asleep(pool)
-        both = [_sleepy(pool, 0.05), _sleepy(pool, 0.05)]
+        # Long enough that both are still running at the flush, however late this thread gets there.
+        both = [_sleepy(pool, 1.0), _sleepy(pool, 1.0)]
         pool.flush()
         assert wakes.sent == 1  # every CPU busy: it would not poll, so it sleeps on
         assert [f.result(30).status for f in both] == [200, 200]
