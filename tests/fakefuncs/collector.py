@@ -1,11 +1,12 @@
 """A stand-in rollout-collector for the real iteration template.
 
 Higher shards answer sooner (so completion order is the reverse of loop order); shard 7 always fails
-with 500; shard 8 answers a body that is not JSON.
+with 500; shard 8 answers a body that is not JSON. Each answer names the process that ran it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -21,5 +22,11 @@ def handle(event: Any, context: Any) -> dict[str, Any]:
         return {"statusCode": 200, "body": "not json"}
     time.sleep(max(0.0, 0.12 - 0.04 * shard))
     return ok(
-        {"key": f"traj/{shard:04d}", "shard": shard, "run_id": req["run_id"], "iteration": req["iteration"]}
+        {
+            "key": f"traj/{shard:04d}",
+            "shard": shard,
+            "run_id": req["run_id"],
+            "iteration": req["iteration"],
+            "pid": os.getpid(),
+        }
     )
