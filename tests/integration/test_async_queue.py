@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from email.message import Message
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from typing import Any
 
 import nats
@@ -470,6 +471,21 @@ threading.Event().wait()
 """
 
 
+def _lines_until(out: Any, enough: Callable[[list[str]], bool], timeout: float = 60.0) -> list[str]:
+    """Lines read from a child's ``out`` until ``enough`` of them; a failure names what it printed."""
+    lines: SimpleQueue[str] = SimpleQueue()
+    threading.Thread(target=lambda: [lines.put(x) for x in iter(out.readline, "")], daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not enough(seen):
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except Empty:
+            pytest.fail(f"the gateway process printed only {seen} in {timeout:g} s")
+        seen.append(line)
+    return seen
+
+
 def test_calls_of_a_killed_gateway_are_redelivered_and_all_complete(
     nats_url: str, stream: str, make_queue: QueueFactory, receiver: Receiver
 ) -> None:
@@ -487,11 +503,7 @@ def test_calls_of_a_killed_gateway_are_redelivered_and_all_complete(
     )
     try:
         assert gateway.stdout is not None
-        lines: list[str] = []
-        while sum(line.startswith("running") for line in lines) < 3:
-            line = gateway.stdout.readline()
-            assert line, f"the gateway process ended early: {lines}"
-            lines.append(line)
+        _lines_until(gateway.stdout, lambda seen: sum(x.startswith("running") for x in seen) >= 3)
         gateway.kill()  # SIGKILL: no nak, no close; three calls in flight, four queued
         gateway.wait(10)
     finally:
