@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -116,14 +117,23 @@ def driver(cfg: RunConfig, services: Any, **kw: Any) -> Any:
     return RunDriver(cfg, engine=services.engine_for(cfg), store=services.store, meta=services.meta, **kw)
 
 
-def drive_until_interrupted(cfg: RunConfig, services: Any, n: int, **kw: Any) -> None:
-    """Drive ``cfg`` and stop it as Ctrl-C does once it reports iteration ``n`` (``kw``: other options)."""
+def drive_until_interrupted(
+    cfg: RunConfig, services: Any, n: int, until: Callable[[], bool] | None = None, **kw: Any
+) -> None:
+    """Drive ``cfg`` and stop it as Ctrl-C does once it reports iteration ``n``.
+
+    ``until``: also wait (up to 120 s) until it holds before stopping, to settle what runs on meanwhile;
+    ``kw``: other driver options.
+    """
     import pytest
 
     stop = threading.Event()
 
     def on_progress(p: Any) -> None:
         if p.iteration >= n:
+            deadline = time.monotonic() + 120
+            while until is not None and not until() and time.monotonic() < deadline:
+                time.sleep(0.005)
             stop.set()
 
     with pytest.raises(KeyboardInterrupt):
@@ -131,13 +141,16 @@ def drive_until_interrupted(cfg: RunConfig, services: Any, n: int, **kw: Any) ->
 
 
 def straight_and_interrupted(
-    services: Any, hparams: Any, seed: int, n: int, prefix: str = ""
+    services: Any, hparams: Any, seed: int, n: int, prefix: str = "", until: Callable[[], bool] | None = None
 ) -> tuple[RunConfig, RunConfig]:
-    """Run ``<prefix>straight`` driven to the end, ``<prefix>broken`` (same config) interrupted at ``n``."""
+    """Run ``<prefix>straight`` driven to the end, ``<prefix>broken`` (same config) interrupted at ``n``.
+
+    ``until``: as :func:`drive_until_interrupted`'s.
+    """
     straight = RunConfig.for_algo(f"{prefix}straight", seed, hparams)
     driver(straight, services).drive()
     broken = RunConfig.for_algo(f"{prefix}broken", seed, hparams)
-    drive_until_interrupted(broken, services, n)
+    drive_until_interrupted(broken, services, n, until)
     return straight, broken
 
 

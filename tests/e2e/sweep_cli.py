@@ -20,18 +20,27 @@ def run_cli(
     return subprocess.run([*CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-def meta_row(db: Path, seed: int) -> tuple[str, int] | None:
-    """(status, last committed iteration) of the seed's run in the metadata store ``db``, or None."""
+def _runs(db: Path, where: str = "", args: tuple[Any, ...] = ()) -> list[tuple[str, int]] | None:
+    """(status, last committed iteration) of the runs in the metadata store ``db``; None before it exists."""
     if not db.exists():
         return None
     try:
         with sqlite3.connect(db, timeout=5) as conn:
-            row: tuple[str, int] | None = conn.execute(
-                "SELECT status, last_iteration FROM runs WHERE run_id LIKE ?", (f"%-s{seed}",)
-            ).fetchone()
-            return row
-    except sqlite3.OperationalError:
+            return list(conn.execute(f"SELECT status, last_iteration FROM runs {where}", args))
+    except sqlite3.OperationalError:  # the driver is creating the schema
         return None
+
+
+def meta_row(db: Path, seed: int) -> tuple[str, int] | None:
+    """(status, last committed iteration) of the seed's run in the metadata store ``db``, or None."""
+    rows = _runs(db, "WHERE run_id LIKE ?", (f"%-s{seed}",))
+    return rows[0] if rows else None
+
+
+def fewest_committed(db: Path, runs: int) -> int:
+    """The lowest last committed iteration over the ``runs`` runs in ``db`` (-1 until all exist)."""
+    rows = _runs(db) or []
+    return min(last for _, last in rows) if len(rows) == runs else -1
 
 
 def sweep_mlflow_runs(tracking_uri: str) -> tuple[Any, Any, list[Any]]:

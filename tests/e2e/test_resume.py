@@ -17,6 +17,7 @@ from benchmarks.reliability.procs import scratch_stores_env
 from benchmarks.reliability.sweep_specs import ZOO_CARTPOLE
 from ftg_common import layout, runtime
 from ftg_common.config import PPOConfig, RunConfig
+from tests.e2e.sweep_cli import fewest_committed
 from tests.e2e.sweep_kill import SweepDir
 from tests.funcs import SMALL_PPO, straight_and_interrupted
 from tests.funcs import driver as _driver
@@ -132,7 +133,7 @@ def test_ctrl_c_interrupts_cleanly_and_names_the_resume_command(tmp_path: Path) 
         )
         deadline = time.monotonic() + 300
         # Both trials past iteration 5: they run side by side at different speeds (5 and 20 epochs).
-        while _fewest_committed(tmp_path / "meta.db", runs=2) < 5:
+        while fewest_committed(tmp_path / "meta.db", runs=2) < 5:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)
@@ -142,15 +143,3 @@ def test_ctrl_c_interrupts_cleanly_and_names_the_resume_command(tmp_path: Path) 
     with sqlite3.connect(tmp_path / "meta.db") as conn:
         rows = conn.execute("SELECT status, last_iteration FROM runs").fetchall()
     assert len(rows) == 2 and all(status == "interrupted" and 5 <= last < 1999 for status, last in rows)
-
-
-def _fewest_committed(db: Path, runs: int) -> int:
-    """The lowest last committed iteration over the ``runs`` runs in ``db`` (-1 until all exist)."""
-    if not db.exists():
-        return -1
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            lasts = [last for (last,) in conn.execute("SELECT last_iteration FROM runs")]
-    except sqlite3.OperationalError:  # the driver is creating the schema
-        return -1
-    return min(lasts) if len(lasts) == runs else -1

@@ -3,8 +3,6 @@ ones a run per iteration makes, and a run stopped mid-stream resumes bit for bit
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +10,7 @@ import pytest
 
 from ftg_common import layout, runtime
 from ftg_common.config import PPOConfig, RunConfig
-from tests.funcs import SMALL_PPO
+from tests.funcs import SMALL_PPO, straight_and_interrupted
 from tests.funcs import driver as _driver
 
 
@@ -37,27 +35,16 @@ def test_a_streamed_run_stopped_mid_stream_resumes_to_the_weights_of_a_run_per_i
     streaming: Any, services: Any
 ) -> None:
     ppo = PPOConfig(**SMALL_PPO)
-    last = ppo.n_iterations - 1
+    last = ppo.n_iterations
     plain = RunConfig.for_algo("plain", 5, ppo)
     _driver(plain, services).drive()  # one Workflow run per iteration, in process
-    straight = RunConfig.for_algo("straight", 5, ppo)
-    _driver(straight, streaming).drive()
 
     # Stopped once 6 iterations are recorded (0..5), while the stream (4..7) runs on. How far it got
     # before the stop reached it is a race, so the race is settled: the stop waits until iteration 6's
     # update has committed, which leaves a committed iteration without a record, as a Ctrl-C can.
-    broken = RunConfig.for_algo("broken", 5, ppo)
-    stop = threading.Event()
-
-    def on_progress(p: Any) -> None:
-        if p.iteration >= 6 and not stop.is_set():
-            deadline = time.monotonic() + 120
-            while streaming.meta.get_run("broken")["last_iteration"] < 6 and time.monotonic() < deadline:
-                time.sleep(0.005)
-            stop.set()
-
-    with pytest.raises(KeyboardInterrupt):
-        _driver(broken, streaming, on_progress=on_progress, stop=stop).drive()
+    _, broken = straight_and_interrupted(
+        streaming, ppo, seed=5, n=6, until=lambda: streaming.meta.get_run("broken")["last_iteration"] >= 6
+    )
     rec = streaming.meta.get_run("broken")
     committed = rec["last_iteration"]
     # 7 only if the stream ended iteration 7 too before it saw the stop: it is the stream's last.
@@ -70,10 +57,8 @@ def test_a_streamed_run_stopped_mid_stream_resumes_to_the_weights_of_a_run_per_i
     summary = _driver(broken, streaming).drive()
     assert streaming.meta.get_run("broken")["status"] == "finished"
     assert summary.steps == ppo.total_steps
-    recovered = [
-        i for i in range(last + 1) if store.get_json(layout.metrics_key("broken", i)).get("recovered")
-    ]
+    recovered = [i for i in range(last) if store.get_json(layout.metrics_key("broken", i)).get("recovered")]
     assert recovered == list(range(6, committed + 1))  # rebuilt from its committed objects, not rerun
-    reference = _weights("plain", last + 1)
-    assert _weights("straight", last + 1) == reference
-    assert _weights("broken", last + 1) == reference
+    reference = _weights("plain", last)
+    assert _weights("straight", last) == reference
+    assert _weights("broken", last) == reference

@@ -474,7 +474,13 @@ threading.Event().wait()
 def _lines_until(out: Any, enough: Callable[[list[str]], bool], timeout: float = 60.0) -> list[str]:
     """Lines read from a child's ``out`` until ``enough`` of them; a failure names what it printed."""
     lines: SimpleQueue[str] = SimpleQueue()
-    threading.Thread(target=lambda: [lines.put(x) for x in iter(out.readline, "")], daemon=True).start()
+
+    def pump() -> None:
+        for line in iter(out.readline, ""):
+            lines.put(line)
+        lines.put("")  # the end of ``out``: the child exited
+
+    threading.Thread(target=pump, daemon=True).start()
     seen: list[str] = []
     deadline = time.monotonic() + timeout
     while not enough(seen):
@@ -482,6 +488,7 @@ def _lines_until(out: Any, enough: Callable[[list[str]], bool], timeout: float =
             line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
         except Empty:
             pytest.fail(f"the gateway process printed only {seen} in {timeout:g} s")
+        assert line, f"the gateway process ended early: {seen}"
         seen.append(line)
     return seen
 

@@ -24,6 +24,7 @@ from tests.workflows.test_local_engine import (
     args,
     http_template,
     task,
+    without_process,
     workflow,
 )
 from workflows.engines import pool_frames as frames
@@ -83,19 +84,10 @@ def _iteration(shards: list[int], iteration: int = 1) -> dict[str, str]:
     }
 
 
-def _without_process(value: Any) -> Any:
-    """``value`` with the echo handler's process fields (pid, warmed) left out, at any depth."""
-    if isinstance(value, dict):
-        return {k: _without_process(v) for k, v in value.items() if k not in ("pid", "warmed")}
-    if isinstance(value, list):
-        return [_without_process(v) for v in value]
-    return value
-
-
 def _results(run: Any) -> dict[str, Any]:
     """Every node's phase, attempts and result, whichever process answered."""
     return {
-        n.name: (n.phase, n.attempts, _without_process(json.loads(n.result) if n.result else None))
+        n.name: (n.phase, n.attempts, without_process(json.loads(n.result) if n.result else None))
         for n in run.nodes
     }
 

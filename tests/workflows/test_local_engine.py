@@ -186,6 +186,15 @@ def phases(result: WorkflowRun) -> dict[str, str]:
     return {n.name: n.phase for n in result.nodes}
 
 
+def without_process(value: Any) -> Any:
+    """``value`` without the fake functions' process fields (pid, warmed), at any depth."""
+    if isinstance(value, dict):
+        return {k: without_process(v) for k, v in value.items() if k not in ("pid", "warmed")}
+    if isinstance(value, list):
+        return [without_process(v) for v in value]
+    return value
+
+
 def iteration_params(
     shards: list[int], iteration: int = 0, iterations: int = 3, every: int = 2
 ) -> dict[str, str]:

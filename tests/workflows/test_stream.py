@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from ftg_common.faas import Response
-from tests.workflows.test_local_engine import FAKE_MODULES, ITERATION_MODULES, fast_retries, iteration_params
+from tests.workflows.test_local_engine import (
+    FAKE_MODULES,
+    ITERATION_MODULES,
+    fast_retries,
+    iteration_params,
+    without_process,
+)
 from workflows.engines.invokers import InProcessInvoker, PoolInvoker
 from workflows.engines.local import LocalEngine, compile_workflow
 from workflows.iteration import iteration_manifest
@@ -56,13 +62,11 @@ def _params(n: int, shards: list[int] | None = None, failing: int | None = None)
 
 def _shape(run: Any) -> tuple[Any, ...]:
     """A run's phase, nodes and what its aggregate got, whichever process ran the collectors."""
-    results = {n.name: _aggregated(n.result) if n.name == "aggregate" else None for n in run.nodes}
+    results = {
+        n.name: without_process(json.loads(n.result)["echo"]) if n.name == "aggregate" else None
+        for n in run.nodes
+    }
     return run.phase, [(n.name, n.phase, n.attempts) for n in run.nodes], results
-
-
-def _aggregated(result: str) -> Any:
-    echo = json.loads(result)["echo"]
-    return {**echo, "shards": [{k: v for k, v in s.items() if k != "pid"} for s in echo["shards"]]}
 
 
 def test_a_stream_yields_each_run_in_order_as_run_makes_it(pool: CountingPool) -> None:
